@@ -1,0 +1,70 @@
+"""Command line: `weitiao train | eval | predict`. Thin: parse, then call the module that works.
+
+Heavy libraries are imported inside the commands, so `weitiao --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from weitiao.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="weitiao", description="Fine-tune pretrained models from one YAML file.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tr = sub.add_parser("train", help="fine-tune as a config says and write a run folder")
+    tr.add_argument("config", help="YAML config (see examples/)")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set training.lr=3e-5 (repeatable)")
+    tr.add_argument("--name", help="run folder name under output.dir (default: config name + time)")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing run folder of that name")
+
+    ev = sub.add_parser("eval", help="metrics of a trained run on any labelled file")
+    ev.add_argument("run_dir")
+    ev.add_argument("--data", required=True, help="labelled file with the run's text and label columns")
+    ev.add_argument("--output", help="write the metrics as JSON here too")
+
+    pr = sub.add_parser("predict", help="labels and probabilities for new texts")
+    pr.add_argument("run_dir")
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", nargs="+", help="one or more texts")
+    src.add_argument("--file", help="a data file with the run's text column")
+    pr.add_argument("--output", help="write predictions here (.jsonl or .csv); default: print JSON lines")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            from weitiao.config import load_config
+            from weitiao.train.recipe import train
+
+            cfg = load_config(args.config, args.overrides)
+            name = args.name or f"{_stem(args.config)}-{time.strftime('%Y%m%d-%H%M%S')}"
+            train(cfg, name, args.overwrite)
+        elif args.command == "eval":
+            from weitiao.predict import evaluate_file
+
+            evaluate_file(args.run_dir, args.data, args.output)
+        elif args.command == "predict":
+            from weitiao.predict import predict
+
+            predict(args.run_dir, args.text, args.file, args.output)
+    except UserError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint in the run folder is intact", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _stem(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).stem

@@ -1,0 +1,240 @@
+"""The run configuration: one pydantic schema, YAML loading and dotted overrides.
+
+Defaults live here and only here. Code below the CLI receives plain values taken from a
+validated `RunConfig`, never the raw YAML.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from weitiao.errors import UserError
+
+SCHEMA_VERSION = 1
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are refused, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(Section):
+    """Ratios for a stratified, seeded split when no validation file is given."""
+
+    train: float = Field(0.8, gt=0, lt=1)
+    validation: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must add up to 1, got {total:g}")
+        return self
+
+
+class DataConfig(Section):
+    train: str
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "hf"] = "auto"
+    header: bool | None = None  # None: detect (a first row naming the configured columns)
+    columns: list[str] | None = None  # names for the columns of a file without a header
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    labels: list[str] | None = None  # the label set, in id order; default: from the training data
+    labels_file: str | None = None  # the same, one name per line
+    label_separator: str = ","  # multi-label: several labels in one cell
+    max_length: int = Field(128, ge=8, le=8192)
+    train_limit: int | None = Field(None, ge=1)  # seeded random subset of the training rows
+    split: SplitConfig = SplitConfig()
+    drop_duplicates: bool = True
+    drop_leakage: bool = False  # drop training rows whose text is also in evaluation data
+
+
+class TaskConfig(Section):
+    type: Literal["classification"] = "classification"
+    multi_label: bool = False
+    threshold: float = Field(0.5, gt=0, lt=1)  # multi-label decision threshold on sigmoid
+
+
+class StrategyConfig(Section):
+    """Which parameters learn. `strategy: full` and `strategy: {freeze_bottom: 4}` are shorthands."""
+
+    method: str = "full"
+    layers: int | None = Field(None, ge=0)
+
+
+class TrainingConfig(Section):
+    epochs: float = Field(1, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0)  # wins over warmup_ratio when set
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 42
+    group_by_length: bool = True
+    eval_every: int | None = Field(None, ge=1)  # optimizer steps; default: every epoch
+    log_every: int = Field(10, ge=1)
+    metric: str = "accuracy"  # the validation metric that picks the best model
+    patience: int | None = Field(None, ge=1)  # early stopping: evaluations without improvement
+    checkpoint_every: int | None = Field(None, ge=1)  # optimizer steps; always at epoch end
+    keep_checkpoints: int = Field(2, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1)
+    progress: bool = True
+
+
+class OutputConfig(Section):
+    dir: str = "runs"
+
+
+class RunConfig(Section):
+    version: int = SCHEMA_VERSION
+    model: str = "minilm"
+    task: TaskConfig = TaskConfig()
+    data: DataConfig
+    strategy: StrategyConfig = StrategyConfig()
+    training: TrainingConfig = TrainingConfig()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"this weitiao reads config version {SCHEMA_VERSION}")
+        return v
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_shorthand(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"method": v}
+        if isinstance(v, dict) and len(v) == 1 and "method" not in v:
+            (method, layers), = v.items()
+            if isinstance(layers, int) and not isinstance(layers, bool):
+                return {"method": method, "layers": layers}
+        return v
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config, apply `key.sub=value` overrides, validate.
+
+    Relative data paths are kept as written: they resolve against the current directory,
+    as the user typed them in the shell.
+
+    Raises:
+        UserError: a missing file, invalid YAML, an unknown key or a value of the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("config", f"file '{path}' does not exist", "give the path to a YAML config such as examples/sst2.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError("config", f"'{path}' is not valid UTF-8 (byte {e.start})", "save the file as UTF-8") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"config {path}{where}", f"invalid YAML: {problem}", "check the indentation and quoting there") from None
+    if not isinstance(raw, dict):
+        raise UserError("config", f"'{path}' does not hold a mapping of sections", "start from examples/sst2.yaml")
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, source=str(path))
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (`3e-5`, `true`, `[a, b]`)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError("--set", f"'{item}' is not key=value", "write it like --set training.lr=3e-5")
+    value = yaml.safe_load(text) if text.strip() else None
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part in ("task", "strategy"):
+            child = {"type" if part == "task" else "method": child}
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(raw: dict, source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        errors = e.errors()
+        first = describe_error(errors[0])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise UserError(*first[:2], first[2] + more) from None
+
+
+def describe_error(err: dict) -> tuple[str, str, str]:
+    """Turn one pydantic error into (field, problem, fix) for people."""
+    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    field = ".".join(loc) or "config"
+    value = err.get("input")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        match = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+        hint = f"did you mean '{match[0]}'?" if match else f"known keys here: {', '.join(known)}"
+        return field, f"unknown key '{loc[-1]}'", hint
+    if kind == "missing":
+        return field, "is required", f"add '{loc[-1]}:' to the config"
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return field, f"'{value}' is not allowed", f"use one of {allowed}"
+    expected = {
+        "float_parsing": "a number", "float_type": "a number", "int_parsing": "a whole number",
+        "int_type": "a whole number", "int_from_float": "a whole number", "bool_parsing": "true or false",
+        "bool_type": "true or false", "string_type": "a string", "list_type": "a list",
+        "model_type": "a mapping of keys", "dict_type": "a mapping of keys",
+    }.get(kind)
+    if expected:
+        return field, f"expected {expected}, got {value!r}", f"set {field} to {expected}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return field, f"{msg} (got {value!r})", "see docs/config.md for the allowed values"
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML: feeding it back to `weitiao train` repeats the run."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,128 @@
+"""Turn a read `Table` into labelled examples: texts, optional text pairs and label ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+
+from weitiao.data.sources import Table
+from weitiao.errors import UserError
+
+
+@dataclass
+class Examples:
+    """One split. `labels` holds ids (single-label) or lists of ids (multi-label), or None."""
+
+    text: list[str]
+    pair: list[str] | None
+    labels: list | None
+    lines: list[int]
+    source: str
+    dropped: dict[str, int] = dc_field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def subset(self, index: list[int]) -> "Examples":
+        pick = lambda xs: None if xs is None else [xs[i] for i in index]  # noqa: E731
+        return Examples(pick(self.text), pick(self.pair), pick(self.labels), pick(self.lines), self.source, dict(self.dropped))
+
+
+def take_columns(table: Table, field: str, text_column: str, pair_column: str | None,
+                 label_column: str | None) -> tuple[list[str], list[str] | None, list | None]:
+    """Pick the configured columns, with an error that lists the columns that do exist."""
+    for key, name in (("text_column", text_column), ("text_pair_column", pair_column), ("label_column", label_column)):
+        if name is not None and name not in table.columns:
+            hint = "" if table.has_header else " (the file has no header row: name them with data.columns)"
+            raise UserError(f"data.{key}", f"column '{name}' not in {field} '{table.path}'; its columns are {', '.join(table.columns)}{hint}",
+                            f"set data.{key} to one of them")
+    text = [_as_text(r.get(text_column), table, i, field, text_column) for i, r in enumerate(table.rows)]
+    pair = [_as_text(r.get(pair_column), table, i, field, pair_column) for i, r in enumerate(table.rows)] if pair_column else None
+    raw = [r.get(label_column) for r in table.rows] if label_column else None
+    return text, pair, raw
+
+
+def _as_text(value, table: Table, i: int, field: str, column: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        raise UserError(field, f"'{table.path}' line {table.lines[i]}: column '{column}' holds a {type(value).__name__}, not text", "give plain text in that column")
+    return str(value)
+
+
+class LabelSet:
+    """Label names in id order, and the rule that turns cells (ids or names) into ids.
+
+    A column is read as ids when every cell is an integer (or a string of digits), as names
+    when none is; a mix of both is refused, since "1" next to "positive" is ambiguous.
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = [str(n) for n in names]
+        self.index = {n: i for i, n in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_cells(cls, cells: list, separator: str | None, field: str, table: Table) -> "LabelSet":
+        parts = [p for c in cells for p in split_cell(c, separator)]
+        kind = cell_kind(parts, cells, separator, field, table)
+        if kind == "id":
+            top = max((int(p) for p in parts), default=-1)
+            return cls([str(i) for i in range(top + 1)])
+        return cls(sorted({str(p).strip() for p in parts}))
+
+    def encode(self, cells: list, separator: str | None, field: str, table: Table) -> list:
+        """Cells -> ids (single-label) or lists of ids (multi-label, `separator` set)."""
+        parts = [p for c in cells for p in split_cell(c, separator)]
+        kind = cell_kind(parts, cells, separator, field, table)
+        out = []
+        for i, cell in enumerate(cells):
+            ids = []
+            for p in split_cell(cell, separator):
+                key = int(p) if kind == "id" else str(p).strip()
+                ok = (0 <= key < len(self.names)) if kind == "id" else key in self.index
+                if not ok:
+                    shown = self.names if len(self.names) <= 30 else self.names[:30] + ["..."]
+                    raise UserError(field, f"'{table.path}' line {table.lines[i]}: unknown label {p!r}; the labels are {shown}",
+                                    "fix the label, or list every label in data.labels")
+                ids.append(key if kind == "id" else self.index[key])
+            if separator is None:
+                if len(ids) != 1:
+                    raise UserError(field, f"'{table.path}' line {table.lines[i]} has no label", "give every row a label, or drop the row")
+                out.append(ids[0])
+            else:
+                out.append(sorted(set(ids)))
+        return out
+
+
+def split_cell(cell, separator: str | None) -> list:
+    if cell is None or (isinstance(cell, str) and not cell.strip()):
+        return []
+    if isinstance(cell, (list, tuple)):
+        return list(cell)
+    if separator is not None and isinstance(cell, str):
+        return [p.strip() for p in cell.split(separator) if p.strip()]
+    return [cell]
+
+
+def _is_id(p) -> bool:
+    if isinstance(p, bool):
+        return False
+    if isinstance(p, int):
+        return True
+    if isinstance(p, float):
+        return p.is_integer()
+    return isinstance(p, str) and p.strip().isdigit()
+
+
+def cell_kind(parts: list, cells: list, separator: str | None, field: str, table: Table) -> str:
+    ids = [_is_id(p) for p in parts]
+    if all(ids):
+        return "id"
+    if not any(ids):
+        return "name"
+    first_id = next(p for p, k in zip(parts, ids) if k)
+    first_name = next(p for p, k in zip(parts, ids) if not k)
+    raise UserError(field, f"label column in '{table.path}' mixes ids ({first_id!r}) and names ({first_name!r})",
+                    "use either label ids everywhere or label names everywhere")

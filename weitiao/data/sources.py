@@ -1,0 +1,166 @@
+"""Read labelled rows from CSV, TSV, JSONL, a JSON array, Parquet or a saved HF dataset folder.
+
+Every reader returns a `Table`: the column names, the rows as dicts and, for each row, the
+line (or record number) it came from, so that later errors can point at it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from weitiao.errors import UserError
+
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
+FORMATS = sorted(set(EXTENSIONS.values()) | {"hf"})
+csv.field_size_limit(sys.maxsize)
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[dict]
+    lines: list[int]  # 1-based line (text formats) or record number of each row
+    path: str
+    has_header: bool = True
+
+
+def detect_format(path: Path, field: str) -> str:
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+            return "hf"
+        raise UserError(field, f"'{path}' is a folder but not a saved Hugging Face dataset", "give a file, or a folder written by Dataset.save_to_disk")
+    fmt = EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(field, f"cannot tell the format of '{path.name}' from its extension", f"rename it or set data.format to one of {FORMATS}")
+    return fmt
+
+
+def read_table(path: str, field: str, fmt: str = "auto", header: bool | None = None,
+               columns: list[str] | None = None, expect: tuple[str, ...] = ()) -> Table:
+    """Read one data file.
+
+    Args:
+        path: the file (or dataset folder) to read.
+        field: the config key naming it, used in error messages (``data.train``).
+        fmt: one of FORMATS or "auto" (from the extension).
+        header: CSV/TSV only: True, False, or None to detect it (a first row that names
+            one of `expect`, when no `columns` are given).
+        columns: names for the columns of a headerless CSV/TSV.
+        expect: the column names the config will ask for (for header detection).
+
+    Raises:
+        UserError: a missing file, bad encoding or a malformed row, naming the line.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(field, f"file '{path}' does not exist", "check the path (relative paths start from the current directory)")
+    fmt = detect_format(p, field) if fmt == "auto" else fmt
+    if fmt == "hf":
+        return _read_hf(p, field)
+    if fmt == "parquet":
+        return _read_parquet(p, field)
+    text = _read_utf8(p, field)
+    if fmt in ("csv", "tsv"):
+        return _read_delimited(text, str(p), field, "\t" if fmt == "tsv" else ",", header, columns, expect)
+    if fmt == "jsonl":
+        return _read_jsonl(text, str(p), field)
+    return _read_json(text, str(p), field)
+
+
+def _read_utf8(p: Path, field: str) -> str:
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(field, f"'{p}' is not valid UTF-8 (line {line}, byte {e.start})", "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def _read_delimited(text: str, path: str, field: str, sep: str, header: bool | None,
+                    columns: list[str] | None, expect: tuple[str, ...]) -> Table:
+    # TSV has no quoting by convention (SST-2 has bare quotes inside sentences); CSV does.
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(text.splitlines(), delimiter=sep, quoting=quoting, strict=True)
+    records, lines = [], []
+    try:
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                records.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as e:
+        raise UserError(field, f"'{path}' line {reader.line_num + 1} is malformed ({e})", "fix the quoting on that line") from None
+    if not records:
+        raise UserError(field, f"'{path}' is empty", "give a file with a header row and data rows")
+    if header is None:
+        header = columns is None and any(c.strip() in expect for c in records[0])
+    if header:
+        names, records, lines = [c.strip() for c in records[0]], records[1:], lines[1:]
+    else:
+        names = list(columns) if columns else [str(i) for i in range(len(records[0]))]
+    rows = []
+    for row, line in zip(records, lines):
+        if len(row) != len(names):
+            raise UserError(field, f"'{path}' line {line} has {len(row)} fields, expected {len(names)} ({', '.join(names)})",
+                            "fix that row (a stray separator or quote?)")
+        rows.append(dict(zip(names, row)))
+    return Table(names, rows, lines, path, has_header=header)
+
+
+def _read_jsonl(text: str, path: str, field: str) -> Table:
+    rows, lines = [], []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(field, f"'{path}' line {n} is not valid JSON ({e.msg})", "each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise UserError(field, f"'{path}' line {n} is a {type(row).__name__}, not an object", "each line must be one JSON object")
+        rows.append(row)
+        lines.append(n)
+    return Table(_columns(rows), rows, lines, path)
+
+
+def _read_json(text: str, path: str, field: str) -> Table:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(field, f"'{path}' line {e.lineno} is not valid JSON ({e.msg})", "fix the JSON there") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError(field, f"'{path}' is not a JSON array of objects", "write [{\"text\": ..., \"label\": ...}, ...] or use JSONL")
+    return Table(_columns(data), data, list(range(1, len(data) + 1)), path)
+
+
+def _read_parquet(p: Path, field: str) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(p).to_pylist()
+    except Exception as e:
+        raise UserError(field, f"'{p}' is not a readable Parquet file ({type(e).__name__}: {e})", "re-write it with pandas.DataFrame.to_parquet") from None
+    return Table(_columns(rows), rows, list(range(1, len(rows) + 1)), str(p))
+
+
+def _read_hf(p: Path, field: str) -> Table:
+    from datasets import Dataset, load_from_disk
+
+    try:
+        ds = load_from_disk(str(p))
+    except Exception as e:
+        raise UserError(field, f"'{p}' could not be loaded as a saved dataset ({type(e).__name__})", "write it with Dataset.save_to_disk") from None
+    if not isinstance(ds, Dataset):
+        raise UserError(field, f"'{p}' holds several splits {list(ds)}", f"point at one split folder, e.g. '{p}/{next(iter(ds))}'")
+    rows = ds.to_list()
+    return Table(list(ds.column_names), rows, list(range(1, len(rows) + 1)), str(p))
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows[:1000]:
+        seen.update(dict.fromkeys(row))
+    return list(seen)

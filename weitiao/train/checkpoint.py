@@ -1,0 +1,80 @@
+"""Checkpoints written atomically: a temporary folder, fsync, then one rename.
+
+A crash at any moment leaves either the previous checkpoint or the new one complete, never a
+half-written folder under a final name. Each checkpoint has a manifest with checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+PREFIX = "step-"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int) -> Path:
+    """Write `state` (tensors and picklable values) and `meta` (JSON) as root/step-N.
+
+    Returns the final folder. Older checkpoints beyond the last `keep` are removed.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:08d}"
+    tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
+    (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": files}, indent=2))
+    for p in tmp.iterdir():
+        _fsync(p)
+    _fsync(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync(root)
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders are never listed)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def verify(folder: Path) -> bool:
+    """True when the manifest exists and every file matches its checksum."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return all(sha256(folder / name) == digest for name, digest in manifest["files"].items())
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def load_checkpoint(folder: Path) -> tuple[dict, dict]:
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    return state, json.loads((folder / "meta.json").read_text())

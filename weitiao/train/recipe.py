@@ -1,0 +1,170 @@
+"""`weitiao train`: setup -> train -> finish, the way one run goes.
+
+Everything that can fail on the user's input (config, data, model name, run folder) is
+checked before the run folder is created, so a mistake writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from weitiao.config import RunConfig, dump_config
+from weitiao.errors import UserError
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def pick_device(device: str, mixed_precision: str) -> bool:
+    """Whether to use CUDA; refuses mixed precision where it would only slow things down."""
+    import torch
+
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("training.device", "'cuda' was asked for but no CUDA GPU is visible", "set training.device: auto or cpu")
+    if mixed_precision != "no" and not cuda:
+        raise UserError("training.mixed_precision", f"'{mixed_precision}' on CPU: half-precision matmuls are ~200x slower than fp32 on CPUs",
+                        "set training.mixed_precision: no (it is only used on GPUs)")
+    return cuda
+
+
+def train(cfg: RunConfig, name: str, overwrite: bool = False) -> Path:
+    """Run one fine-tuning as configured; returns the run folder."""
+    from weitiao.train.run_folder import check_run_dir
+
+    run_dir = check_run_dir(cfg.output.dir, name, overwrite)
+    cuda = pick_device(cfg.training.device, cfg.training.mixed_precision)
+    setup = prepare(cfg)  # data, tokenizer, model, strategy: all user errors surface here
+    return fit(cfg, setup, run_dir, overwrite, cuda)
+
+
+def quiet_hf() -> None:
+    """Silence the per-file progress bars of loading and saving; weitiao prints its own."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging
+
+    disable_progress_bars()
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def prepare(cfg: RunConfig) -> dict:
+    import torch
+    from transformers import AutoTokenizer
+
+    from weitiao.data import load_data
+    from weitiao.models import resolve_model
+    from weitiao.strategies import get_strategy
+    from weitiao.tasks import classification as task
+
+    quiet_hf()
+    if cfg.training.num_threads:
+        torch.set_num_threads(cfg.training.num_threads)
+    select = get_strategy(cfg.strategy.method)
+    multi = cfg.task.multi_label
+    data = load_data(cfg.data, multi, cfg.training.seed)
+    path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length)
+               for split, ex in (("train", data.train), ("validation", data.validation), ("test", data.test)) if ex is not None}
+    torch.manual_seed(cfg.training.seed)  # the new head's initial weights
+    model = task.build_model(path, data.labels.names, multi)
+    select(model, cfg.strategy)
+    return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "model": model, "model_path": path}
+
+
+def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool) -> Path:
+    import numpy as np
+    import torch
+    from accelerate import Accelerator
+
+    from weitiao.data.batching import length_grouped_batches, padding_fraction
+    from weitiao.evaluate.metrics import classification_metrics, headline
+    from weitiao.strategies.report import parameter_table
+    from weitiao.tasks import classification as task
+    from weitiao.train.loop import train_loop
+    from weitiao.train.run_folder import MetricsLog, create_run_dir, write_env
+
+    data, tokenizer, encoded, model = setup["data"], setup["tokenizer"], setup["encoded"], setup["model"]
+    t = cfg.training
+    names, multi, pad_id = data.labels.names, cfg.task.multi_label, tokenizer.pad_token_id or 0
+
+    create_run_dir(run_dir, overwrite)
+    (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=t.mixed_precision)
+    write_env(run_dir, t.seed, str(accelerator.device))
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    log.write({"data": data.report})
+
+    say(f"run folder: {run_dir}")
+    say(f"data: {json.dumps(data.report)}")
+    say(f"strategy: {cfg.strategy.method}" + (f" (layers={cfg.strategy.layers})" if cfg.strategy.layers is not None else "")
+        + f"; model: {cfg.model}; device: {accelerator.device}")
+    say(parameter_table(model))
+
+    train_enc = encoded["train"]
+    lengths = train_enc.lengths
+    epoch_batches = lambda epoch: length_grouped_batches(lengths, t.batch_size, t.seed, epoch, group=t.group_by_length)  # noqa: E731
+    say(f"padding in training batches: {100 * padding_fraction(lengths, epoch_batches(0)):.1f}%")
+
+    def make_batch(index):
+        return task.collate(train_enc, index, pad_id, len(names), multi)
+
+    def compute_loss(m, batch):
+        labels = batch.pop("labels")
+        return task.loss_fn(m(**batch).logits, labels, multi)
+
+    def evaluate_on(m, split):
+        probs, loss = task.predict_probs(m, encoded[split], pad_id, len(names), multi, t.eval_batch_size, accelerator.device)
+        metrics = classification_metrics(probs, encoded[split].labels, names, multi, cfg.task.threshold)
+        metrics["loss"] = loss
+        return metrics
+
+    def save_best(m):
+        save_model(m, tokenizer, run_dir / "model")
+
+    result = train_loop(model, accelerator, epoch_batches=epoch_batches, make_batch=make_batch, compute_loss=compute_loss,
+                        evaluate=lambda m: headline(evaluate_on(m, "validation")), save_best=save_best,
+                        run_dir=run_dir, log=log, opts=t)
+
+    best = task.build_model_from_run(run_dir / "model").to(accelerator.device)
+    final = {"validation": evaluate_on(best, "validation")}
+    if "test" in encoded:
+        final["test"] = evaluate_on(best, "test")
+    final["train"] = {"steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
+                      "samples_per_s": round(result.samples / result.seconds, 2), "tokens_per_s": round(result.tokens / result.seconds, 1),
+                      "best_step": result.best_step, "best_" + t.metric: result.best_metric, "stopped_early": result.stopped_early}
+    (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
+    log.write({"final": {k: headline(v) if k != "train" else v for k, v in final.items()}})
+    summarize(final, run_dir)
+    return run_dir
+
+
+def save_model(model, tokenizer, target: Path) -> None:
+    """Write a Hugging Face model folder atomically (temp folder, then rename)."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def summarize(final: dict, run_dir: Path) -> None:
+    v, tr = final["validation"], final["train"]
+    parts = [f"{k}={v[k]:.4f}" for k in ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc") if v.get(k) is not None]
+    say("")
+    say(f"validation: {', '.join(parts)} (n={v['n']})")
+    if "test" in final:
+        te = final["test"]
+        say("test: " + ", ".join(f"{k}={te[k]:.4f}" for k in ("accuracy", "f1_macro", "f1_micro", "subset_accuracy") if te.get(k) is not None))
+    say(f"time: {tr['seconds']:.1f}s for {tr['steps']} steps ({tr['samples_per_s']:.1f} samples/s)")
+    say(f"run folder: {run_dir}  (model in {run_dir / 'model'})")

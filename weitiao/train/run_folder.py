@@ -1,0 +1,68 @@
+"""The run folder: where a run writes, and the guard against overwriting one."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from weitiao.errors import UserError
+
+
+def check_run_dir(parent: str, name: str, overwrite: bool) -> Path:
+    """The run folder path; refuses an existing one unless `overwrite`. Creates nothing."""
+    if not name or "/" in name or name in (".", ".."):
+        raise UserError("--name", f"'{name}' is not a folder name", "use letters, digits, '-' or '_'")
+    path = Path(parent) / name
+    if path.exists() and not overwrite:
+        raise UserError("--name", f"run folder '{path}' already exists", "choose another --name, or pass --overwrite to replace it")
+    return path
+
+
+def create_run_dir(path: Path, overwrite: bool) -> Path:
+    if path.exists() and overwrite:
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_env(path: Path, seed: int, device: str) -> None:
+    import accelerate
+    import torch
+    import transformers
+
+    import weitiao
+
+    env = {
+        "weitiao": weitiao.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+        "device": device, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "git_commit": git_commit(), "seed": seed,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
+    }
+    (path / "env.json").write_text(json.dumps(env, indent=2))
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl: one JSON object per log or evaluation step."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
