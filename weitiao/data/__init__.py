@@ -8,7 +8,7 @@ from pathlib import Path
 
 from weitiao.data.clean import clean_split, find_leakage
 from weitiao.data.examples import Examples, LabelSet, take_columns
-from weitiao.data.sources import Table, read_table
+from weitiao.data.sources import Table, _read_utf8, read_table
 from weitiao.data.split import split_examples
 from weitiao.errors import UserError
 
@@ -37,14 +37,22 @@ def read_examples(path: str, field_name: str, data, labels: LabelSet | None, mul
 
 def label_set(data, train_table: Table, multi_label: bool) -> LabelSet:
     if data.labels:
-        return LabelSet(data.labels)
+        return _given_labels(data.labels, "data.labels")
     if data.labels_file:
         p = Path(data.labels_file)
         if not p.is_file():
             raise UserError("data.labels_file", f"file '{p}' does not exist", "give a text file with one label name per line")
-        return LabelSet([line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()])
+        text = _read_utf8(p, "data.labels_file")
+        return _given_labels([line.strip() for line in text.splitlines() if line.strip()], "data.labels_file")
     cells = [r.get(data.label_column) for r in train_table.rows]
     return LabelSet.from_cells(cells, data.label_separator if multi_label else None, "data.train", train_table)
+
+
+def _given_labels(names: list[str], field: str) -> LabelSet:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(field, f"label {twice[0]!r} is listed more than once", "list each label once, in id order")
+    return LabelSet(names)
 
 
 def load_data(data, multi_label: bool, seed: int) -> DataBundle:

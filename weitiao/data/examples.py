@@ -32,7 +32,8 @@ def take_columns(table: Table, field: str, text_column: str, pair_column: str | 
     """Pick the configured columns, with an error that lists the columns that do exist."""
     for key, name in (("text_column", text_column), ("text_pair_column", pair_column), ("label_column", label_column)):
         if name is not None and name not in table.columns:
-            hint = "" if table.has_header else " (the file has no header row: name them with data.columns)"
+            first = ", ".join(repr(v) for v in table.rows[0].values()) if table.rows else ""
+            hint = "" if table.has_header else f" (no header row naming them was found; the first row is {first}: name the columns with data.columns)"
             raise UserError(f"data.{key}", f"column '{name}' not in {field} '{table.path}'; its columns are {', '.join(table.columns)}{hint}",
                             f"set data.{key} to one of them")
     text = [_as_text(r.get(text_column), table, i, field, text_column) for i, r in enumerate(table.rows)]
@@ -76,11 +77,13 @@ class LabelSet:
         """Cells -> ids (single-label) or lists of ids (multi-label, `separator` set)."""
         parts = [p for c in cells for p in split_cell(c, separator)]
         kind = cell_kind(parts, cells, separator, field, table)
+        if kind == "id" and self.names and all(_is_id(n) for n in self.names):
+            kind = "name"  # labels named "1".."5" (star ratings): the cell "5" is the label "5", not id 5
         out = []
         for i, cell in enumerate(cells):
             ids = []
             for p in split_cell(cell, separator):
-                key = int(p) if kind == "id" else str(p).strip()
+                key = int(p) if kind == "id" else _as_name(p)
                 ok = (0 <= key < len(self.names)) if kind == "id" else key in self.index
                 if not ok:
                     shown = self.names if len(self.names) <= 30 else self.names[:30] + ["..."]
@@ -88,8 +91,11 @@ class LabelSet:
                                     "fix the label, or list every label in data.labels")
                 ids.append(key if kind == "id" else self.index[key])
             if separator is None:
-                if len(ids) != 1:
+                if not ids:
                     raise UserError(field, f"'{table.path}' line {table.lines[i]} has no label", "give every row a label, or drop the row")
+                if len(ids) > 1:
+                    raise UserError(field, f"'{table.path}' line {table.lines[i]} has {len(ids)} labels {cell!r}",
+                                    "set task.multi_label: true, or give one label per row")
                 out.append(ids[0])
             else:
                 out.append(sorted(set(ids)))
@@ -104,6 +110,10 @@ def split_cell(cell, separator: str | None) -> list:
     if separator is not None and isinstance(cell, str):
         return [p.strip() for p in cell.split(separator) if p.strip()]
     return [cell]
+
+
+def _as_name(p) -> str:
+    return str(int(p)) if isinstance(p, float) and p.is_integer() else str(p).strip()
 
 
 def _is_id(p) -> bool:

@@ -7,6 +7,7 @@ line (or record number) it came from, so that later errors can point at it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -60,15 +61,20 @@ def read_table(path: str, field: str, fmt: str = "auto", header: bool | None = N
         raise UserError(field, f"file '{path}' does not exist", "check the path (relative paths start from the current directory)")
     fmt = detect_format(p, field) if fmt == "auto" else fmt
     if fmt == "hf":
-        return _read_hf(p, field)
-    if fmt == "parquet":
-        return _read_parquet(p, field)
-    text = _read_utf8(p, field)
-    if fmt in ("csv", "tsv"):
-        return _read_delimited(text, str(p), field, "\t" if fmt == "tsv" else ",", header, columns, expect)
-    if fmt == "jsonl":
-        return _read_jsonl(text, str(p), field)
-    return _read_json(text, str(p), field)
+        table = _read_hf(p, field)
+    elif fmt == "parquet":
+        table = _read_parquet(p, field)
+    else:
+        text = _read_utf8(p, field)
+        if fmt in ("csv", "tsv"):
+            table = _read_delimited(text, str(p), field, "\t" if fmt == "tsv" else ",", header, columns, expect)
+        elif fmt == "jsonl":
+            table = _read_jsonl(text, str(p), field)
+        else:
+            table = _read_json(text, str(p), field)
+    if not table.rows:
+        raise UserError(field, f"'{path}' has no data rows", "give a file with at least one row of data")
+    return table
 
 
 def _read_utf8(p: Path, field: str) -> str:
@@ -82,19 +88,25 @@ def _read_utf8(p: Path, field: str) -> str:
 
 def _read_delimited(text: str, path: str, field: str, sep: str, header: bool | None,
                     columns: list[str] | None, expect: tuple[str, ...]) -> Table:
-    # TSV has no quoting by convention (SST-2 has bare quotes inside sentences); CSV does.
+    # TSV is read without quoting, so bare quotes inside sentences stay (as in GLUE files); cells
+    # a CSV writer quoted whole are unquoted below. CSV has standard quoting.
     quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(text.splitlines(), delimiter=sep, quoting=quoting, strict=True)
-    records, lines = [], []
+    # Lines end at \n or \r only (not at U+2028 and the like, as str.splitlines would), and a
+    # quoted CSV field keeps its newlines.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting, strict=True)
+    records, lines, start = [], [], 1  # start: the line where the next record begins
     try:
         for row in reader:
             if row and any(cell.strip() for cell in row):
                 records.append(row)
-                lines.append(reader.line_num)
+                lines.append(start)
+            start = reader.line_num + 1
     except csv.Error as e:
-        raise UserError(field, f"'{path}' line {reader.line_num + 1} is malformed ({e})", "fix the quoting on that line") from None
+        raise UserError(field, f"'{path}' line {start} is malformed ({e})", "fix the quoting on that line") from None
     if not records:
         raise UserError(field, f"'{path}' is empty", "give a file with a header row and data rows")
+    if sep == "\t":
+        records = [[_unquote(c) for c in row] for row in records]
     if header is None:
         header = columns is None and any(c.strip() in expect for c in records[0])
     if header:
@@ -110,9 +122,17 @@ def _read_delimited(text: str, path: str, field: str, sep: str, header: bool | N
     return Table(names, rows, lines, path, has_header=header)
 
 
+def _unquote(cell: str) -> str:
+    """Undo a CSV writer's quoting of a whole TSV cell (GoEmotions: "say ""hi"" now"); bare quotes stay."""
+    inner = cell[1:-1]
+    if len(cell) >= 2 and cell[0] == cell[-1] == '"' and '"' not in inner.replace('""', ""):
+        return inner.replace('""', '"')
+    return cell
+
+
 def _read_jsonl(text: str, path: str, field: str) -> Table:
     rows, lines = [], []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a JSON string
         if not line.strip():
             continue
         try:

@@ -43,13 +43,11 @@ def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int) -
     tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
-    (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": files}, indent=2))
-    for p in tmp.iterdir():
-        _fsync(p)
-    _fsync(tmp)
+    try:
+        _write_files(tmp, step, state, meta)
+    except BaseException:  # a full disk or Ctrl-C: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -57,6 +55,16 @@ def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int) -
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_files(tmp: Path, step: int, state: dict, meta: dict) -> None:
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
+    (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": files}, indent=2))
+    for p in tmp.iterdir():
+        _fsync(p)
+    _fsync(tmp)
 
 
 def list_checkpoints(root: Path) -> list[Path]:

