@@ -65,11 +65,48 @@ class TaskConfig(Section):
     threshold: float = Field(0.5, gt=0, lt=1)  # multi-label decision threshold on sigmoid
 
 
+class DropoutConfig(Section):
+    """Dropout overrides; None keeps the model's own value."""
+
+    hidden: float | None = Field(None, ge=0, lt=1)
+    attention: float | None = Field(None, ge=0, lt=1)
+    classifier: float | None = Field(None, ge=0, lt=1)
+
+
 class StrategyConfig(Section):
-    """Which parameters learn. `strategy: full` and `strategy: {freeze_bottom: 4}` are shorthands."""
+    """The fine-tuning controller: which parameters learn, how fast, and what holds them back.
+
+    `strategy: full` and `strategy: {freeze_bottom: 4}` are shorthands for
+    `{method: full}` and `{method: freeze_bottom, layers: 4}`. A method's own options sit
+    beside `method`; options that the chosen method does not use are refused.
+    """
 
     method: str = "full"
-    layers: int | None = Field(None, ge=0)
+    # parameter selector
+    layers: int | None = Field(None, ge=0)  # freeze_bottom: frozen layers; train_top: trained layers
+    include: list[str] = []  # regexes: matching parameters learn too
+    exclude: list[str] = []  # regexes: matching parameters are frozen
+    freeze_embeddings: bool = False
+    r: int = Field(8, ge=1)  # lora / dora rank
+    alpha: float = Field(16, gt=0)  # lora / dora scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    rslora: bool = False
+    target_modules: list[str] | str | None = None  # None: peft's per-architecture default; "all-linear"
+    num_virtual_tokens: int = Field(20, ge=1)  # prefix / prompt / ptuning
+    adapter_size: int = Field(64, ge=1)  # bottleneck width of adapter
+    adapter_type: Literal["houlsby", "pfeiffer"] = "houlsby"
+    unfreeze_every: int = Field(1, ge=1)  # gradual_unfreeze: one more layer group every N ...
+    unfreeze_unit: Literal["epochs", "steps"] = "epochs"
+    # gradient controller
+    layer_lr_decay: float | None = Field(None, gt=0, le=1)
+    head_lr: float | None = Field(None, gt=0)
+    lr_overrides: dict[str, float] = {}  # regex -> learning rate
+    # regularizer
+    l2sp: float = Field(0.0, ge=0)  # alpha: pull pretrained weights toward their start
+    l2sp_beta: float = Field(0.0, ge=0)  # beta: plain L2 on new (head) weights
+    dropout: DropoutConfig = DropoutConfig()
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    probe: str | None = None  # forgetting probe: a previous run folder
 
 
 class TrainingConfig(Section):
@@ -80,7 +117,8 @@ class TrainingConfig(Section):
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    scheduler: Literal["linear", "cosine", "cosine_restarts", "constant"] = "linear"
+    num_cycles: int = Field(2, ge=1)  # cosine_restarts: number of cosine cycles
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     warmup_steps: int | None = Field(None, ge=0)  # wins over warmup_ratio when set
     max_grad_norm: float | None = Field(1.0, gt=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from weitiao.data.clean import clean_split, find_leakage
 from weitiao.data.examples import Examples, LabelSet, take_columns
-from weitiao.data.sources import Table, _read_utf8, read_table
+from weitiao.data.sources import Table, read_table, read_utf8
 from weitiao.data.split import split_examples
 from weitiao.errors import UserError
 
@@ -42,7 +42,7 @@ def label_set(data, train_table: Table, multi_label: bool) -> LabelSet:
         p = Path(data.labels_file)
         if not p.is_file():
             raise UserError("data.labels_file", f"file '{p}' does not exist", "give a text file with one label name per line")
-        text = _read_utf8(p, "data.labels_file")
+        text = read_utf8(p, "data.labels_file")
         return _given_labels([line.strip() for line in text.splitlines() if line.strip()], "data.labels_file")
     cells = [r.get(data.label_column) for r in train_table.rows]
     return LabelSet.from_cells(cells, data.label_separator if multi_label else None, "data.train", train_table)

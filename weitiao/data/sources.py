@@ -65,7 +65,7 @@ def read_table(path: str, field: str, fmt: str = "auto", header: bool | None = N
     elif fmt == "parquet":
         table = _read_parquet(p, field)
     else:
-        text = _read_utf8(p, field)
+        text = read_utf8(p, field)
         if fmt in ("csv", "tsv"):
             table = _read_delimited(text, str(p), field, "\t" if fmt == "tsv" else ",", header, columns, expect)
         elif fmt == "jsonl":
@@ -77,7 +77,7 @@ def read_table(path: str, field: str, fmt: str = "auto", header: bool | None = N
     return table
 
 
-def _read_utf8(p: Path, field: str) -> str:
+def read_utf8(p: Path, field: str) -> str:
     data = p.read_bytes()
     try:
         return data.decode("utf-8-sig")

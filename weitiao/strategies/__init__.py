@@ -1,40 +1,119 @@
-"""Strategies: which parameters learn. One file each, registered by name in `STRATEGIES`.
+"""The parameter selector: which parameters learn. One file per method, one table (`STRATEGIES`).
 
-A strategy is a function `select(model, spec) -> None` that sets `requires_grad` on the
-model's parameters; `spec` is the validated `strategy` config section.
+A method is a function `select(model, spec) -> Selection`; `spec` is the validated
+`strategy` config section. It sets `requires_grad` (or wraps the model, for peft methods)
+and may return a hook that changes the trainable set as training goes on.
+
+Options beside `method` that only some methods use are listed at registration; a config
+that sets an option its method ignores is refused, so a typo'd method never silently
+trains something else.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
+from dataclasses import dataclass, field
 from typing import Callable
 
-STRATEGIES: dict[str, Callable] = {}
+from weitiao.errors import UserError
+
+STRATEGIES: dict[str, "Method"] = {}
+
+# Options every method accepts: the gradient controller, the regularizer, name patterns.
+COMMON = {"method", "include", "exclude", "freeze_embeddings", "layer_lr_decay", "head_lr", "lr_overrides",
+          "l2sp", "l2sp_beta", "dropout", "label_smoothing", "probe"}
 
 
-def register(name: str):
-    """Decorator: add a strategy under `name`; a second strategy with the same name is refused."""
+@dataclass
+class Selection:
+    """What a method returns.
+
+    model: the model to train (peft methods return a wrapped model).
+    on_progress: optional `(epoch, step) -> bool` called before every optimizer step;
+        returns True when it changed the trainable set (gradual unfreezing).
+    all_trainable_later: parameters that may learn at some point (the optimizer holds them
+        from the start, so newly unfrozen ones get the scheduled LR at once).
+    peft: the model is a peft model (saved as adapter/ plus a merged model/).
+    """
+
+    model: object
+    on_progress: Callable[[int, int], bool] | None = None
+    all_trainable_later: list = field(default_factory=list)
+    peft: bool = False
+
+
+@dataclass
+class Method:
+    select: Callable
+    options: frozenset
+
+
+def register(name: str, options: tuple[str, ...] = ()):
+    """Decorator: add a method under `name` with the options it reads; duplicates are refused."""
 
     def add(fn: Callable) -> Callable:
         if name in STRATEGIES:
             raise ValueError(f"strategy '{name}' is registered twice")
-        STRATEGIES[name] = fn
+        STRATEGIES[name] = Method(fn, frozenset(options))
         return fn
 
     return add
 
 
-def get_strategy(name: str) -> Callable:
-    from weitiao.errors import UserError
-    import difflib
+def load_all() -> dict[str, Method]:
+    # Importing a method's module registers it: this line is the one list of them.
+    from weitiao.strategies import adapter, freeze_bottom, full, gradual_unfreeze, head_only, peft_methods, train_top  # noqa: F401
 
-    _load_all()
-    if name not in STRATEGIES:
-        match = difflib.get_close_matches(name, list(STRATEGIES), n=1)
+    return STRATEGIES
+
+
+def get_strategy(spec) -> Method:
+    """The registered method for `spec.method`, after checking the options set beside it."""
+    load_all()
+    if spec.method not in STRATEGIES:
+        match = difflib.get_close_matches(spec.method, list(STRATEGIES), n=1)
         hint = f"did you mean '{match[0]}'?" if match else f"use one of {sorted(STRATEGIES)}"
-        raise UserError("strategy.method", f"unknown strategy '{name}'", hint)
-    return STRATEGIES[name]
+        raise UserError("strategy.method", f"unknown strategy '{spec.method}'", hint)
+    method = STRATEGIES[spec.method]
+    for key in sorted(spec.model_fields_set - COMMON - method.options):
+        users = sorted(n for n, m in STRATEGIES.items() if key in m.options)
+        raise UserError(f"strategy.{key}", f"is not used by method '{spec.method}'", f"remove it, or use it with {', '.join(users) or 'another method'}")
+    return method
 
 
-def _load_all() -> None:
-    # Importing a strategy module registers it; the list is the one place that names them.
-    from weitiao.strategies import freeze_bottom, full, head_only  # noqa: F401
+def apply_strategy(model, spec) -> Selection:
+    """Run the configured method, then the name-pattern modifiers (for non-peft methods)."""
+    selection = get_strategy(spec).select(model, spec)
+    if not selection.peft:
+        apply_patterns(selection.model, spec.include, spec.exclude, spec.freeze_embeddings)
+    return selection
+
+
+def apply_patterns(model, include: list[str], exclude: list[str], freeze_embeddings: bool) -> None:
+    """`include` regexes unfreeze, `exclude` regexes (and embeddings) freeze; exclude wins."""
+    from weitiao.strategies.layers import find_parts
+
+    compiled = {}
+    for key, patterns in (("include", include), ("exclude", exclude)):
+        for pattern in patterns:
+            try:
+                compiled.setdefault(key, []).append(re.compile(pattern))
+            except re.error as e:
+                raise UserError(f"strategy.{key}", f"'{pattern}' is not a valid regex ({e})", "fix the pattern (Python re syntax)") from None
+    names = [n for n, _ in model.named_parameters()]
+    for key, regexes in compiled.items():
+        for rx in regexes:
+            if not any(rx.search(n) for n in names):
+                raise UserError(f"strategy.{key}", f"'{rx.pattern}' matches no parameter", f"parameter names look like '{names[len(names) // 2]}'")
+    embeddings = tuple(find_parts(model).embeddings) if freeze_embeddings else ()
+    for name, p in model.named_parameters():
+        if any(rx.search(name) for rx in compiled.get("include", [])):
+            p.requires_grad_(True)
+        if any(rx.search(name) for rx in compiled.get("exclude", [])) or (embeddings and name.startswith(embeddings)):
+            p.requires_grad_(False)
+
+
+def set_trainable(model, predicate: Callable[[str], bool]) -> None:
+    for name, p in model.named_parameters():
+        p.requires_grad_(bool(predicate(name)))

@@ -4,20 +4,19 @@ Lower layers hold the most general features and change least in fine-tuning (Yos
 al. 2014, https://arxiv.org/abs/1411.1792), so freezing them saves compute with little loss.
 """
 
-from weitiao.errors import UserError
-from weitiao.strategies import register
-from weitiao.strategies.layers import find_parts, layer_index
+from weitiao.strategies import Selection, register, set_trainable
+from weitiao.strategies.layers import find_parts, layer_index, require_layers
 
 
-@register("freeze_bottom")
-def select(model, spec) -> None:
+@register("freeze_bottom", options=("layers",))
+def select(model, spec) -> Selection:
     parts = find_parts(model)
-    n = spec.layers
-    if n is None or n > parts.num_layers:
-        raise UserError("strategy.layers", f"freeze_bottom needs 0..{parts.num_layers} layers, got {n}",
-                        f"set strategy: {{method: freeze_bottom, layers: N}} with N <= {parts.num_layers}")
+    n = require_layers(spec, parts, "freeze_bottom")
     embeddings = tuple(parts.embeddings)
-    for name, p in model.named_parameters():
+
+    def learns(name: str) -> bool:
         i = layer_index(name, parts.layers_prefix)
-        frozen = name.startswith(embeddings) or (i is not None and i < n)
-        p.requires_grad_(not frozen)
+        return not (name.startswith(embeddings) or (i is not None and i < n))
+
+    set_trainable(model, learns)
+    return Selection(model)

@@ -1,9 +1,9 @@
 """Full fine-tuning: every parameter learns."""
 
-from weitiao.strategies import register
+from weitiao.strategies import Selection, register, set_trainable
 
 
 @register("full")
-def select(model, spec) -> None:
-    for p in model.parameters():
-        p.requires_grad_(True)
+def select(model, spec) -> Selection:
+    set_trainable(model, lambda name: True)
+    return Selection(model)

@@ -1,11 +1,12 @@
-"""Head only: the pretrained network is frozen; only the task head learns (linear probing+)."""
+"""Head only: the pretrained network is frozen; only the task head learns (a linear probe, or
+BERT's pooler + classifier)."""
 
-from weitiao.strategies import register
+from weitiao.strategies import Selection, register, set_trainable
 from weitiao.strategies.layers import find_parts
 
 
 @register("head_only")
-def select(model, spec) -> None:
+def select(model, spec) -> Selection:
     head = tuple(find_parts(model).head)
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith(head))
+    set_trainable(model, lambda name: name.startswith(head))
+    return Selection(model)

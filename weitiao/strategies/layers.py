@@ -23,6 +23,20 @@ class Parts:
     embeddings: list[str]  # parameter-name prefixes of the embeddings
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def plain_name(name: str) -> str:
+    """A parameter name as the unwrapped model spells it (peft adds prefixes and copies)."""
+    for prefix in ("base_model.model.", "base_model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    return name.replace(".modules_to_save.default", "").replace(".original_module", "")
+
+
 def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
     best: tuple[str, nn.ModuleList] | None = None
     for name, module in model.named_modules():
@@ -36,6 +50,7 @@ def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 def find_parts(model: nn.Module) -> Parts:
+    model = unwrap(model)
     prefix, stack = find_layer_stack(model)
     base = getattr(model, "base_model_prefix", "")
     names = [n for n, _ in model.named_parameters()]
@@ -69,3 +84,11 @@ def group_name(name: str, parts: Parts, base: str) -> str:
     """Row of the parameter table: 'layer 3', or the module name ('bert.embeddings')."""
     i = layer_index(name, parts.layers_prefix)
     return f"{parts.layers_prefix}.{i}" if i is not None else _top(name, base).rstrip(".")
+
+
+def require_layers(spec, parts: Parts, method: str) -> int:
+    n = spec.layers
+    if n is None or n > parts.num_layers:
+        raise UserError("strategy.layers", f"{method} needs a layer count 0..{parts.num_layers}, got {n}",
+                        f"set strategy: {{method: {method}, layers: N}} with N <= {parts.num_layers}")
+    return n

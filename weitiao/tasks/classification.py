@@ -30,19 +30,41 @@ class Encoded:
         return len(self.input_ids)
 
 
-def build_model(path: str, label_names: list[str], multi_label: bool):
-    """A pretrained encoder with a fresh classification head, labels named in its config."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging
+# Config attributes that hold each kind of dropout, across the common architectures.
+DROPOUT_KEYS = {
+    "hidden": ("hidden_dropout_prob", "hidden_dropout", "dropout", "resid_pdrop"),
+    "attention": ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"),
+    "classifier": ("classifier_dropout", "seq_classif_dropout", "summary_first_dropout"),
+}
 
-    logging.set_verbosity_error()  # "some weights were newly initialized" is expected: it is the head
-    return AutoModelForSequenceClassification.from_pretrained(
+
+def build_model(path: str, label_names: list[str], multi_label: bool, dropout: dict | None = None):
+    """A pretrained encoder with a fresh classification head, labels named in its config.
+
+    Args:
+        dropout: {"hidden" | "attention" | "classifier": p} overrides (None entries ignored).
+
+    Returns:
+        (model, names of the newly initialised parameters: the head).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(
         path,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={n: i for i, n in enumerate(label_names)},
         problem_type="multi_label_classification" if multi_label else "single_label_classification",
     )
+    for kind, p in (dropout or {}).items():
+        if p is not None:
+            for key in DROPOUT_KEYS[kind]:
+                if hasattr(config, key) or kind == "classifier":
+                    setattr(config, key, p)
+    if getattr(config, "pad_token_id", None) is None:  # decoder classifiers find the last token by it
+        config.pad_token_id = getattr(config, "eos_token_id", None) or 0
+    model, info = AutoModelForSequenceClassification.from_pretrained(path, config=config, output_loading_info=True)
+    return model, set(info["missing_keys"])
 
 
 def encode(tokenizer, ex: Examples, max_length: int) -> Encoded:
@@ -126,7 +148,30 @@ def predict_probs(model, data: Encoded, pad_id: int, num_labels: int, multi_labe
 
 
 def build_model_from_run(model_dir) -> object:
-    """The trained model saved in a run folder (plain transformers, no weitiao needed)."""
-    from transformers import AutoModelForSequenceClassification
+    """The trained model saved in a run folder.
 
+    A plain transformers folder for full, partial and merged-peft runs; a peft adapter folder
+    for prompt-learning methods (virtual tokens cannot be merged); a folder with bottleneck
+    adapters (weights under `*.proj` / `*.adapter`) rebuilt with weitiao's adapter modules.
+    """
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model_dir = Path(model_dir)
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForSequenceClassification
+
+        return AutoPeftModelForSequenceClassification.from_pretrained(str(model_dir))
+    config = AutoConfig.from_pretrained(str(model_dir))
+    adapter = getattr(config, "weitiao_adapter", None)
+    if adapter:
+        from safetensors.torch import load_file
+
+        from weitiao.strategies.adapter import insert_adapters
+
+        model = AutoModelForSequenceClassification.from_config(config)
+        insert_adapters(model, adapter["size"], adapter["type"])
+        model.load_state_dict(load_file(str(model_dir / "model.safetensors")), strict=True)
+        return model
     return AutoModelForSequenceClassification.from_pretrained(str(model_dir))

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from weitiao.train.checkpoint import save_checkpoint
-from weitiao.train.optim import build_optimizer, build_scheduler, param_groups, warmup_steps
+from weitiao.train.optim import build_optimizer, build_scheduler, warmup_steps
 
 
 @dataclass
@@ -35,23 +35,27 @@ def higher_is_better(metric: str) -> bool:
     return "loss" not in metric and "perplexity" not in metric
 
 
-def train_loop(model, accelerator, *, epoch_batches: Callable[[int], list[list[int]]], make_batch: Callable[[list[int]], dict],
-               compute_loss: Callable, evaluate: Callable[[object], dict], save_best: Callable[[object], None],
-               run_dir: Path, log, opts) -> LoopResult:
+def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: Callable[[int], list[list[int]]],
+               make_batch: Callable[[list[int]], dict], compute_loss: Callable, evaluate: Callable[[object], dict],
+               save_best: Callable[[object], None], run_dir: Path, log, opts,
+               on_progress: Callable[[int, int], bool] | None = None) -> LoopResult:
     """Train `model` as `opts` (the training section) says.
 
     Args:
+        param_groups: optimizer groups, each with its own "lr" (see strategies/lr_groups.py).
         epoch_batches: epoch number -> list of batches (index lists) for that epoch.
         make_batch: indices -> dict of CPU tensors (inputs and "labels").
         compute_loss: (model, batch on device) -> scalar loss.
         evaluate: model -> metrics dict (with the metric named by opts.metric).
         save_best: called with the model whenever the validation metric improves.
         log: a MetricsLog.
+        on_progress: (epoch, step) -> bool, called before every optimizer step; True means
+            the trainable set changed (gradual unfreezing).
     """
     steps_per_epoch = math.ceil(len(epoch_batches(0)) / opts.grad_accum)
     total = opts.max_steps or math.ceil(opts.epochs * steps_per_epoch)  # max_steps wins, as in HF Trainer
-    optimizer = build_optimizer(param_groups(model, opts.lr, opts.weight_decay), opts.lr)
-    scheduler = build_scheduler(optimizer, opts.scheduler, warmup_steps(total, opts.warmup_ratio, opts.warmup_steps), total)
+    optimizer = build_optimizer(param_groups, opts.lr)
+    scheduler = build_scheduler(optimizer, opts.scheduler, warmup_steps(total, opts.warmup_ratio, opts.warmup_steps), total, opts.num_cycles)
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
 
@@ -84,6 +88,10 @@ def train_loop(model, accelerator, *, epoch_batches: Callable[[int], list[list[i
     while step < total and not stopped:
         batches = epoch_batches(epoch)
         for micro, index in enumerate(batches):
+            if on_progress and micro % opts.grad_accum == 0 and on_progress(epoch, step):
+                trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+                log.write({"step": step, "epoch": epoch, "trainable_params": trainable})
+                bar.write(f"step {step}: trainable parameters now {trainable:,}")
             batch = {k: v.to(device, non_blocking=True) for k, v in make_batch(index).items()}
             with accelerator.autocast():
                 loss = compute_loss(model, batch)
@@ -96,7 +104,7 @@ def train_loop(model, accelerator, *, epoch_batches: Callable[[int], list[list[i
             if (micro + 1) % opts.grad_accum and micro + 1 < len(batches):
                 continue
             if opts.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), opts.max_grad_norm)
+                accelerator.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], opts.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

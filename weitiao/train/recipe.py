@@ -39,7 +39,7 @@ def train(cfg: RunConfig, name: str, overwrite: bool = False) -> Path:
 
     run_dir = check_run_dir(cfg.output.dir, name, overwrite)
     cuda = pick_device(cfg.training.device, cfg.training.mixed_precision)
-    setup = prepare(cfg)  # data, tokenizer, model, strategy: all user errors surface here
+    setup = prepare(cfg)  # data, tokenizer, model, strategy, probe: all user errors surface here
     return fit(cfg, setup, run_dir, overwrite, cuda)
 
 
@@ -48,9 +48,12 @@ def quiet_hf() -> None:
     from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging
 
+    import warnings
+
     disable_progress_bars()
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices between libraries
 
 
 def prepare(cfg: RunConfig) -> dict:
@@ -58,14 +61,15 @@ def prepare(cfg: RunConfig) -> dict:
     from transformers import AutoTokenizer
 
     from weitiao.data import load_data
+    from weitiao.evaluate.forgetting import ForgettingProbe
     from weitiao.models import resolve_model
-    from weitiao.strategies import get_strategy
+    from weitiao.strategies import apply_strategy, get_strategy
     from weitiao.tasks import classification as task
 
     quiet_hf()
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
-    select = get_strategy(cfg.strategy.method)
+    get_strategy(cfg.strategy)  # an unknown method or a misplaced option fails before any work
     multi = cfg.task.multi_label
     data = load_data(cfg.data, multi, cfg.training.seed)
     path = resolve_model(cfg.model)
@@ -73,25 +77,31 @@ def prepare(cfg: RunConfig) -> dict:
     encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length)
                for split, ex in (("train", data.train), ("validation", data.validation), ("test", data.test)) if ex is not None}
     torch.manual_seed(cfg.training.seed)  # the new head's initial weights
-    model = task.build_model(path, data.labels.names, multi)
-    select(model, cfg.strategy)
-    return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "model": model, "model_path": path}
+    model, new_names = task.build_model(path, data.labels.names, multi, cfg.strategy.dropout.model_dump())
+    probe = before = None
+    if cfg.strategy.probe:
+        probe = ForgettingProbe(cfg.strategy.probe, cfg.data.max_length, cfg.training.eval_batch_size)
+        before = probe.score(probe.encoder_state(model), torch.device("cpu"))
+    selection = apply_strategy(model, cfg.strategy)
+    return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "selection": selection, "model_path": path,
+            "new_names": new_names, "probe": probe, "probe_before": before}
 
 
 def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool) -> Path:
-    import numpy as np
-    import torch
     from accelerate import Accelerator
 
     from weitiao.data.batching import length_grouped_batches, padding_fraction
     from weitiao.evaluate.metrics import classification_metrics, headline
+    from weitiao.strategies.l2sp import L2SP
+    from weitiao.strategies.layers import plain_name
+    from weitiao.strategies.lr_groups import build_param_groups, lr_table
     from weitiao.strategies.report import parameter_table
     from weitiao.tasks import classification as task
     from weitiao.train.loop import train_loop
     from weitiao.train.run_folder import MetricsLog, create_run_dir, write_env
 
-    data, tokenizer, encoded, model = setup["data"], setup["tokenizer"], setup["encoded"], setup["model"]
-    t = cfg.training
+    data, tokenizer, encoded, selection = setup["data"], setup["tokenizer"], setup["encoded"], setup["selection"]
+    model, t, s = selection.model, cfg.training, cfg.strategy
     names, multi, pad_id = data.labels.names, cfg.task.multi_label, tokenizer.pad_token_id or 0
 
     create_run_dir(run_dir, overwrite)
@@ -101,11 +111,19 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool)
     log = MetricsLog(run_dir / "metrics.jsonl")
     log.write({"data": data.report})
 
+    groups = build_param_groups(model, selection.all_trainable_later or None, t.lr, t.weight_decay,
+                                s.layer_lr_decay, s.head_lr, s.lr_overrides)
+    optimized = [(n, p) for n, p in model.named_parameters() if any(p is q for g in groups for q in g["params"])]
+    l2sp = None
+    if s.l2sp or s.l2sp_beta:
+        new = setup["new_names"]
+        l2sp = L2SP([p for n, p in optimized if plain_name(n) not in new], [p for n, p in optimized if plain_name(n) in new], s.l2sp, s.l2sp_beta)
+
     say(f"run folder: {run_dir}")
     say(f"data: {json.dumps(data.report)}")
-    say(f"strategy: {cfg.strategy.method}" + (f" (layers={cfg.strategy.layers})" if cfg.strategy.layers is not None else "")
-        + f"; model: {cfg.model}; device: {accelerator.device}")
+    say(f"strategy: {strategy_line(cfg)}; model: {cfg.model}; device: {accelerator.device}")
     say(parameter_table(model))
+    say("learning rates:\n" + lr_table(groups))
 
     train_enc = encoded["train"]
     lengths = train_enc.lengths
@@ -117,7 +135,8 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool)
 
     def compute_loss(m, batch):
         labels = batch.pop("labels")
-        return task.loss_fn(m(**batch).logits, labels, multi)
+        loss = task.loss_fn(m(**batch).logits, labels, multi, s.label_smoothing)
+        return loss + l2sp.penalty() if l2sp else loss
 
     def evaluate_on(m, split):
         probs, loss = task.predict_probs(m, encoded[split], pad_id, len(names), multi, t.eval_batch_size, accelerator.device)
@@ -126,31 +145,76 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool)
         return metrics
 
     def save_best(m):
-        save_model(m, tokenizer, run_dir / "model")
+        if selection.peft:
+            save_adapter(m, tokenizer, run_dir / "adapter")
+        else:
+            save_model(m, tokenizer, run_dir / "model")
 
-    result = train_loop(model, accelerator, epoch_batches=epoch_batches, make_batch=make_batch, compute_loss=compute_loss,
-                        evaluate=lambda m: headline(evaluate_on(m, "validation")), save_best=save_best,
-                        run_dir=run_dir, log=log, opts=t)
+    result = train_loop(model, accelerator, param_groups=groups, epoch_batches=epoch_batches, make_batch=make_batch,
+                        compute_loss=compute_loss, evaluate=lambda m: headline(evaluate_on(m, "validation")), save_best=save_best,
+                        run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress)
 
+    if selection.peft:
+        merge_adapter(setup, run_dir, tokenizer, multi)
     best = task.build_model_from_run(run_dir / "model").to(accelerator.device)
     final = {"validation": evaluate_on(best, "validation")}
     if "test" in encoded:
         final["test"] = evaluate_on(best, "test")
     final["train"] = {"steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
                       "samples_per_s": round(result.samples / result.seconds, 2), "tokens_per_s": round(result.tokens / result.seconds, 1),
-                      "best_step": result.best_step, "best_" + t.metric: result.best_metric, "stopped_early": result.stopped_early}
+                      "best_step": result.best_step, "best_" + t.metric: result.best_metric, "stopped_early": result.stopped_early,
+                      "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    if setup["probe"]:
+        after = setup["probe"].score(setup["probe"].encoder_state(best), accelerator.device)
+        final["probe"] = {"run": s.probe, "before": setup["probe_before"], "after": after}
+        say(f"forgetting probe ({s.probe}): " + ", ".join(f"{k} {setup['probe_before'][k]:.4f} -> {after[k]:.4f}" for k in after if k in ("accuracy", "f1_micro")))
     (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
-    log.write({"final": {k: headline(v) if k != "train" else v for k, v in final.items()}})
+    log.write({"final": {k: headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
     summarize(final, run_dir)
     return run_dir
 
 
+def strategy_line(cfg: RunConfig) -> str:
+    """The strategy in one line: the method and every option set beside it."""
+    s = cfg.strategy
+    options = {k: getattr(s, k) for k in sorted(s.model_fields_set - {"method"})}
+    return s.method + (" (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else "")
+
+
+def save_adapter(model, tokenizer, target: Path) -> None:
+    """A peft adapter folder (PeftModel.save_pretrained: adapter_config.json + weights, head included)."""
+    _atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+
+
+def merge_adapter(setup: dict, run_dir: Path, tokenizer, multi_label: bool) -> None:
+    """model/: the best adapter merged into a fresh copy of the base model (plain transformers).
+
+    Prompt-learning methods (prefix, prompt, P-tuning) add virtual tokens that no weight can
+    absorb: their model/ is the peft adapter folder itself (AutoPeftModelForSequenceClassification).
+    """
+    from peft import PeftModel
+
+    from weitiao.tasks import classification as task
+
+    adapter = run_dir / "adapter"
+    if setup["selection"].model.peft_config["default"].is_prompt_learning:
+        _atomic_folder(run_dir / "model", lambda tmp: shutil.copytree(adapter, tmp))
+        return
+    base, _ = task.build_model(setup["model_path"], setup["data"].labels.names, multi_label)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    save_model(merged, tokenizer, run_dir / "model")
+
+
 def save_model(model, tokenizer, target: Path) -> None:
     """Write a Hugging Face model folder atomically (temp folder, then rename)."""
+    _atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+
+
+def _atomic_folder(target: Path, write) -> None:
+    """Call `write(tmp)` to fill a temporary folder, then swap it in for `target`."""
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    write(tmp)
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
         os.replace(target, old)

@@ -1,0 +1,66 @@
+"""The forgetting probe: how well does the encoder still do an earlier task?
+
+`strategy.probe: runs/A` names a finished classification run. Its head and its validation
+data are kept; the encoder under that head is swapped for the current model's encoder, before
+training and after. "Fine-tune on B after A" then reports A's accuracy before and after, the
+number catastrophic forgetting is about (Kirkpatrick et al. 2017,
+https://arxiv.org/abs/1612.00796).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from weitiao.errors import UserError
+
+
+class ForgettingProbe:
+    def __init__(self, run_dir: str, max_length: int, batch_size: int):
+        from weitiao.data import read_examples
+        from weitiao.data.clean import clean_split
+        from weitiao.data.examples import LabelSet
+        from weitiao.predict import load_run
+        from weitiao.strategies.layers import find_parts
+        from weitiao.tasks import classification as task
+
+        if not (Path(run_dir) / "model" / "config.json").is_file():
+            raise UserError("strategy.probe", f"'{run_dir}' is not a finished run folder", "name a run folder written by `weitiao train` (with model/)")
+        cfg, self.model, self.tokenizer = load_run(run_dir)
+        self.names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.multi = cfg.task.multi_label
+        self.threshold = cfg.task.threshold
+        ex, _ = read_examples(cfg.data.validation or cfg.data.train, "strategy.probe", cfg.data, LabelSet(self.names), self.multi)
+        ex, _ = clean_split(ex, drop_duplicates=False)
+        self.data = task.encode(self.tokenizer, ex, cfg.data.max_length)
+        self.batch_size = batch_size
+        self.run_dir = run_dir
+        base = self.model.base_model_prefix
+        self.head = tuple(p[len(base) + 1 :] for p in find_parts(self.model).head if p.startswith(base + "."))
+
+    def encoder_state(self, model) -> dict:
+        """The encoder weights of `model` without its head (a peft model: its frozen base weights;
+        score merged models to see what adapters changed)."""
+        from weitiao.strategies.layers import unwrap
+
+        base = unwrap(model)
+        encoder = getattr(base, base.base_model_prefix)
+        return {k: v for k, v in encoder.state_dict().items() if not k.startswith(self.head)}
+
+    @torch.no_grad()
+    def score(self, encoder_state: dict, device) -> dict:
+        """Metrics of the probe run's head on its data, over the given encoder weights."""
+        from weitiao.evaluate.metrics import classification_metrics, headline
+        from weitiao.tasks import classification as task
+
+        encoder = getattr(self.model, self.model.base_model_prefix)
+        mine = encoder.state_dict()
+        bad = [k for k, v in encoder_state.items() if k not in mine or mine[k].shape != v.shape]
+        if bad:
+            raise UserError("strategy.probe", f"the encoder of '{self.run_dir}' differs from this run's ({bad[0]})", "probe with a run of the same base model")
+        encoder.load_state_dict(encoder_state, strict=False)
+        probs, loss = task.predict_probs(self.model.to(device), self.data, self.tokenizer.pad_token_id or 0, len(self.names),
+                                         self.multi, self.batch_size, device)
+        metrics = headline(classification_metrics(probs, self.data.labels, self.names, self.multi, self.threshold))
+        return metrics | {"loss": loss}

@@ -1,0 +1,79 @@
+"""Parameter-efficient methods through `peft`: LoRA, DoRA, IA3, prefix, prompt and P-tuning, LN tuning.
+
+weitiao only turns the config into a peft config; peft does the work, and the adapters it
+saves load in any peft-aware tool. The task head always trains and is saved with the adapter
+(`modules_to_save`): a LoRA classifier that loses its head on save is a classic bug.
+
+LoRA: Hu et al. 2021, https://arxiv.org/abs/2106.09685; DoRA: Liu et al. 2024,
+https://arxiv.org/abs/2402.09353; rsLoRA: Kalajdzievski 2023, https://arxiv.org/abs/2312.03732;
+IA3: Liu et al. 2022, https://arxiv.org/abs/2205.05638; prefix tuning: Li & Liang 2021;
+prompt tuning: Lester et al. 2021; P-tuning: Liu et al. 2021; LN tuning: Zhao et al. 2023.
+"""
+
+from __future__ import annotations
+
+from weitiao.errors import UserError
+from weitiao.strategies import Selection, register
+from weitiao.strategies.layers import find_parts
+
+LORA_OPTIONS = ("r", "alpha", "lora_dropout", "rslora", "target_modules")
+PROMPT_OPTIONS = ("num_virtual_tokens",)
+# Methods that add virtual tokens: nothing to merge into the weights.
+PROMPT_LEARNING = ("prefix", "prompt", "ptuning")
+
+
+def head_modules(model) -> list[str]:
+    """Module names of the task head for peft's modules_to_save (e.g. ['pooler', 'classifier'])."""
+    return sorted({prefix.rstrip(".").split(".")[-1] for prefix in find_parts(model).head})
+
+
+def norm_modules(model) -> list[str]:
+    """Names of the normalization modules (LayerNorm, RMSNorm), for LN tuning's default targets."""
+    return sorted({name.split(".")[-1] for name, m in model.named_modules() if "Norm" in type(m).__name__ and name})
+
+
+def task_type(model) -> str:
+    return "CAUSAL_LM" if type(model).__name__.endswith("ForCausalLM") else "SEQ_CLS"
+
+
+def peft_config(method: str, spec, model):
+    import peft
+
+    common = {"task_type": task_type(model)}
+    save = head_modules(model) if common["task_type"] == "SEQ_CLS" else None
+    targets = spec.target_modules
+    if method in ("lora", "dora"):
+        return peft.LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.lora_dropout, use_rslora=spec.rslora,
+                               use_dora=method == "dora", target_modules=targets, modules_to_save=save, **common)
+    if method == "ia3":
+        return peft.IA3Config(target_modules=targets, modules_to_save=save, **common)
+    if method == "ln_tuning":
+        return peft.LNTuningConfig(target_modules=targets or norm_modules(model), modules_to_save=save, **common)
+    if method == "prefix":
+        return peft.PrefixTuningConfig(num_virtual_tokens=spec.num_virtual_tokens, modules_to_save=save, **common)
+    if method == "prompt":
+        return peft.PromptTuningConfig(num_virtual_tokens=spec.num_virtual_tokens, modules_to_save=save, **common)
+    if method == "ptuning":
+        return peft.PromptEncoderConfig(num_virtual_tokens=spec.num_virtual_tokens, modules_to_save=save, **common)
+    raise AssertionError(method)
+
+
+def wrap(method: str, model, spec) -> Selection:
+    import peft
+
+    try:
+        wrapped = peft.get_peft_model(model, peft_config(method, spec, model))
+    except ValueError as e:  # peft's messages for unknown target modules are good: pass them on
+        raise UserError("strategy.target_modules", f"{method}: {str(e).splitlines()[0]}",
+                        "set strategy.target_modules to module names of this model, or 'all-linear'") from None
+    return Selection(wrapped, peft=True)
+
+
+def _register(method: str, options: tuple[str, ...]) -> None:
+    register(method, options)(lambda model, spec: wrap(method, model, spec))
+
+
+for _name, _options in (("lora", LORA_OPTIONS), ("dora", LORA_OPTIONS), ("ia3", ("target_modules",)),
+                        ("ln_tuning", ("target_modules",)), ("prefix", PROMPT_OPTIONS), ("prompt", PROMPT_OPTIONS),
+                        ("ptuning", PROMPT_OPTIONS)):
+    _register(_name, _options)
