@@ -30,6 +30,15 @@ def test_batches_change_with_the_epoch_and_the_seed():
     assert {tuple(sorted(b)) for b in first} != {tuple(sorted(b)) for b in length_grouped_batches(lengths, 16, seed=1, epoch=1)}
 
 
+def test_batch_membership_changes_across_epochs_even_with_distinct_lengths():
+    # A global sort by length would give the same batches every epoch (only their order
+    # would change); buckets keep SGD's randomness.
+    lengths = list(range(1, 3201))
+    random.Random(0).shuffle(lengths)
+    members = [{tuple(sorted(b)) for b in length_grouped_batches(lengths, 16, seed=0, epoch=e)} for e in (0, 1)]
+    assert len(members[0] & members[1]) < len(members[0]) // 2
+
+
 @pytest.mark.parametrize("n, batch_size", [(5000, 16), (1001, 32), (7, 4), (3, 8)])
 @pytest.mark.parametrize("group", [True, False])
 def test_every_index_exactly_once(n, batch_size, group):

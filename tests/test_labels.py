@@ -88,6 +88,13 @@ def test_several_labels_in_a_single_label_task_point_at_multi_label():
     assert "task.multi_label: true" in info.value.fix
 
 
+def test_comma_separated_ids_in_a_single_label_task_point_at_multi_label():
+    with pytest.raises(UserError) as info:
+        from_cells(["27", "3,5"])
+    assert "mixes ids ('27') and names ('3,5')" in info.value.problem
+    assert "task.multi_label: true" in info.value.fix
+
+
 def test_row_without_a_label_is_named():
     with pytest.raises(UserError, match="line 3 has no label"):
         encode(LabelSet(["a", "b"]), ["a", ""])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from weitiao.data.examples import take_columns
 from weitiao.data.sources import read_table
 from weitiao.errors import UserError
 
@@ -173,6 +174,25 @@ def test_unusable_files_are_refused(tmp_path, name, content, problem):
     err = refusal(write(tmp_path / name, content), "data.train", expect=("text",))
     assert err.field == "data.train"
     assert problem in err.problem
+
+
+def test_missing_column_lists_the_columns_that_exist(tmp_path):
+    table = read_table(write(tmp_path / "d.csv", "text,label\ngood,pos\n"), "data.train", expect=("text", "label"))
+    with pytest.raises(UserError) as info:
+        take_columns(table, "data.train", "sentence", None, "label")
+    assert info.value.field == "data.text_column"
+    assert "column 'sentence' not in data.train" in info.value.problem
+    assert info.value.problem.endswith("its columns are text, label")
+
+
+def test_missing_column_in_a_headerless_file_shows_its_first_row(tmp_path):
+    # The header names neither configured column, so it is read as data: say so.
+    table = read_table(write(tmp_path / "d.tsv", "sentence\tsentiment\ngood\t1\n"), "data.train", expect=("text", "label"))
+    with pytest.raises(UserError) as info:
+        take_columns(table, "data.train", "text", None, "label")
+    assert "its columns are 0, 1" in info.value.problem
+    assert "the first row is 'sentence', 'sentiment'" in info.value.problem
+    assert "data.columns" in info.value.problem
 
 
 def test_missing_file_is_named(tmp_path):

@@ -166,11 +166,21 @@ class RunConfig(Section):
     def _strategy_shorthand(cls, v: Any) -> Any:
         if isinstance(v, str):
             return {"method": v}
-        if isinstance(v, dict) and len(v) == 1 and "method" not in v:
-            (method, layers), = v.items()
-            if isinstance(layers, int) and not isinstance(layers, bool):
-                return {"method": method, "layers": layers}
-        return v
+        return expand_strategy(v)
+
+
+def expand_strategy(v: Any) -> Any:
+    """`full` -> {method: full}; `{freeze_bottom: 4}` -> {method: freeze_bottom, layers: 4}.
+
+    A single key that is an option of the section (`{layers: 4}`) is not a method name.
+    """
+    if isinstance(v, str):
+        return {"method": v}
+    if isinstance(v, dict) and len(v) == 1:
+        (key, layers), = v.items()
+        if key not in StrategyConfig.model_fields and isinstance(layers, int) and not isinstance(layers, bool):
+            return {"method": key, "layers": layers}
+    return v
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,8 +225,10 @@ def apply_override(raw: dict, item: str) -> None:
     node = raw
     for part in parts[:-1]:
         child = node.get(part)
-        if isinstance(child, str) and part in ("task", "strategy"):
-            child = {"type" if part == "task" else "method": child}
+        if node is raw and part == "strategy":
+            child = expand_strategy(child)
+        elif node is raw and part == "task" and isinstance(child, str):
+            child = {"type": child}
         if not isinstance(child, dict):
             child = {}
         node[part] = child

@@ -134,5 +134,6 @@ def cell_kind(parts: list, cells: list, separator: str | None, field: str, table
         return "name"
     first_id = next(p for p, k in zip(parts, ids) if k)
     first_name = next(p for p, k in zip(parts, ids) if not k)
+    several = separator is None and "," in str(first_name)  # GoEmotions "3,5" without multi_label
     raise UserError(field, f"label column in '{table.path}' mixes ids ({first_id!r}) and names ({first_name!r})",
-                    "use either label ids everywhere or label names everywhere")
+                    "several labels per row? set task.multi_label: true" if several else "use either label ids everywhere or label names everywhere")

@@ -76,7 +76,9 @@ def get_strategy(spec) -> Method:
         hint = f"did you mean '{match[0]}'?" if match else f"use one of {sorted(STRATEGIES)}"
         raise UserError("strategy.method", f"unknown strategy '{spec.method}'", hint)
     method = STRATEGIES[spec.method]
-    for key in sorted(spec.model_fields_set - COMMON - method.options):
+    # Only options changed from their default count: a resolved config lists every option.
+    changed = {k for k in spec.model_fields_set if getattr(spec, k) != type(spec).model_fields[k].default}
+    for key in sorted(changed - COMMON - method.options):
         users = sorted(n for n, m in STRATEGIES.items() if key in m.options)
         raise UserError(f"strategy.{key}", f"is not used by method '{spec.method}'", f"remove it, or use it with {', '.join(users) or 'another method'}")
     return method

@@ -77,7 +77,9 @@ def insert_adapters(model: nn.Module, size: int, kind: str) -> int:
 @register("adapter", options=("adapter_size", "adapter_type"))
 def select(model, spec) -> Selection:
     head = tuple(find_parts(model).head)
+    # Norms by module type: BERT's `LayerNorm`, Llama's `input_layernorm` / `norm` (RMSNorm).
+    norms = tuple(f"{n}." for n, m in model.named_modules() if n and "Norm" in type(m).__name__)
     insert_adapters(model, spec.adapter_size, spec.adapter_type)
-    set_trainable(model, lambda name: ".adapter." in name or name.startswith(head) or "LayerNorm" in name or "layer_norm" in name)
+    set_trainable(model, lambda name: ".adapter." in name or name.startswith(head + norms))
     model.config.weitiao_adapter = {"size": spec.adapter_size, "type": spec.adapter_type}
     return Selection(model)

@@ -7,7 +7,7 @@ trained at once with the scheduled LR of its group. Adding groups to a running o
 instead is where other tools go wrong (transformers issue #20029).
 """
 
-from weitiao.strategies import Selection, register, set_trainable
+from weitiao.strategies import Selection, apply_patterns, register, set_trainable
 from weitiao.strategies.layers import find_parts, layer_index
 
 
@@ -33,6 +33,8 @@ def select(model, spec) -> Selection:
             return False
         current["stage"] = stage
         set_trainable(model, lambda name: stages[name] <= stage)
+        # include / exclude / freeze_embeddings hold at every stage, not only until the first change.
+        apply_patterns(model, spec.include, spec.exclude, spec.freeze_embeddings)
         return True
 
     on_progress(0, 0)

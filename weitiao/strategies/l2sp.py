@@ -30,7 +30,9 @@ class L2SP:
     def penalty(self) -> torch.Tensor:
         total = torch.zeros(())
         if self.alpha:
-            moved = [((p - p0.to(p.device)) ** 2).sum() for p, p0 in self.pairs if p.requires_grad]
+            # The starting values follow their parameters to the GPU once, not on every step.
+            self.pairs = [(p, p0 if p0.device == p.device else p0.to(p.device)) for p, p0 in self.pairs]
+            moved = [((p - p0) ** 2).sum() for p, p0 in self.pairs if p.requires_grad]
             if moved:
                 total = total.to(moved[0].device) + self.alpha / 2 * torch.stack(moved).sum()
         if self.beta:

@@ -23,8 +23,13 @@ PROMPT_LEARNING = ("prefix", "prompt", "ptuning")
 
 
 def head_modules(model) -> list[str]:
-    """Module names of the task head for peft's modules_to_save (e.g. ['pooler', 'classifier'])."""
-    return sorted({prefix.rstrip(".").split(".")[-1] for prefix in find_parts(model).head})
+    """Module names of the task head for peft's modules_to_save (e.g. ['bert.pooler.dense', 'classifier']).
+
+    The modules that hold the head's weights, not their containers: peft's IA3 merge copies
+    `.weight` from every saved module, which BERT's pooler (a container) lacks (peft 0.21).
+    """
+    head = tuple(find_parts(model).head)
+    return sorted({name.rpartition(".")[0] for name, _ in model.named_parameters() if name.startswith(head)})
 
 
 def norm_modules(model) -> list[str]:

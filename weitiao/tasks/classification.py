@@ -63,8 +63,10 @@ def build_model(path: str, label_names: list[str], multi_label: bool, dropout: d
                     setattr(config, key, p)
     if getattr(config, "pad_token_id", None) is None:  # decoder classifiers find the last token by it
         config.pad_token_id = getattr(config, "eos_token_id", None) or 0
-    model, info = AutoModelForSequenceClassification.from_pretrained(path, config=config, output_loading_info=True)
-    return model, set(info["missing_keys"])
+    # A model fine-tuned before (runs/a/model) brings a head of another shape: it is replaced.
+    model, info = AutoModelForSequenceClassification.from_pretrained(path, config=config, output_loading_info=True,
+                                                                     ignore_mismatched_sizes=True)
+    return model, set(info["missing_keys"]) | {m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])}
 
 
 def encode(tokenizer, ex: Examples, max_length: int) -> Encoded:

@@ -38,9 +38,8 @@ def train(cfg: RunConfig, name: str, overwrite: bool = False) -> Path:
     from weitiao.train.run_folder import check_run_dir
 
     run_dir = check_run_dir(cfg.output.dir, name, overwrite)
-    cuda = pick_device(cfg.training.device, cfg.training.mixed_precision)
-    setup = prepare(cfg)  # data, tokenizer, model, strategy, probe: all user errors surface here
-    return fit(cfg, setup, run_dir, overwrite, cuda)
+    setup = prepare(cfg)  # data, strategy, device, model, probe: all user errors surface here
+    return fit(cfg, setup, run_dir, overwrite, setup["cuda"])
 
 
 def quiet_hf() -> None:
@@ -57,10 +56,15 @@ def quiet_hf() -> None:
 
 
 def prepare(cfg: RunConfig) -> dict:
+    from weitiao.data import load_data
+
+    # The data first: it needs no torch, so a mistake in it is reported at once.
+    multi = cfg.task.multi_label
+    data = load_data(cfg.data, multi, cfg.training.seed)
+
     import torch
     from transformers import AutoTokenizer
 
-    from weitiao.data import load_data
     from weitiao.evaluate.forgetting import ForgettingProbe
     from weitiao.models import resolve_model
     from weitiao.strategies import apply_strategy, get_strategy
@@ -69,9 +73,8 @@ def prepare(cfg: RunConfig) -> dict:
     quiet_hf()
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
-    get_strategy(cfg.strategy)  # an unknown method or a misplaced option fails before any work
-    multi = cfg.task.multi_label
-    data = load_data(cfg.data, multi, cfg.training.seed)
+    get_strategy(cfg.strategy)  # an unknown method or a misplaced option fails before the model loads
+    cuda = pick_device(cfg.training.device, cfg.training.mixed_precision)
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length)
@@ -83,7 +86,7 @@ def prepare(cfg: RunConfig) -> dict:
         probe = ForgettingProbe(cfg.strategy.probe, cfg.data.max_length, cfg.training.eval_batch_size)
         before = probe.score(probe.encoder_state(model), torch.device("cpu"))
     selection = apply_strategy(model, cfg.strategy)
-    return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "selection": selection, "model_path": path,
+    return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "selection": selection, "model_path": path, "cuda": cuda,
             "new_names": new_names, "probe": probe, "probe_before": before}
 
 

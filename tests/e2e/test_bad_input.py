@@ -1,0 +1,162 @@
+"""`weitiao train` on bad input: exit code 2, one `error:` line naming the field and value, nothing written.
+
+Each case runs the real CLI in a subprocess on tiny hand-made files. All of them fail before a
+model is loaded, so each takes a few seconds (most of it importing torch).
+"""
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+SECONDS = 30  # a bad-input run that takes longer is doing work it should not (training?); generous for a loaded CI machine
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+TRAIN = "text,label\ngood film,pos\nbad film,neg\ngreat fun,pos\ndull,neg\n"
+DEV = "text,label\nlovely,pos\nawful,neg\n"
+
+
+@dataclass
+class Result:
+    returncode: int
+    stderr: str
+    seconds: float
+
+
+def run(*args: str, cwd: Path) -> Result:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "weitiao", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120)
+    return Result(proc.returncode, proc.stderr, time.perf_counter() - start)
+
+
+def write(path: Path, content: str | bytes) -> str:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return str(path)
+
+
+def config(tmp_path: Path, **data) -> Path:
+    """A valid config over tmp_path/train.csv and dev.csv; `data` replaces keys of the data section."""
+    section = {"train": write(tmp_path / "train.csv", TRAIN), "validation": write(tmp_path / "dev.csv", DEV)}
+    section.update(data)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "data": section, "training": {"epochs": 1}}), encoding="utf-8")
+    return path
+
+
+def train(tmp_path: Path, cfg: Path, *extra: str) -> Result:
+    return run("train", str(cfg), "--name", "bad", "--set", f"output.dir={tmp_path / 'runs'}", *extra, cwd=tmp_path)
+
+
+def assert_refused(result: Result, tmp_path: Path, *needles: str) -> str:
+    """The run failed as a user error should; returns the error line."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert result.returncode == 2, line
+    assert line.startswith("error: ")
+    assert "; fix: " in line
+    for needle in needles:
+        assert needle in line
+    assert not (tmp_path / "runs" / "bad").exists()
+    assert result.seconds < SECONDS, f"took {result.seconds:.1f}s"
+    return line
+
+
+def test_missing_train_file(tmp_path):
+    missing = str(tmp_path / "nope.csv")
+    result = train(tmp_path, config(tmp_path, train=missing))
+    assert_refused(result, tmp_path, "error: data.train:", f"'{missing}' does not exist")
+
+
+def test_missing_column_lists_the_columns_that_exist(tmp_path):
+    result = train(tmp_path, config(tmp_path, text_column="sentence"))
+    assert_refused(result, tmp_path, "error: data.text_column:", "column 'sentence'", "its columns are text, label")
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("version: 1\ndata:\n  train: train.csv\n  validation: [dev.csv\ntraining:\n  epochs: 1\n", encoding="utf-8")
+    line = assert_refused(train(tmp_path, path), tmp_path, "error: config", "invalid YAML")
+    assert " line 5" in line
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path):
+    path = config(tmp_path)
+    path.write_text(path.read_text().replace("epochs:", "epoch:"), encoding="utf-8")
+    assert_refused(train(tmp_path, path), tmp_path, "error: training.epoch:", "unknown key 'epoch'", "did you mean 'epochs'?")
+
+
+def test_unknown_label_in_the_validation_file(tmp_path):
+    dev = write(tmp_path / "dev2.csv", "text,label\nlovely,pos\nso-so,neutral\n")
+    result = train(tmp_path, config(tmp_path, validation=dev))
+    assert_refused(result, tmp_path, "error: data.validation:", "line 3", "unknown label 'neutral'")
+
+
+def test_file_that_is_not_utf8_names_the_line(tmp_path):
+    bad = write(tmp_path / "latin1.csv", "text,label\ngood,pos\ncafé crème,neg\n".encode("latin-1"))
+    result = train(tmp_path, config(tmp_path, train=bad))
+    assert_refused(result, tmp_path, "error: data.train:", "latin1.csv' is not valid UTF-8", "line 3")
+
+
+def test_malformed_csv_row_names_the_line(tmp_path):
+    bad = write(tmp_path / "ragged.csv", TRAIN + "too, many, fields,pos\n")
+    result = train(tmp_path, config(tmp_path, train=bad))
+    assert_refused(result, tmp_path, "error: data.train:", "line 6 has 4 fields, expected 2")
+
+
+def test_broken_csv_quoting_names_the_line(tmp_path):
+    bad = write(tmp_path / "quotes.csv", 'text,label\ngood,pos\n"oops" no,neg\n')
+    result = train(tmp_path, config(tmp_path, train=bad))
+    assert_refused(result, tmp_path, "error: data.train:", "line 3 is malformed")
+
+
+def test_training_set_empty_after_cleaning(tmp_path):
+    blank = write(tmp_path / "blank.csv", "text,label\n   ,pos\n,neg\n\t,pos\n")
+    result = train(tmp_path, config(tmp_path, train=blank))
+    assert_refused(result, tmp_path, "error: data.train:", "no training rows left after cleaning", "'empty_dropped': 3")
+
+
+def test_label_column_mixing_ids_and_names(tmp_path):
+    mixed = write(tmp_path / "mixed.csv", "text,label\ngood,1\nbad,neg\nfine,0\n")
+    result = train(tmp_path, config(tmp_path, train=mixed))
+    assert_refused(result, tmp_path, "error: data.train:", "mixes ids ('1') and names ('neg')")
+
+
+def test_existing_run_folder_without_overwrite(tmp_path):
+    existing = tmp_path / "runs" / "bad"
+    existing.mkdir(parents=True)
+    (existing / "metrics.json").write_text("{}")
+    result = train(tmp_path, config(tmp_path))
+    assert "Traceback" not in result.stderr and result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: --name: run folder '{existing}' already exists; fix: choose another --name, or pass --overwrite to replace it"]
+    assert (existing / "metrics.json").read_text() == "{}"  # untouched
+    assert result.seconds < SECONDS
+
+
+def test_bf16_on_cpu(tmp_path):
+    result = train(tmp_path, config(tmp_path), "--set", "training.mixed_precision=bf16", "--set", "training.device=cpu")
+    assert_refused(result, tmp_path, "error: training.mixed_precision:", "'bf16' on CPU")
+
+
+def test_help_is_fast(tmp_path):
+    result = run("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.seconds < 2, f"--help took {result.seconds:.2f}s"
+
+
+def test_importing_the_cli_loads_no_heavy_library(tmp_path):
+    heavy = ["torch", "transformers", "datasets", "sklearn", "pyarrow", "accelerate"]
+    code = f"import sys, weitiao.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
