@@ -1,10 +1,12 @@
 """Checkpoints: written atomically, verified by checksum, pruned to the last K, safe across a crash."""
 
+import errno
 import json
 
 import pytest
 import torch
 
+from weitiao.errors import TrainingStopped
 from weitiao.train import checkpoint
 from weitiao.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, sha256, verify
 
@@ -76,10 +78,10 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, m
     def crash(obj, path):
         path.write_bytes(b"half a tensor")  # the temporary folder now holds a partial file
         assert any(p.name.startswith(".tmp-step-00000200") for p in tmp_path.iterdir())
-        raise OSError("No space left on device")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", crash)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(TrainingStopped, match=r"step 200 \(the disk is full\); the previous checkpoint .*step-00000100 is intact"):
         save_checkpoint(tmp_path, 200, state(200), {"step": 200}, keep=1)
 
     assert list_checkpoints(tmp_path) == [previous]

@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 
-from weitiao.errors import UserError
+from weitiao.errors import TrainingStopped, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config value, e.g. --set training.lr=3e-5 (repeatable)")
     tr.add_argument("--name", help="run folder name under output.dir (default: config name + time)")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing run folder of that name")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint ('auto': the run named by --name, else the newest)")
+    tr.add_argument("--force", action="store_true", help="with --resume: continue even if the config or data changed")
 
     ev = sub.add_parser("eval", help="metrics of a trained run on any labelled file")
     ev.add_argument("run_dir")
@@ -45,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             from weitiao.train.recipe import train
 
             cfg = load_config(args.config, args.overrides)
-            name = args.name or f"{_stem(args.config)}-{time.strftime('%Y%m%d-%H%M%S')}"
-            train(cfg, name, args.overwrite)
+            name = args.name or (None if args.resume else f"{_stem(args.config)}-{time.strftime('%Y%m%d-%H%M%S')}")
+            train(cfg, name, args.overwrite, resume=args.resume, force=args.force)
         elif args.command == "eval":
             from weitiao.predict import evaluate_file
 
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint in the run folder is intact", file=sys.stderr)
         return 130

@@ -130,6 +130,8 @@ class TrainingConfig(Section):
     patience: int | None = Field(None, ge=1)  # early stopping: evaluations without improvement
     checkpoint_every: int | None = Field(None, ge=1)  # optimizer steps; always at epoch end
     keep_checkpoints: int = Field(2, ge=1)
+    max_bad_steps: int = Field(5, ge=1)  # non-finite losses/gradients in a row before stopping
+    auto_batch_size: bool = False  # GPU: find the largest batch that fits, accumulating to keep the effective batch
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)

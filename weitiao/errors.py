@@ -21,3 +21,11 @@ class UserError(Exception):
     def line(self) -> str:
         text = f"{self.field}: {self.problem}"
         return f"{text}; fix: {self.fix}" if self.fix else text
+
+
+class TrainingStopped(Exception):
+    """Training cannot go on (losses stopped being finite, out of memory, disk full).
+
+    The message names where it stopped and what was kept; the CLI prints it as one line and
+    exits with code 3.
+    """

@@ -138,7 +138,7 @@ def test_existing_run_folder_without_overwrite(tmp_path):
     result = train(tmp_path, config(tmp_path))
     assert "Traceback" not in result.stderr and result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"error: --name: run folder '{existing}' already exists; fix: choose another --name, or pass --overwrite to replace it"]
+        f"error: --name: run folder '{existing}' already exists; fix: choose another --name, --resume it, or pass --overwrite to replace it"]
     assert (existing / "metrics.json").read_text() == "{}"  # untouched
     assert result.seconds < SECONDS
 

@@ -47,15 +47,16 @@ class Selection:
 class Method:
     select: Callable
     options: frozenset
+    peft: bool = False  # wraps the model with peft (name patterns do not apply)
 
 
-def register(name: str, options: tuple[str, ...] = ()):
+def register(name: str, options: tuple[str, ...] = (), peft: bool = False):
     """Decorator: add a method under `name` with the options it reads; duplicates are refused."""
 
     def add(fn: Callable) -> Callable:
         if name in STRATEGIES:
             raise ValueError(f"strategy '{name}' is registered twice")
-        STRATEGIES[name] = Method(fn, frozenset(options))
+        STRATEGIES[name] = Method(fn, frozenset(options), peft)
         return fn
 
     return add
@@ -81,6 +82,11 @@ def get_strategy(spec) -> Method:
     for key in sorted(changed - COMMON - method.options):
         users = sorted(n for n, m in STRATEGIES.items() if key in m.options)
         raise UserError(f"strategy.{key}", f"is not used by method '{spec.method}'", f"remove it, or use it with {', '.join(users) or 'another method'}")
+    if method.peft:
+        for key in ("include", "exclude", "freeze_embeddings"):
+            if getattr(spec, key):
+                raise UserError(f"strategy.{key}", f"name patterns do not apply to the peft method '{spec.method}'",
+                                "choose the adapted modules with strategy.target_modules instead")
     return method
 
 

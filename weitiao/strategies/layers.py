@@ -28,13 +28,21 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def plain_name(name: str) -> str:
-    """A parameter name as the unwrapped model spells it (peft adds prefixes and copies)."""
-    for prefix in ("base_model.model.", "base_model."):
-        if name.startswith(prefix):
+def plain_named_parameters(model: nn.Module):
+    """(name as the unwrapped transformers model spells it, parameter), for plain and peft models.
+
+    peft puts the model under a prefix that depends on the method (`base_model.model.` for
+    LoRA, `base_model.` for prompt learning) and wraps saved heads in `modules_to_save`;
+    parameters of its own (a prompt encoder) keep their names.
+    """
+    prefix = ""
+    if hasattr(model, "get_base_model"):
+        base = model.get_base_model()
+        prefix = next(n for n, m in model.named_modules() if m is base) + "."
+    for name, p in model.named_parameters():
+        if prefix and name.startswith(prefix):
             name = name[len(prefix):]
-            break
-    return name.replace(".modules_to_save.default", "").replace(".original_module", "")
+        yield name.replace(".modules_to_save.default", "").replace(".original_module", ""), p
 
 
 def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 
-from weitiao.strategies.layers import find_parts, layer_index, plain_name
+from weitiao.strategies.layers import find_parts, layer_index, plain_named_parameters
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight", "ln_")
 
@@ -23,7 +23,6 @@ def parameter_lr(name: str, parts, lr: float, layer_lr_decay: float | None, head
     for rx, value in overrides:
         if rx.search(name):
             return f"override {rx.pattern}", value
-    name = plain_name(name)
     if name.startswith(tuple(parts.head)):
         return "head", head_lr if head_lr is not None else lr
     if layer_lr_decay is None:
@@ -48,7 +47,7 @@ def build_param_groups(model, params: list | None, lr: float, weight_decay: floa
     parts = _parts_or_none(model)
     overrides = [(re.compile(k), v) for k, v in (lr_overrides or {}).items()]
     groups: OrderedDict[tuple, dict] = OrderedDict()
-    for name, p in model.named_parameters():
+    for name, p in plain_named_parameters(model):
         if (wanted is None and not p.requires_grad) or (wanted is not None and id(p) not in wanted):
             continue
         label, group_lr = parameter_lr(name, parts, lr, layer_lr_decay, head_lr, overrides) if parts else ("body", lr)

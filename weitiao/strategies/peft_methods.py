@@ -75,7 +75,7 @@ def wrap(method: str, model, spec) -> Selection:
 
 
 def _register(method: str, options: tuple[str, ...]) -> None:
-    register(method, options)(lambda model, spec: wrap(method, model, spec))
+    register(method, options, peft=True)(lambda model, spec: wrap(method, model, spec))
 
 
 for _name, _options in (("lora", LORA_OPTIONS), ("dora", LORA_OPTIONS), ("ia3", ("target_modules",)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from weitiao.strategies.layers import find_parts, group_name, plain_name, unwrap
+from weitiao.strategies.layers import find_parts, group_name, plain_named_parameters, unwrap
 
 
 def parameter_rows(model) -> list[tuple[str, int, int]]:
@@ -12,8 +12,8 @@ def parameter_rows(model) -> list[tuple[str, int, int]]:
     parts = find_parts(model)
     base = getattr(unwrap(model), "base_model_prefix", "")
     rows: OrderedDict[str, list[int]] = OrderedDict()
-    for name, p in model.named_parameters():
-        row = rows.setdefault(group_name(plain_name(name), parts, base), [0, 0])
+    for name, p in plain_named_parameters(model):
+        row = rows.setdefault(group_name(name, parts, base), [0, 0])
         row[0] += p.numel() if p.requires_grad else 0
         row[1] += p.numel()
     return [(k, v[0], v[1]) for k, v in rows.items()]

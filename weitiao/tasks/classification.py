@@ -29,6 +29,10 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def subset(self, index: list[int]) -> "Encoded":
+        pick = lambda xs: None if xs is None else [xs[i] for i in index]  # noqa: E731
+        return Encoded(pick(self.input_ids), pick(self.token_type_ids), pick(self.labels))
+
 
 # Config attributes that hold each kind of dropout, across the common architectures.
 DROPOUT_KEYS = {
@@ -161,11 +165,15 @@ def build_model_from_run(model_dir) -> object:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     model_dir = Path(model_dir)
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForSequenceClassification
-
-        return AutoPeftModelForSequenceClassification.from_pretrained(str(model_dir))
     config = AutoConfig.from_pretrained(str(model_dir))
+    if (model_dir / "adapter_config.json").is_file():
+        import json
+
+        from peft import PeftModel
+
+        base_path = json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = AutoModelForSequenceClassification.from_pretrained(base_path, config=config, ignore_mismatched_sizes=True)
+        return PeftModel.from_pretrained(base, str(model_dir))
     adapter = getattr(config, "weitiao_adapter", None)
     if adapter:
         from safetensors.torch import load_file

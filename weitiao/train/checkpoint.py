@@ -6,15 +6,22 @@ half-written folder under a final name. Each checkpoint has a manifest with chec
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import torch
 
+from weitiao.errors import TrainingStopped
+
 PREFIX = "step-"
+# Tests set WEITIAO_CRASH_AT=checkpoint:N to SIGKILL the process halfway through writing
+# checkpoint N (after state.pt, before the rename), to prove that resume copes with it.
+CRASH_AT = os.environ.get("WEITIAO_CRASH_AT", "")
 
 
 def _fsync(path: Path) -> None:
@@ -45,7 +52,13 @@ def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int) -
     tmp.mkdir()
     try:
         _write_files(tmp, step, state, meta)
-    except BaseException:  # a full disk or Ctrl-C: leave no half-written folder behind
+    except OSError as e:  # a full disk: the previous checkpoint stays as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = list_checkpoints(root)
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+        what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"{type(e).__name__}: {e}"
+        raise TrainingStopped(f"could not write checkpoint step {step} ({what}); {kept}; free space and rerun with --resume") from None
+    except BaseException:  # Ctrl-C: leave no half-written folder behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
@@ -59,6 +72,8 @@ def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int) -
 
 def _write_files(tmp: Path, step: int, state: dict, meta: dict) -> None:
     torch.save(state, tmp / "state.pt")
+    if CRASH_AT == f"checkpoint:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
     (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": files}, indent=2))
@@ -86,3 +101,13 @@ def verify(folder: Path) -> bool:
 def load_checkpoint(folder: Path) -> tuple[dict, dict]:
     state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
     return state, json.loads((folder / "meta.json").read_text())
+
+
+def latest_valid(root: Path) -> tuple[Path | None, list[Path]]:
+    """The newest checkpoint whose checksums verify, and the newer ones that did not."""
+    skipped = []
+    for folder in reversed(list_checkpoints(root)):
+        if verify(folder):
+            return folder, skipped
+        skipped.append(folder)
+    return None, skipped

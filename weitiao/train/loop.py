@@ -1,21 +1,47 @@
 """The training loop: one function that reads top to bottom.
 
 It knows nothing about tasks: the caller hands it the batches of each epoch, a function that
-turns indices into a batch, a loss function and an evaluation function.
+turns indices into a batch, a loss function and an evaluation function. Everything the loop
+changes lives in `LoopState`, which a checkpoint saves whole, so a resumed run continues
+exactly where the last checkpoint was taken (same batches, same random numbers).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import random
+import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from weitiao.train.checkpoint import save_checkpoint
+from weitiao.errors import TrainingStopped
+from weitiao.train.checkpoint import load_checkpoint, save_checkpoint
 from weitiao.train.optim import build_optimizer, build_scheduler, warmup_steps
+
+CRASH_AT = os.environ.get("WEITIAO_CRASH_AT", "")  # tests: "step:N" SIGKILLs right after step N
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch in progress
+    next_batch: int = 0  # the next micro-batch of that epoch
+    samples: int = 0
+    tokens: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped: bool = False
+    nonfinite_in_row: int = 0
+    skipped_steps: int = 0
+    grad_norm_ema: float | None = None
+    last_checkpoint: str | None = None
 
 
 @dataclass
@@ -28,6 +54,7 @@ class LoopResult:
     seconds: float
     samples: int
     tokens: int
+    skipped_steps: int
     history: list[dict] = field(default_factory=list)
 
 
@@ -38,119 +65,195 @@ def higher_is_better(metric: str) -> bool:
 def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: Callable[[int], list[list[int]]],
                make_batch: Callable[[list[int]], dict], compute_loss: Callable, evaluate: Callable[[object], dict],
                save_best: Callable[[object], None], run_dir: Path, log, opts,
-               on_progress: Callable[[int, int], bool] | None = None) -> LoopResult:
+               on_progress: Callable[[int, int], bool] | None = None, resume: Path | None = None,
+               checkpoint_meta: dict | None = None) -> LoopResult:
     """Train `model` as `opts` (the training section) says.
 
     Args:
         param_groups: optimizer groups, each with its own "lr" (see strategies/lr_groups.py).
-        epoch_batches: epoch number -> list of batches (index lists) for that epoch.
+        epoch_batches: epoch number -> list of batches (index lists) for that epoch; the same
+            on every process (each process takes its share of every batch).
         make_batch: indices -> dict of CPU tensors (inputs and "labels").
         compute_loss: (model, batch on device) -> scalar loss.
-        evaluate: model -> metrics dict (with the metric named by opts.metric).
-        save_best: called with the model whenever the validation metric improves.
-        log: a MetricsLog.
+        evaluate: model -> metrics dict (with the metric named by opts.metric); called on
+            every process.
+        save_best: called (main process only) with the model when the metric improves.
+        log: a MetricsLog (written by the main process only).
         on_progress: (epoch, step) -> bool, called before every optimizer step; True means
             the trainable set changed (gradual unfreezing).
+        resume: a checkpoint folder to continue from.
+        checkpoint_meta: JSON-able facts stored with every checkpoint (config hash, data
+            fingerprint) for the resume checks.
+
+    Raises:
+        TrainingStopped: non-finite losses `opts.max_bad_steps` times in a row, out of memory.
     """
     steps_per_epoch = math.ceil(len(epoch_batches(0)) / opts.grad_accum)
     total = opts.max_steps or math.ceil(opts.epochs * steps_per_epoch)  # max_steps wins, as in HF Trainer
     optimizer = build_optimizer(param_groups, opts.lr)
     scheduler = build_scheduler(optimizer, opts.scheduler, warmup_steps(total, opts.warmup_ratio, opts.warmup_steps), total, opts.num_cycles)
     model, optimizer = accelerator.prepare(model, optimizer)
-    device = accelerator.device
-
-    best, best_step, bad_evals, stopped, saved_at = None, None, 0, False, -1
-    step, samples, tokens, start = 0, 0, 0, time.perf_counter()
-    window = {"loss": 0.0, "n": 0, "samples": 0, "t": start}
+    device, main = accelerator.device, accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    st = LoopState()
+    if resume is not None:
+        st = _restore(resume, accelerator.unwrap_model(model), optimizer, scheduler)
     history: list[dict] = []
-    bar = _progress(total, opts.progress)
+    bar = _progress(total, opts.progress and main, initial=st.step)
+    window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
+    start = time.perf_counter()
+
+    def write(record: dict) -> None:
+        if main:
+            log.write(record)
 
     def run_eval(epoch: float) -> bool:
         """Evaluate, keep the best model, and say whether to stop early."""
-        nonlocal best, best_step, bad_evals
         metrics = evaluate(model)
         value = metrics.get(opts.metric)
-        improved = value is not None and (best is None or (value > best if higher_is_better(opts.metric) else value < best))
+        improved = value is not None and (st.best is None or (value > st.best if higher_is_better(opts.metric) else value < st.best))
         if improved:
-            best, best_step, bad_evals = value, step, 0
-            save_best(accelerator.unwrap_model(model))
+            st.best, st.best_step, st.bad_evals = value, st.step, 0
+            if main:
+                save_best(accelerator.unwrap_model(model))
         else:
-            bad_evals += 1
-        record = {"step": step, "epoch": round(epoch, 4), "eval": metrics, "best": best}
-        log.write(record)
+            st.bad_evals += 1
+        record = {"step": st.step, "epoch": round(epoch, 4), "eval": metrics, "best": st.best}
+        write(record)
         history.append(record)
-        bar.write(f"eval step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        if main:
+            bar.write(f"eval step {st.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         model.train()
-        return opts.patience is not None and bad_evals >= opts.patience
+        accelerator.wait_for_everyone()
+        return opts.patience is not None and st.bad_evals >= opts.patience
+
+    def checkpoint() -> None:
+        if main:
+            state = {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": _rng_state(), "loop": asdict(st)}
+            meta = {"step": st.step, "epoch": st.epoch, "metrics_lines": log.lines, **(checkpoint_meta or {})}
+            folder = save_checkpoint(run_dir / "checkpoints", st.step, state, meta, opts.keep_checkpoints)
+            st.last_checkpoint = str(folder)
+        accelerator.wait_for_everyone()
 
     model.train()
-    epoch = 0
-    while step < total and not stopped:
-        batches = epoch_batches(epoch)
-        for micro, index in enumerate(batches):
-            if on_progress and micro % opts.grad_accum == 0 and on_progress(epoch, step):
+    while st.step < total and not st.stopped:
+        batches = epoch_batches(st.epoch)
+        for micro in range(st.next_batch, len(batches)):
+            index = batches[micro]
+            if on_progress and micro % opts.grad_accum == 0 and on_progress(st.epoch, st.step):
                 trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-                log.write({"step": step, "epoch": epoch, "trainable_params": trainable})
-                bar.write(f"step {step}: trainable parameters now {trainable:,}")
-            batch = {k: v.to(device, non_blocking=True) for k, v in make_batch(index).items()}
-            with accelerator.autocast():
-                loss = compute_loss(model, batch)
-            accelerator.backward(loss / opts.grad_accum)
+                write({"step": st.step, "epoch": st.epoch, "trainable_params": trainable})
+                if main:
+                    bar.write(f"step {st.step}: trainable parameters now {trainable:,}")
+            mine = index[rank::world] or index[:1]  # this process's share of the global batch
+            batch = {k: v.to(device, non_blocking=True) for k, v in make_batch(mine).items()}
+            try:
+                with accelerator.autocast():
+                    loss = compute_loss(model, batch)
+                accelerator.backward(loss / opts.grad_accum)
+            except torch.cuda.OutOfMemoryError:
+                raise TrainingStopped(_oom_message(opts, batch, st)) from None
             window["loss"] += loss.item()
             window["n"] += 1
-            samples += len(index)
+            st.samples += len(index)
             window["samples"] += len(index)
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+            st.tokens += int(batch["attention_mask"].sum()) * world if "attention_mask" in batch else 0
+            st.next_batch = micro + 1
             if (micro + 1) % opts.grad_accum and micro + 1 < len(batches):
                 continue
-            if opts.max_grad_norm:
-                accelerator.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], opts.max_grad_norm)
+
+            # One optimizer step, unless the gradients are not finite.
+            params = [p for p in model.parameters() if p.grad is not None]
+            norm = accelerator.clip_grad_norm_(params, opts.max_grad_norm or float("inf"))
+            norm = float(norm) if norm is not None else 0.0
+            if not math.isfinite(norm) or not math.isfinite(window["loss"]):
+                optimizer.zero_grad(set_to_none=True)
+                st.nonfinite_in_row += 1
+                st.skipped_steps += 1
+                write({"step": st.step, "skipped": "non-finite loss or gradient", "in_a_row": st.nonfinite_in_row})
+                window.update(loss=0.0, n=0)
+                if st.nonfinite_in_row >= opts.max_bad_steps:
+                    bar.close()
+                    where = st.last_checkpoint or "none yet"
+                    raise TrainingStopped(f"loss or gradients were not finite for {st.nonfinite_in_row} steps in a row at step {st.step}; "
+                                          f"last good checkpoint: {where}; lower training.lr or set training.max_grad_norm")
+                continue
+            st.nonfinite_in_row = 0
+            _watch_spikes(st, norm, write)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
+            st.step += 1
             bar.update(1)
-            if step % opts.log_every == 0 or step == total:
-                _log_window(log, bar, window, step, epoch + (micro + 1) / len(batches), scheduler)
-            if opts.eval_every and step % opts.eval_every == 0 and step < total:
-                stopped = run_eval(epoch + (micro + 1) / len(batches))
-            if opts.checkpoint_every and step % opts.checkpoint_every == 0:
-                _checkpoint(run_dir, step, epoch, model, optimizer, scheduler, accelerator, opts)
-                saved_at = step
-            if step >= total or stopped:
+            epoch_pos = st.epoch + (micro + 1) / len(batches)
+            if st.step % opts.log_every == 0 or st.step == total:
+                _log_window(write, bar, window, st.step, epoch_pos, scheduler)
+            last_of_epoch = micro + 1 == len(batches) or st.step >= total
+            if opts.eval_every and st.step % opts.eval_every == 0 and not last_of_epoch:
+                st.stopped = run_eval(epoch_pos)
+            if opts.checkpoint_every and st.step % opts.checkpoint_every == 0 and not last_of_epoch and not st.stopped:
+                checkpoint()  # the end of an epoch has its own checkpoint below
+            if CRASH_AT == f"step:{st.step}":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if st.step >= total or st.stopped:
                 break
-        epoch += 1
-        if not stopped:
-            stopped = run_eval(float(epoch)) and step < total
-        if saved_at != step:  # every epoch ends with a checkpoint
-            _checkpoint(run_dir, step, epoch, model, optimizer, scheduler, accelerator, opts)
-            saved_at = step
+        if not st.stopped:
+            st.stopped = run_eval(float(st.epoch + 1)) and st.step < total
+        st.epoch, st.next_batch = st.epoch + 1, 0
+        checkpoint()  # every epoch (and the run) ends with a checkpoint
     bar.close()
     seconds = time.perf_counter() - start
-    return LoopResult(step, step / steps_per_epoch, best, best_step, stopped, seconds, samples, tokens, history)
+    return LoopResult(st.step, st.step / steps_per_epoch, st.best, st.best_step, st.stopped, seconds, st.samples, st.tokens,
+                      st.skipped_steps, history)
 
 
-def _log_window(log, bar, window: dict, step: int, epoch: float, scheduler) -> None:
+def _watch_spikes(st: LoopState, norm: float, write) -> None:
+    """Log gradient norms far above their running average (a spike often precedes divergence)."""
+    if st.grad_norm_ema is not None and st.step >= 10 and norm > 10 * st.grad_norm_ema:
+        write({"step": st.step, "grad_spike": norm, "typical": st.grad_norm_ema})
+    st.grad_norm_ema = norm if st.grad_norm_ema is None else 0.9 * st.grad_norm_ema + 0.1 * norm
+
+
+def _oom_message(opts, batch: dict, st: LoopState) -> str:
+    size, longest = batch["input_ids"].shape if "input_ids" in batch else (opts.batch_size, 0)
+    return (f"out of GPU memory at step {st.step} with training.batch_size {opts.batch_size} (this batch: {size} x {longest} tokens); "
+            f"try training.batch_size: {max(1, opts.batch_size // 2)} with training.grad_accum: {opts.grad_accum * 2}, "
+            f"training.auto_batch_size: true, or a shorter data.max_length")
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _restore(folder: Path, model, optimizer, scheduler) -> LoopState:
+    state, _ = load_checkpoint(folder)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    st = LoopState(**state["loop"])
+    st.last_checkpoint = str(folder)
+    return st
+
+
+def _log_window(write, bar, window: dict, step: int, epoch: float, scheduler) -> None:
     now = time.perf_counter()
     rate = window["samples"] / max(now - window["t"], 1e-9)
     loss = window["loss"] / max(window["n"], 1)
     lr = scheduler.get_last_lr()[0]
-    log.write({"step": step, "epoch": round(epoch, 4), "loss": loss, "lr": lr, "samples_per_s": rate})
+    write({"step": step, "epoch": round(epoch, 4), "loss": loss, "lr": lr, "samples_per_s": rate})
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
     window.update(loss=0.0, n=0, samples=0, t=now)
 
 
-def _checkpoint(run_dir: Path, step: int, epoch: int, model, optimizer, scheduler, accelerator, opts) -> None:
-    state = {
-        "model": accelerator.unwrap_model(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    save_checkpoint(run_dir / "checkpoints", step, state, {"step": step, "epoch": epoch}, opts.keep_checkpoints)
-
-
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, initial: int = 0):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)

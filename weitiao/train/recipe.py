@@ -33,13 +33,37 @@ def pick_device(device: str, mixed_precision: str) -> bool:
     return cuda
 
 
-def train(cfg: RunConfig, name: str, overwrite: bool = False) -> Path:
-    """Run one fine-tuning as configured; returns the run folder."""
-    from weitiao.train.run_folder import check_run_dir
+def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None = None, force: bool = False) -> Path:
+    """Run one fine-tuning as configured, or continue one (`resume`: a run folder or "auto").
 
-    run_dir = check_run_dir(cfg.output.dir, name, overwrite)
+    Returns the run folder.
+    """
+    from weitiao.train.run_folder import check_run_dir, refuse_if_locked
+
+    checkpoint = None
+    if resume:
+        run_dir, checkpoint = find_checkpoint(cfg, resume, name, force)
+        refuse_if_locked(run_dir)
+    else:
+        run_dir = check_run_dir(cfg.output.dir, name, overwrite)
     setup = prepare(cfg)  # data, strategy, device, model, probe: all user errors surface here
-    return fit(cfg, setup, run_dir, overwrite, setup["cuda"])
+    return fit(cfg, setup, run_dir, overwrite, setup["cuda"], checkpoint)
+
+
+def find_checkpoint(cfg: RunConfig, resume: str, name: str | None, force: bool) -> tuple[Path, Path]:
+    """The run folder and its newest intact checkpoint, after checking it is the same run."""
+    from weitiao.train.checkpoint import latest_valid
+    from weitiao.train.resume import check_same_run, resolve_resume
+
+    run_dir = resolve_resume(resume, cfg.output.dir, name)
+    folder, torn = latest_valid(run_dir / "checkpoints")
+    for bad in torn:
+        say(f"checkpoint {bad} is incomplete or corrupt (checksum mismatch): using an earlier one")
+    if folder is None:
+        raise UserError("--resume", f"'{run_dir}' has no complete checkpoint", "start the run again (with --overwrite)")
+    check_same_run(run_dir, cfg, json.loads((folder / "meta.json").read_text()), force)
+    say(f"resuming {run_dir} from {folder.name}")
+    return run_dir, folder
 
 
 def quiet_hf() -> None:
@@ -90,37 +114,71 @@ def prepare(cfg: RunConfig) -> dict:
             "new_names": new_names, "probe": probe, "probe_before": before}
 
 
-def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool) -> Path:
+def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool, checkpoint: Path | None = None) -> Path:
+    """Create (or reopen, to resume) the run folder, lock it, and train into it.
+
+    Under `accelerate launch` only the main process writes the folder; all of them train.
+    """
     from accelerate import Accelerator
+
+    from weitiao.train.resume import truncate_metrics
+    from weitiao.train.run_folder import MetricsLog, NullLog, RunLock, create_run_dir, write_env
+
+    t = cfg.training
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=t.mixed_precision)
+    main = accelerator.is_main_process
+    lock = None
+    if main:
+        if checkpoint is None:
+            create_run_dir(run_dir, overwrite)
+            (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+            write_env(run_dir, t.seed, str(accelerator.device))
+        lock = RunLock(run_dir)
+    accelerator.wait_for_everyone()
+    log = MetricsLog(run_dir / "metrics.jsonl") if main else NullLog()
+    if checkpoint is not None:
+        meta = json.loads((checkpoint / "meta.json").read_text())
+        if main:
+            truncate_metrics(log.path, meta["metrics_lines"])
+            log = MetricsLog(log.path)
+        log.write({"step": meta["step"], "resumed_from": checkpoint.name})
+    else:
+        log.write({"data": setup["data"].report})
+    try:
+        return _fit(cfg, setup, run_dir, accelerator, log, checkpoint)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoint: Path | None) -> Path:
+    import numpy as np
+    from accelerate.utils import gather_object
 
     from weitiao.data.batching import length_grouped_batches, padding_fraction
     from weitiao.evaluate.metrics import classification_metrics, headline
     from weitiao.strategies.l2sp import L2SP
-    from weitiao.strategies.layers import plain_name
+    from weitiao.strategies.layers import plain_named_parameters
     from weitiao.strategies.lr_groups import build_param_groups, lr_table
     from weitiao.strategies.report import parameter_table
     from weitiao.tasks import classification as task
     from weitiao.train.loop import train_loop
-    from weitiao.train.run_folder import MetricsLog, create_run_dir, write_env
+    from weitiao.train.resume import config_hash, data_fingerprint
 
     data, tokenizer, encoded, selection = setup["data"], setup["tokenizer"], setup["encoded"], setup["selection"]
     model, t, s = selection.model, cfg.training, cfg.strategy
     names, multi, pad_id = data.labels.names, cfg.task.multi_label, tokenizer.pad_token_id or 0
-
-    create_run_dir(run_dir, overwrite)
-    (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=t.mixed_precision)
-    write_env(run_dir, t.seed, str(accelerator.device))
-    log = MetricsLog(run_dir / "metrics.jsonl")
-    log.write({"data": data.report})
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    say = globals()["say"] if main else (lambda msg="": None)
 
     groups = build_param_groups(model, selection.all_trainable_later or None, t.lr, t.weight_decay,
                                 s.layer_lr_decay, s.head_lr, s.lr_overrides)
-    optimized = [(n, p) for n, p in model.named_parameters() if any(p is q for g in groups for q in g["params"])]
+    in_optimizer = {id(p) for g in groups for p in g["params"]}
+    optimized = [(n, p) for n, p in plain_named_parameters(model) if id(p) in in_optimizer]
     l2sp = None
     if s.l2sp or s.l2sp_beta:
         new = setup["new_names"]
-        l2sp = L2SP([p for n, p in optimized if plain_name(n) not in new], [p for n, p in optimized if plain_name(n) in new], s.l2sp, s.l2sp_beta)
+        l2sp = L2SP([p for n, p in optimized if n not in new], [p for n, p in optimized if n in new], s.l2sp, s.l2sp_beta)
 
     say(f"run folder: {run_dir}")
     say(f"data: {json.dumps(data.report)}")
@@ -142,7 +200,16 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool)
         return loss + l2sp.penalty() if l2sp else loss
 
     def evaluate_on(m, split):
-        probs, loss = task.predict_probs(m, encoded[split], pad_id, len(names), multi, t.eval_batch_size, accelerator.device)
+        """Every process scores every world-th example; the pieces are gathered (each once)."""
+        enc = encoded[split]
+        mine = list(range(rank, len(enc), world))
+        probs_mine, loss_mine = task.predict_probs(accelerator.unwrap_model(m), enc.subset(mine), pad_id, len(names), multi,
+                                                   t.eval_batch_size, accelerator.device)
+        pieces = gather_object([(mine, probs_mine, (loss_mine or 0.0) * len(mine))]) if world > 1 else [(mine, probs_mine, (loss_mine or 0.0) * len(mine))]
+        probs = np.zeros((len(enc), len(names)), dtype=np.float32)
+        for index, p, _ in pieces:
+            probs[index] = p
+        loss = sum(piece[2] for piece in pieces) / max(len(enc), 1)
         metrics = classification_metrics(probs, encoded[split].labels, names, multi, cfg.task.threshold)
         metrics["loss"] = loss
         return metrics
@@ -155,8 +222,10 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool)
 
     result = train_loop(model, accelerator, param_groups=groups, epoch_batches=epoch_batches, make_batch=make_batch,
                         compute_loss=compute_loss, evaluate=lambda m: headline(evaluate_on(m, "validation")), save_best=save_best,
-                        run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress)
-
+                        run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
+                        checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data)})
+    if not main:
+        return run_dir
     if selection.peft:
         merge_adapter(setup, run_dir, tokenizer, multi)
     best = task.build_model_from_run(run_dir / "model").to(accelerator.device)
@@ -193,18 +262,28 @@ def merge_adapter(setup: dict, run_dir: Path, tokenizer, multi_label: bool) -> N
     """model/: the best adapter merged into a fresh copy of the base model (plain transformers).
 
     Prompt-learning methods (prefix, prompt, P-tuning) add virtual tokens that no weight can
-    absorb: their model/ is the peft adapter folder itself (AutoPeftModelForSequenceClassification).
+    absorb: their model/ is the adapter beside the base model's config (with the label names),
+    loaded by `build_model_from_run` (peft needed).
     """
     from peft import PeftModel
+    from peft.utils import ModulesToSaveWrapper
 
     from weitiao.tasks import classification as task
 
     adapter = run_dir / "adapter"
-    if setup["selection"].model.peft_config["default"].is_prompt_learning:
-        _atomic_folder(run_dir / "model", lambda tmp: shutil.copytree(adapter, tmp))
-        return
     base, _ = task.build_model(setup["model_path"], setup["data"].labels.names, multi_label)
+    if setup["selection"].model.peft_config["default"].is_prompt_learning:
+        def write(tmp: Path) -> None:
+            shutil.copytree(adapter, tmp)
+            base.config.save_pretrained(tmp)
+        _atomic_folder(run_dir / "model", write)
+        return
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    # Some methods (LN tuning in peft 0.21) leave the saved head wrapped after merging: unwrap it.
+    for name, module in list(merged.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent, _, child = name.rpartition(".")
+            setattr(merged.get_submodule(parent) if parent else merged, child, module.modules_to_save["default"])
     save_model(merged, tokenizer, run_dir / "model")
 
 

@@ -20,8 +20,55 @@ def check_run_dir(parent: str, name: str, overwrite: bool) -> Path:
         raise UserError("--name", f"'{name}' is not a folder name", "use letters, digits, '-' or '_'")
     path = Path(parent) / name
     if path.exists() and not overwrite:
-        raise UserError("--name", f"run folder '{path}' already exists", "choose another --name, or pass --overwrite to replace it")
+        raise UserError("--name", f"run folder '{path}' already exists", "choose another --name, --resume it, or pass --overwrite to replace it")
+    refuse_if_locked(path)
     return path
+
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a process trains into it.
+
+    flock is released by the kernel when the process dies, so a killed run never leaves a
+    stale lock behind.
+    """
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        self.path = run_dir / LOCK
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise UserError("run folder", f"'{run_dir}' is being trained into by another process ({_holder(self.path)})",
+                            "wait for it to finish, or choose another --name") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}\n")
+        self.file.flush()
+
+    def release(self) -> None:
+        import fcntl
+
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "pid unknown"
+    except OSError:
+        return "pid unknown"
+
+
+def refuse_if_locked(run_dir: Path) -> None:
+    """Refuse (even with --overwrite) a run folder another process is training into."""
+    if (run_dir / LOCK).exists():
+        RunLock(run_dir).release()
 
 
 def create_run_dir(path: Path, overwrite: bool) -> Path:
@@ -62,7 +109,18 @@ class MetricsLog:
 
     def __init__(self, path: Path):
         self.path = path
+        self.lines = len(path.read_text(encoding="utf-8").splitlines()) if path.is_file() else 0
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        self.lines += 1
+
+
+class NullLog:
+    """The log of a process that is not the main one: it writes nothing."""
+
+    lines = 0
+
+    def write(self, record: dict) -> None:
+        pass
