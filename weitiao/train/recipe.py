@@ -132,7 +132,7 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
         if checkpoint is None:
             create_run_dir(run_dir, overwrite)
             (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-            write_env(run_dir, t.seed, str(accelerator.device))
+            write_env(run_dir, t.seed, str(accelerator.device), accelerator.num_processes)
         lock = RunLock(run_dir)
     accelerator.wait_for_everyone()
     log = MetricsLog(run_dir / "metrics.jsonl") if main else NullLog()
@@ -182,12 +182,14 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
 
     say(f"run folder: {run_dir}")
     say(f"data: {json.dumps(data.report)}")
-    say(f"strategy: {strategy_line(cfg)}; model: {cfg.model}; device: {accelerator.device}")
+    say(f"strategy: {strategy_line(cfg)}; model: {cfg.model}; device: {accelerator.device}" + (f" x {world} processes" if world > 1 else ""))
     say(parameter_table(model))
     say("learning rates:\n" + lr_table(groups))
 
     train_enc = encoded["train"]
     lengths = train_enc.lengths
+    if t.auto_batch_size:
+        t = auto_batch(model, train_enc, lengths, t, pad_id, len(names), multi, accelerator, say)
     epoch_batches = lambda epoch: length_grouped_batches(lengths, t.batch_size, t.seed, epoch, group=t.group_by_length)  # noqa: E731
     say(f"padding in training batches: {100 * padding_fraction(lengths, epoch_batches(0)):.1f}%")
 
@@ -199,13 +201,18 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
         loss = task.loss_fn(m(**batch).logits, labels, multi, s.label_smoothing)
         return loss + l2sp.penalty() if l2sp else loss
 
-    def evaluate_on(m, split):
-        """Every process scores every world-th example; the pieces are gathered (each once)."""
+    def evaluate_on(m, split, shard: bool = True):
+        """Every process scores every world-th example; the pieces are gathered (each once).
+
+        With shard=False (the final scores, main process only) this process scores them all.
+        """
         enc = encoded[split]
-        mine = list(range(rank, len(enc), world))
+        shard = shard and world > 1
+        mine = list(range(rank, len(enc), world)) if shard else list(range(len(enc)))
         probs_mine, loss_mine = task.predict_probs(accelerator.unwrap_model(m), enc.subset(mine), pad_id, len(names), multi,
                                                    t.eval_batch_size, accelerator.device)
-        pieces = gather_object([(mine, probs_mine, (loss_mine or 0.0) * len(mine))]) if world > 1 else [(mine, probs_mine, (loss_mine or 0.0) * len(mine))]
+        piece = (mine, probs_mine, (loss_mine or 0.0) * len(mine))
+        pieces = gather_object([piece]) if shard else [piece]
         probs = np.zeros((len(enc), len(names)), dtype=np.float32)
         for index, p, _ in pieces:
             probs[index] = p
@@ -229,9 +236,9 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     if selection.peft:
         merge_adapter(setup, run_dir, tokenizer, multi)
     best = task.build_model_from_run(run_dir / "model").to(accelerator.device)
-    final = {"validation": evaluate_on(best, "validation")}
+    final = {"validation": evaluate_on(best, "validation", shard=False)}
     if "test" in encoded:
-        final["test"] = evaluate_on(best, "test")
+        final["test"] = evaluate_on(best, "test", shard=False)
     final["train"] = {"steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
                       "samples_per_s": round(result.samples / result.seconds, 2), "tokens_per_s": round(result.tokens / result.seconds, 1),
                       "best_step": result.best_step, "best_" + t.metric: result.best_metric, "stopped_early": result.stopped_early,
@@ -244,6 +251,33 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     log.write({"final": {k: headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
     summarize(final, run_dir)
     return run_dir
+
+
+def auto_batch(model, train_enc, lengths, t, pad_id: int, num_labels: int, multi: bool, accelerator, say):
+    """training.auto_batch_size: on a GPU, the largest batch of the longest texts that fits."""
+    import torch
+
+    from weitiao.tasks import classification as task
+    from weitiao.train.memory import fit_batch_size
+
+    if accelerator.device.type != "cuda":
+        say("auto_batch_size: not on a GPU, keeping training.batch_size")
+        return t
+    longest = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    model.to(accelerator.device)
+
+    def try_batch(size: int) -> None:
+        batch = {k: v.to(accelerator.device) for k, v in task.collate(train_enc, longest[:size], pad_id, num_labels, multi).items()}
+        labels = batch.pop("labels")
+        with accelerator.autocast():
+            task.loss_fn(model(**batch).logits, labels, multi).backward()
+        model.zero_grad(set_to_none=True)
+
+    size, accum = fit_batch_size(try_batch, t.batch_size, t.grad_accum)
+    torch.cuda.empty_cache()
+    if size != t.batch_size:
+        say(f"auto_batch_size: batch {t.batch_size} does not fit; using {size} x {accum} accumulation steps")
+    return t.model_copy(update={"batch_size": size, "grad_accum": accum})
 
 
 def strategy_line(cfg: RunConfig) -> str:

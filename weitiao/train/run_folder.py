@@ -87,7 +87,7 @@ def git_commit() -> str | None:
         return None
 
 
-def write_env(path: Path, seed: int, device: str) -> None:
+def write_env(path: Path, seed: int, device: str, processes: int = 1) -> None:
     import accelerate
     import torch
     import transformers
@@ -97,7 +97,7 @@ def write_env(path: Path, seed: int, device: str) -> None:
     env = {
         "weitiao": weitiao.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "torch": torch.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__,
-        "device": device, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "device": device, "processes": processes, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "git_commit": git_commit(), "seed": seed,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
     }
