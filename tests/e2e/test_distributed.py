@@ -49,3 +49,11 @@ def test_two_processes_match_one(tmp_path):
     assert m2["loss"] == pytest.approx(m1["loss"], abs=1e-4)
     first, last = evals(two)[0], evals(two)[-1]
     assert last["loss"] < first["loss"] - 0.01 and last["roc_auc"] > 0.7  # it did learn, so agreeing means something
+
+
+@pytest.mark.parametrize("name", ["cpu_2proc.yaml", "ddp_4gpu.yaml", "fsdp_8gpu.yaml", "deepspeed_zero2.yaml"])
+def test_example_accelerate_configs_parse(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(ROOT / "examples" / "accelerate" / name))
+    assert cfg.num_processes >= 2 and cfg.distributed_type.value in ("MULTI_GPU", "FSDP", "DEEPSPEED")
