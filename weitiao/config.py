@@ -7,6 +7,7 @@ validated `RunConfig`, never the raw YAML.
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,7 +52,7 @@ class DataConfig(Section):
     label_column: str = "label"
     labels: list[str] | None = None  # the label set, in id order; default: from the training data
     labels_file: str | None = None  # the same, one name per line
-    label_separator: str = ","  # multi-label: several labels in one cell
+    label_separator: str = Field(",", min_length=1)  # multi-label: several labels in one cell
     max_length: int = Field(128, ge=8, le=8192)
     train_limit: int | None = Field(None, ge=1)  # seeded random subset of the training rows
     split: SplitConfig = SplitConfig()
@@ -122,7 +123,7 @@ class TrainingConfig(Section):
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     warmup_steps: int | None = Field(None, ge=0)  # wins over warmup_ratio when set
     max_grad_norm: float | None = Field(1.0, gt=0)
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32)  # numpy and scikit-learn take no other seeds
     group_by_length: bool = True
     eval_every: int | None = Field(None, ge=1)  # optimizer steps; default: every epoch
     log_every: int = Field(10, ge=1)
@@ -130,6 +131,8 @@ class TrainingConfig(Section):
     patience: int | None = Field(None, ge=1)  # early stopping: evaluations without improvement
     checkpoint_every: int | None = Field(None, ge=1)  # optimizer steps; always at epoch end
     keep_checkpoints: int = Field(2, ge=1)
+    feature_cache: bool = True  # cache the frozen bottom's output when the strategy freezes it
+    feature_cache_memory_gb: float = Field(4.0, ge=0)  # larger caches go to a memory-mapped file in the run folder
     max_bad_steps: int = Field(5, ge=1)  # non-finite losses/gradients in a row before stopping
     auto_batch_size: bool = False  # GPU: find the largest batch that fits, accumulating to keep the effective batch
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -202,14 +205,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     if not path.is_file():
         raise UserError("config", f"file '{path}' does not exist", "give the path to a YAML config such as examples/sst2.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise UserError("config", f"'{path}' is not valid UTF-8 (byte {e.start})", "save the file as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"config {path}{where}", f"invalid YAML: {problem}", "check the indentation and quoting there") from None
+        raise UserError(f"config {path}{where}", f"invalid YAML: {yaml_problem(e)}", "check the indentation and quoting there") from None
     if not isinstance(raw, dict):
         raise UserError("config", f"'{path}' does not hold a mapping of sections", "start from examples/sst2.yaml")
     for item in overrides:
@@ -217,12 +219,34 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     return validate(raw, source=str(path))
 
 
+def parse_yaml(text: str) -> Any:
+    """yaml.safe_load, failing only with yaml.YAMLError.
+
+    PyYAML lets a few mistakes out as other errors: a date that is not one (`2024-13-01`), an
+    integer past Python's 4300-digit limit, brackets nested past the recursion limit.
+    """
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    except ValueError as e:
+        raise yaml.YAMLError(str(e).split(":")[0]) from None
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    return getattr(e, "problem", None) or str(e).splitlines()[0]
+
+
 def apply_override(raw: dict, item: str) -> None:
     """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (`3e-5`, `true`, `[a, b]`)."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise UserError("--set", f"'{item}' is not key=value", "write it like --set training.lr=3e-5")
-    value = yaml.safe_load(text) if text.strip() else None
+        raise UserError("--set", f"{item!r} is not key=value", "write it like --set training.lr=3e-5")
+    try:
+        value = parse_yaml(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise UserError("--set", f"the value in {item!r} is not valid YAML ({yaml_problem(e)})",
+                        "quote it, e.g. --set 'data.labels=[neg, pos]'") from None
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
@@ -251,19 +275,19 @@ def validate(raw: dict, source: str = "config") -> RunConfig:
 def describe_error(err: dict) -> tuple[str, str, str]:
     """Turn one pydantic error into (field, problem, fix) for people."""
     loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
-    field = ".".join(loc) or "config"
+    field = ".".join(_key(p) for p in loc) or "config"
     value = err.get("input")
     kind = err["type"]
     if kind == "extra_forbidden":
         known = _known_keys(loc[:-1])
         match = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
         hint = f"did you mean '{match[0]}'?" if match else f"known keys here: {', '.join(known)}"
-        return field, f"unknown key '{loc[-1]}'", hint
+        return field, f"unknown key {loc[-1]!r}", hint
     if kind == "missing":
         return field, "is required", f"add '{loc[-1]}:' to the config"
     if kind == "literal_error":
         allowed = err.get("ctx", {}).get("expected", "")
-        return field, f"'{value}' is not allowed", f"use one of {allowed}"
+        return field, f"{_shown(value)} is not allowed", f"use one of {allowed}"
     expected = {
         "float_parsing": "a number", "float_type": "a number", "int_parsing": "a whole number",
         "int_type": "a whole number", "int_from_float": "a whole number", "bool_parsing": "true or false",
@@ -271,9 +295,25 @@ def describe_error(err: dict) -> tuple[str, str, str]:
         "model_type": "a mapping of keys", "dict_type": "a mapping of keys",
     }.get(kind)
     if expected:
-        return field, f"expected {expected}, got {value!r}", f"set {field} to {expected}"
+        return field, f"expected {expected}, got {_shown(value)}", f"set {field} to {expected}"
     msg = err["msg"].removeprefix("Value error, ")
-    return field, f"{msg} (got {value!r})", "see docs/config.md for the allowed values"
+    return field, f"{msg} (got {_shown(value)})", "see docs/config.md for the allowed values"
+
+
+def _key(part) -> str:
+    """A key as written, or its repr when it would break the error line (a newline in a key)."""
+    part = str(part)
+    return part if part.isprintable() else repr(part)
+
+
+# YAML aliases can make a small file hold a structure of 10^9 items: show values cut short.
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 120
+_short.maxlevel = 3
+
+
+def _shown(value: Any) -> str:
+    return _short.repr(value)
 
 
 def _known_keys(loc: list[str]) -> list[str]:

@@ -44,8 +44,8 @@ def train_cli(config, name, *extra, crash=None, wait=True):
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def assert_same_run(tmp, name):
-    ref, run = tmp / "runs" / "reference", tmp / "runs" / name
+def assert_same_run(tmp, name, reference="reference"):
+    ref, run = tmp / "runs" / reference, tmp / "runs" / name
     a, b = load_file(ref / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
@@ -53,6 +53,8 @@ def assert_same_run(tmp, name):
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (ref, run))
     assert ma["validation"] == mb["validation"]
     assert ma["train"]["steps"] == mb["train"]["steps"] == 40
+    cache = lambda m: m["train"]["feature_cache"] and m["train"]["feature_cache"]["frozen_layers"]  # noqa: E731
+    assert cache(ma) == cache(mb)
     evals = lambda r: [x["eval"] for x in map(json.loads, (r / "metrics.jsonl").read_text().splitlines()) if "eval" in x]  # noqa: E731
     assert evals(ref) == evals(run)  # the log has each evaluation once, with the same numbers
 
@@ -71,6 +73,18 @@ def test_killed_and_resumed_run_is_bitwise_identical(setup, crash):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     assert_same_run(tmp, name)  # ...and ignored: resume used the last complete checkpoint
+
+
+def test_resume_is_exact_with_the_feature_cache_on(setup):
+    """head_only: the frozen encoder's output is cached; a resumed run rebuilds the same cache."""
+    tmp, config = setup
+    head_only = ("--set", "strategy.method=head_only")
+    assert train_cli(config, "cached-reference", *head_only).returncode == 0
+    assert train_cli(config, "cached", *head_only, crash="step:13").returncode == -9
+    resumed = train_cli(config, "cached", "--resume", str(tmp / "runs" / "cached"), *head_only)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "feature cache: embeddings and layers 0-1 of 2 run once" in resumed.stdout
+    assert_same_run(tmp, "cached", reference="cached-reference")
 
 
 def test_kill_at_a_random_moment(setup):

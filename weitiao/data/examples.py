@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
 
-from weitiao.data.sources import Table
+from weitiao.data.sources import Table, shown_names
 from weitiao.errors import UserError
 
 
@@ -34,7 +34,7 @@ def take_columns(table: Table, field: str, text_column: str, pair_column: str | 
         if name is not None and name not in table.columns:
             first = ", ".join(repr(v) for v in table.rows[0].values()) if table.rows else ""
             hint = "" if table.has_header else f" (no header row naming them was found; the first row is {first}: name the columns with data.columns)"
-            raise UserError(f"data.{key}", f"column '{name}' not in {field} '{table.path}'; its columns are {', '.join(table.columns)}{hint}",
+            raise UserError(f"data.{key}", f"column '{name}' not in {field} '{table.path}'; its columns are {shown_names(table.columns)}{hint}",
                             f"set data.{key} to one of them")
     text = [_as_text(r.get(text_column), table, i, field, text_column) for i, r in enumerate(table.rows)]
     pair = [_as_text(r.get(pair_column), table, i, field, pair_column) for i, r in enumerate(table.rows)] if pair_column else None
@@ -48,6 +48,9 @@ def _as_text(value, table: Table, i: int, field: str, column: str) -> str:
     if isinstance(value, (dict, list)):
         raise UserError(field, f"'{table.path}' line {table.lines[i]}: column '{column}' holds a {type(value).__name__}, not text", "give plain text in that column")
     return str(value)
+
+
+MAX_LABELS = 100_000  # label ids past this are record ids or timestamps, not classes
 
 
 class LabelSet:
@@ -69,7 +72,12 @@ class LabelSet:
         parts = [p for c in cells for p in split_cell(c, separator)]
         kind = cell_kind(parts, cells, separator, field, table)
         if kind == "id":
-            top = max((int(p) for p in parts), default=-1)
+            top = max((_id(p) for p in parts), default=-1)
+            if top >= MAX_LABELS:
+                big = next(p for p in parts if _id(p) == top)
+                raise UserError(field, f"label column in '{table.path}' holds the label id {_short(big)}: ids are read as 0..N-1, "
+                                       f"so that would make over {MAX_LABELS} classes",
+                                "number the labels from 0, use label names, or list the labels in data.labels")
             return cls([str(i) for i in range(top + 1)])
         return cls(sorted({str(p).strip() for p in parts}))
 
@@ -83,7 +91,7 @@ class LabelSet:
         for i, cell in enumerate(cells):
             ids = []
             for p in split_cell(cell, separator):
-                key = int(p) if kind == "id" else _as_name(p)
+                key = _id(p) if kind == "id" else _as_name(p)
                 ok = (0 <= key < len(self.names)) if kind == "id" else key in self.index
                 if not ok:
                     shown = self.names if len(self.names) <= 30 else self.names[:30] + ["..."]
@@ -123,7 +131,20 @@ def _is_id(p) -> bool:
         return True
     if isinstance(p, float):
         return p.is_integer()
-    return isinstance(p, str) and p.strip().isdigit()
+    # ASCII only: "²" and "①" are digits to str.isdigit but not numbers to int()
+    return isinstance(p, str) and p.strip().isascii() and p.strip().isdigit()
+
+
+def _id(p) -> int:
+    """An id cell as an int; a digit string past int()'s 4300-digit limit is no class id either."""
+    if isinstance(p, str) and len(p.strip()) > 4300:
+        return MAX_LABELS
+    return int(p)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:20] + "..." + text[-10:]
 
 
 def cell_kind(parts: list, cells: list, separator: str | None, field: str, table: Table) -> str:

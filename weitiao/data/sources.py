@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,7 @@ def _read_delimited(text: str, path: str, field: str, sep: str, header: bool | N
     rows = []
     for row, line in zip(records, lines):
         if len(row) != len(names):
-            raise UserError(field, f"'{path}' line {line} has {len(row)} fields, expected {len(names)} ({', '.join(names)})",
+            raise UserError(field, f"'{path}' line {line} has {len(row)} fields, expected {len(names)} ({shown_names(names)})",
                             "fix that row (a stray separator or quote?)")
         rows.append(dict(zip(names, row)))
     return Table(names, rows, lines, path, has_header=header)
@@ -136,7 +137,7 @@ def _read_jsonl(text: str, path: str, field: str) -> Table:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = _loads(line)
         except json.JSONDecodeError as e:
             raise UserError(field, f"'{path}' line {n} is not valid JSON ({e.msg})", "each line must be one JSON object") from None
         if not isinstance(row, dict):
@@ -148,12 +149,26 @@ def _read_jsonl(text: str, path: str, field: str) -> Table:
 
 def _read_json(text: str, path: str, field: str) -> Table:
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as e:
         raise UserError(field, f"'{path}' line {e.lineno} is not valid JSON ({e.msg})", "fix the JSON there") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(field, f"'{path}' is not a JSON array of objects", "write [{\"text\": ..., \"label\": ...}, ...] or use JSONL")
     return Table(_columns(data), data, list(range(1, len(data) + 1)), path)
+
+
+def _loads(text: str):
+    """json.loads, failing only with JSONDecodeError, also where json.loads would not: an
+    integer past int()'s 4300-digit limit, or brackets nested past the recursion limit."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        match = re.search(r"\d{4301}", text)
+        raise json.JSONDecodeError("a number with more than 4300 digits", text, match.start() if match else 0) from None
+    except RecursionError:
+        raise json.JSONDecodeError("arrays or objects nested too deeply", text, 0) from None
 
 
 def _read_parquet(p: Path, field: str) -> Table:
@@ -177,6 +192,11 @@ def _read_hf(p: Path, field: str) -> Table:
         raise UserError(field, f"'{p}' holds several splits {list(ds)}", f"point at one split folder, e.g. '{p}/{next(iter(ds))}'")
     rows = ds.to_list()
     return Table(list(ds.column_names), rows, list(range(1, len(rows) + 1)), str(p))
+
+
+def shown_names(names: list[str]) -> str:
+    """Column names for an error line; a name holding a line break or other control character is shown as its repr."""
+    return ", ".join(n if n.isprintable() else repr(n) for n in map(str, names))
 
 
 def _columns(rows: list[dict]) -> list[str]:

@@ -129,10 +129,11 @@ def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_probs(model, data: Encoded, pad_id: int, num_labels: int, multi_label: bool,
-                  batch_size: int, device) -> tuple["np.ndarray", float | None]:
+                  batch_size: int, device, forward=None) -> tuple["np.ndarray", float | None]:
     """Probabilities for every example, in input order, and the mean loss when labels exist.
 
     Batches are sorted by length (least padding); results are put back in input order.
+    `forward(model, inputs, index) -> logits` replaces the plain call (the feature cache uses it).
     """
     import numpy as np
 
@@ -145,7 +146,7 @@ def predict_probs(model, data: Encoded, pad_id: int, num_labels: int, multi_labe
     for index in sorted_batches(data.lengths, batch_size):
         batch = {k: v.to(device) for k, v in collate(data, index, pad_id, num_labels, multi_label).items()}
         labels = batch.pop("labels", None)
-        logits = model(**batch).logits
+        logits = forward(model, batch, index) if forward else model(**batch).logits
         probs[index] = probabilities(logits, multi_label).cpu().numpy()
         if labels is not None:
             loss_sum += loss_fn(logits, labels, multi_label).item() * len(index)

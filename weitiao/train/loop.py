@@ -66,7 +66,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
                make_batch: Callable[[list[int]], dict], compute_loss: Callable, evaluate: Callable[[object], dict],
                save_best: Callable[[object], None], run_dir: Path, log, opts,
                on_progress: Callable[[int, int], bool] | None = None, resume: Path | None = None,
-               checkpoint_meta: dict | None = None) -> LoopResult:
+               checkpoint_meta: dict | None = None, train_mode: Callable[[object], None] | None = None) -> LoopResult:
     """Train `model` as `opts` (the training section) says.
 
     Args:
@@ -84,6 +84,8 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
         resume: a checkpoint folder to continue from.
         checkpoint_meta: JSON-able facts stored with every checkpoint (config hash, data
             fingerprint) for the resume checks.
+        train_mode: puts the model in training mode (default `model.train()`); a frozen
+            bottom stays in eval mode.
 
     Raises:
         TrainingStopped: non-finite losses `opts.max_bad_steps` times in a row, out of memory.
@@ -95,6 +97,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
     model, optimizer = accelerator.prepare(model, optimizer)
     device, main = accelerator.device, accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
+    set_train = train_mode or (lambda m: m.train())
     st = LoopState()
     if resume is not None:
         st = _restore(resume, accelerator.unwrap_model(model), optimizer, scheduler)
@@ -123,7 +126,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
         history.append(record)
         if main:
             bar.write(f"eval step {st.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-        model.train()
+        set_train(model)
         accelerator.wait_for_everyone()
         return opts.patience is not None and st.bad_evals >= opts.patience
 
@@ -136,7 +139,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
             st.last_checkpoint = str(folder)
         accelerator.wait_for_everyone()
 
-    model.train()
+    set_train(model)
     while st.step < total and not st.stopped:
         batches = epoch_batches(st.epoch)
         for micro in range(st.next_batch, len(batches)):

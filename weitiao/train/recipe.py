@@ -153,6 +153,7 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
 
 def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoint: Path | None) -> Path:
     import numpy as np
+    import torch
     from accelerate.utils import gather_object
 
     from weitiao.data.batching import length_grouped_batches, padding_fraction
@@ -162,6 +163,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     from weitiao.strategies.lr_groups import build_param_groups, lr_table
     from weitiao.strategies.report import parameter_table
     from weitiao.tasks import classification as task
+    from weitiao.train.feature_cache import frozen_bottom, frozen_modules
     from weitiao.train.loop import train_loop
     from weitiao.train.resume import config_hash, data_fingerprint
 
@@ -193,12 +195,33 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     epoch_batches = lambda epoch: length_grouped_batches(lengths, t.batch_size, t.seed, epoch, group=t.group_by_length)  # noqa: E731
     say(f"padding in training batches: {100 * padding_fraction(lengths, epoch_batches(0)):.1f}%")
 
+    cache, k = None, (frozen_bottom(model) if selection.on_progress is None else 0)
+    if k and t.feature_cache:
+        cache = build_feature_cache(model, k, encoded, pad_id, len(names), multi, t, accelerator.device, run_dir, log, say)
+
+    frozen = frozen_modules(model, k) if k else []
+
+    def train_mode(m):
+        m.train()
+        for module in frozen:  # a frozen bottom is a feature extractor: no dropout in it, cached or not
+            module.eval()
+
     def make_batch(index):
-        return task.collate(train_enc, index, pad_id, len(names), multi)
+        batch = task.collate(train_enc, index, pad_id, len(names), multi)
+        if cache:
+            batch["cache_index"] = torch.tensor(index)
+        return batch
+
+    def logits_of(m, batch, split="train", index=None):
+        if cache is None:
+            return m(**batch).logits
+        index = batch.pop("cache_index").tolist() if index is None else index
+        with cache.replaying(cache.batch(split, index, batch["input_ids"].shape[1])):
+            return m(**batch).logits
 
     def compute_loss(m, batch):
         labels = batch.pop("labels")
-        loss = task.loss_fn(m(**batch).logits, labels, multi, s.label_smoothing)
+        loss = task.loss_fn(logits_of(m, batch), labels, multi, s.label_smoothing)
         return loss + l2sp.penalty() if l2sp else loss
 
     def evaluate_on(m, split, shard: bool = True):
@@ -209,8 +232,10 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
         enc = encoded[split]
         shard = shard and world > 1
         mine = list(range(rank, len(enc), world)) if shard else list(range(len(enc)))
+        cached = cache is not None and split in cache.splits
+        forward = (lambda model_, batch, idx: logits_of(model_, batch, split, [mine[j] for j in idx])) if cached else None
         probs_mine, loss_mine = task.predict_probs(accelerator.unwrap_model(m), enc.subset(mine), pad_id, len(names), multi,
-                                                   t.eval_batch_size, accelerator.device)
+                                                   t.eval_batch_size, accelerator.device, forward)
         piece = (mine, probs_mine, (loss_mine or 0.0) * len(mine))
         pieces = gather_object([piece]) if shard else [piece]
         probs = np.zeros((len(enc), len(names)), dtype=np.float32)
@@ -230,7 +255,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     result = train_loop(model, accelerator, param_groups=groups, epoch_batches=epoch_batches, make_batch=make_batch,
                         compute_loss=compute_loss, evaluate=lambda m: headline(evaluate_on(m, "validation")), save_best=save_best,
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
-                        checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data)})
+                        checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data)}, train_mode=train_mode)
     if not main:
         return run_dir
     if selection.peft:
@@ -239,7 +264,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     final = {"validation": evaluate_on(best, "validation", shard=False)}
     if "test" in encoded:
         final["test"] = evaluate_on(best, "test", shard=False)
-    final["train"] = {"steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
+    final["train"] = {"feature_cache": cache.report if cache else None, "steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
                       "samples_per_s": round(result.samples / result.seconds, 2), "tokens_per_s": round(result.tokens / result.seconds, 1),
                       "best_step": result.best_step, "best_" + t.metric: result.best_metric, "stopped_early": result.stopped_early,
                       "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -251,6 +276,29 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     log.write({"final": {k: headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
     summarize(final, run_dir)
     return run_dir
+
+
+def build_feature_cache(model, k: int, encoded: dict, pad_id: int, num_labels: int, multi: bool, t, device, run_dir: Path, log, say):
+    """Compute the frozen bottom's output for the training and validation examples, once."""
+    import time
+
+    from weitiao.data.batching import sorted_batches
+    from weitiao.tasks import classification as task
+    from weitiao.train.feature_cache import FeatureCache
+
+    start = time.perf_counter()
+    cache = FeatureCache(model.to(device), k)
+    for split in ("train", "validation"):
+        enc = encoded[split]
+        cache.build(split, sorted_batches(enc.lengths, t.eval_batch_size), lambda idx, enc=enc: task.collate(enc, idx, pad_id, num_labels, multi),
+                    enc.lengths, device, run_dir, int(t.feature_cache_memory_gb * 2**30))
+    layers = len(cache.stack)
+    cache.report = {"frozen_layers": k, "of_layers": layers, "megabytes": round(cache.bytes / 2**20, 1),
+                    "memory_mapped": cache.bytes > t.feature_cache_memory_gb * 2**30, "build_seconds": round(time.perf_counter() - start, 2)}
+    log.write({"feature_cache": cache.report})
+    say(f"feature cache: embeddings and layers 0-{k - 1} of {layers} run once ({cache.report['megabytes']} MB, "
+        f"{cache.report['build_seconds']} s); each step now runs {layers - k} of {layers} layers")
+    return cache
 
 
 def auto_batch(model, train_enc, lengths, t, pad_id: int, num_labels: int, multi: bool, accelerator, say):
