@@ -69,6 +69,8 @@ def load_data(data, multi_label: bool, seed: int) -> DataBundle:
 
     report: dict = {"labels": len(labels)}
     train, report["train"] = clean_split(train, data.drop_duplicates)
+    if len(train) == 0:  # before the split, which would only say that 0 rows are too few
+        raise UserError("data.train", f"no training rows left after cleaning '{data.train}' ({report['train']})", "check that the text column holds text")
     validation = test = None
     if data.validation:
         validation, _ = read_examples(data.validation, "data.validation", data, labels, multi_label)
@@ -93,7 +95,8 @@ def load_data(data, multi_label: bool, seed: int) -> DataBundle:
         train = train.subset(index)
         report["train_limit"] = data.train_limit
     if len(train) == 0:
-        raise UserError("data.train", f"no training rows left after cleaning '{data.train}' ({report['train']})", "check that the text column holds text")
+        raise UserError("data.drop_leakage", f"all {len(leaked)} training rows also appear in the evaluation data",
+                        "give training and evaluation data that differ, or set data.drop_leakage: false")
     if len(validation) == 0:
         raise UserError("data.validation", "no validation rows left after cleaning", "give a validation file with non-empty texts")
     return DataBundle(train, validation, test, labels, report)

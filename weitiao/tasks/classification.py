@@ -42,11 +42,12 @@ DROPOUT_KEYS = {
 }
 
 
-def build_model(path: str, label_names: list[str], multi_label: bool, dropout: dict | None = None):
+def build_model(path: str, label_names: list[str], multi_label: bool, dropout: dict | None = None, attention: str | None = None):
     """A pretrained encoder with a fresh classification head, labels named in its config.
 
     Args:
         dropout: {"hidden" | "attention" | "classifier": p} overrides (None entries ignored).
+        attention: attn_implementation while training ("eager", "sdpa"); None: the library's choice.
 
     Returns:
         (model, names of the newly initialised parameters: the head).
@@ -68,8 +69,9 @@ def build_model(path: str, label_names: list[str], multi_label: bool, dropout: d
     if getattr(config, "pad_token_id", None) is None:  # decoder classifiers find the last token by it
         config.pad_token_id = getattr(config, "eos_token_id", None) or 0
     # A model fine-tuned before (runs/a/model) brings a head of another shape: it is replaced.
+    extra = {"attn_implementation": attention} if attention else {}
     model, info = AutoModelForSequenceClassification.from_pretrained(path, config=config, output_loading_info=True,
-                                                                     ignore_mismatched_sizes=True)
+                                                                     ignore_mismatched_sizes=True, **extra)
     return model, set(info["missing_keys"]) | {m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])}
 
 

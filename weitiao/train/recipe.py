@@ -104,7 +104,8 @@ def prepare(cfg: RunConfig) -> dict:
     encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length)
                for split, ex in (("train", data.train), ("validation", data.validation), ("test", data.test)) if ex is not None}
     torch.manual_seed(cfg.training.seed)  # the new head's initial weights
-    model, new_names = task.build_model(path, data.labels.names, multi, cfg.strategy.dropout.model_dump())
+    attention = cfg.training.attention if cfg.training.attention != "auto" else (None if cuda else "eager")
+    model, new_names = task.build_model(path, data.labels.names, multi, cfg.strategy.dropout.model_dump(), attention)
     probe = before = None
     if cfg.strategy.probe:
         probe = ForgettingProbe(cfg.strategy.probe, cfg.data.max_length, cfg.training.eval_batch_size)
