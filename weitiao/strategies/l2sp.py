@@ -42,9 +42,13 @@ class L2SP:
         return total
 
 
-def l2sp_for(model, new_names: set[str], alpha: float, beta: float) -> L2SP | None:
-    """Build the regularizer over `model`'s parameters: names in `new_names` are new, the rest pretrained."""
+def l2sp_for(model, new_names: set[str], alpha: float, beta: float, only: set[int] | None = None) -> L2SP | None:
+    """The regularizer over `model`'s parameters (names as the unwrapped model spells them):
+    those in `new_names` are new, the rest pretrained. `only`: ids of the parameters to
+    include (those the optimizer holds); default all."""
+    from weitiao.strategies.layers import plain_named_parameters
+
     if not alpha and not beta:
         return None
-    named = list(model.named_parameters())
+    named = [(n, p) for n, p in plain_named_parameters(model) if only is None or id(p) in only]
     return L2SP([p for n, p in named if n not in new_names], [p for n, p in named if n in new_names], alpha, beta)

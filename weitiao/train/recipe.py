@@ -159,8 +159,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
 
     from weitiao.data.batching import length_grouped_batches, padding_fraction
     from weitiao.evaluate.metrics import classification_metrics, headline
-    from weitiao.strategies.l2sp import L2SP
-    from weitiao.strategies.layers import plain_named_parameters
+    from weitiao.strategies.l2sp import l2sp_for
     from weitiao.strategies.lr_groups import build_param_groups, lr_table
     from weitiao.strategies.report import parameter_table
     from weitiao.tasks import classification as task
@@ -176,12 +175,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
 
     groups = build_param_groups(model, selection.all_trainable_later or None, t.lr, t.weight_decay,
                                 s.layer_lr_decay, s.head_lr, s.lr_overrides)
-    in_optimizer = {id(p) for g in groups for p in g["params"]}
-    optimized = [(n, p) for n, p in plain_named_parameters(model) if id(p) in in_optimizer]
-    l2sp = None
-    if s.l2sp or s.l2sp_beta:
-        new = setup["new_names"]
-        l2sp = L2SP([p for n, p in optimized if n not in new], [p for n, p in optimized if n in new], s.l2sp, s.l2sp_beta)
+    l2sp = l2sp_for(model, setup["new_names"], s.l2sp, s.l2sp_beta, only={id(p) for g in groups for p in g["params"]})
 
     say(f"run folder: {run_dir}")
     say(f"data: {json.dumps(data.report)}")
@@ -262,13 +256,8 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     if selection.peft:
         merge_adapter(setup, run_dir, tokenizer, multi)
     best = task.build_model_from_run(run_dir / "model").to(accelerator.device)
-    final = {"validation": evaluate_on(best, "validation", shard=False)}
-    if "test" in encoded:
-        final["test"] = evaluate_on(best, "test", shard=False)
-    final["train"] = {"feature_cache": cache.report if cache else None, "steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
-                      "samples_per_s": round(result.samples / result.seconds, 2), "tokens_per_s": round(result.tokens / result.seconds, 1),
-                      "best_step": result.best_step, "best_" + t.metric: result.best_metric, "stopped_early": result.stopped_early,
-                      "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    final = {split: evaluate_on(best, split, shard=False) for split in ("validation", "test") if split in encoded}
+    final["train"] = train_report(result, t.metric, cache, model)
     if setup["probe"]:
         after = setup["probe"].score(setup["probe"].encoder_state(best), accelerator.device)
         final["probe"] = {"run": s.probe, "before": setup["probe_before"], "after": after}
@@ -277,6 +266,15 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     log.write({"final": {k: headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
     summarize(final, run_dir)
     return run_dir
+
+
+def train_report(result, metric: str, cache, model) -> dict:
+    """The `train` section of metrics.json."""
+    return {"steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
+            "samples_per_s": round(result.samples / result.seconds, 2), "tokens_per_s": round(result.tokens / result.seconds, 1),
+            "best_step": result.best_step, "best_" + metric: result.best_metric, "stopped_early": result.stopped_early,
+            "skipped_steps": result.skipped_steps, "feature_cache": cache.report if cache else None,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 def build_feature_cache(model, k: int, encoded: dict, pad_id: int, num_labels: int, multi: bool, t, device, run_dir: Path, log, say):
