@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -30,8 +30,8 @@ FORMATS = {"csv": ".csv", "tsv": ".tsv", "jsonl": ".jsonl", "json": ".json", "pa
 TEXT_FORMATS = ["csv", "tsv", "jsonl", "json"]
 FIELD = "data.train"
 
-# database=None: examples are not stored in a .hypothesis folder in the project.
-quick = settings(max_examples=150, deadline=None, database=None)
+# database=None: no failing examples saved between runs, so every run draws afresh (and the same way in CI).
+quick = settings(max_examples=200, deadline=None, database=None)
 
 
 @contextmanager
@@ -39,6 +39,12 @@ def scratch():
     """A fresh folder per example (pytest's tmp_path is one folder for all examples)."""
     with tempfile.TemporaryDirectory() as folder:
         yield Path(folder)
+
+
+def outcome(label: str) -> None:
+    """Count how examples end (shown by --hypothesis-show-statistics), inside a property test."""
+    if currently_in_test_context():
+        event(label)
 
 
 def check_refusal(err: UserError, field: str, *names: str) -> None:
@@ -71,7 +77,8 @@ def table_bytes(fmt: str, rows: list[dict], line_end: str = "\n") -> bytes:
     columns = list(dict.fromkeys(k for r in rows for k in r)) or ["text", "label"]
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator=line_end)
+        # Python's writer quotes only the characters of its own line end: quote all for a "\n" or "\r" file
+        writer = csv.writer(out, lineterminator=line_end, quoting=csv.QUOTE_MINIMAL if line_end == "\r\n" else csv.QUOTE_ALL)
         writer.writerow(columns)
         writer.writerows([cell(r.get(c)) for c in columns] for r in rows)
         return out.getvalue().encode("utf-8")
@@ -91,20 +98,22 @@ def parquet_bytes(rows: list[dict]) -> bytes:
 
     try:
         table = pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # mixed types: store them as text
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):  # mixed types, big ints: store them as text
         table = pa.Table.from_pylist([{k: None if v is None else str(v) for k, v in r.items()} for r in rows])
     out = io.BytesIO()
     pq.write_table(table, out)
     return out.getvalue()
 
 
-def read(path: Path, fmt: str = "auto", **kwargs) -> Table | None:
+def read(path: Path) -> Table | None:
     """read_table, or None after checking that the refusal is a proper UserError."""
     try:
-        table = read_table(str(path), FIELD, fmt, expect=("text", "label"), **kwargs)
+        table = read_table(str(path), FIELD, expect=("text", "label"))
     except UserError as err:
         check_refusal(err, FIELD, path.name)
+        outcome("refused")
         return None
+    outcome("read")
     assert isinstance(table, Table) and table.rows
     assert len(table.lines) == len(table.rows)
     return table
@@ -152,8 +161,11 @@ def test_truncated_files_are_read_or_refused(fmt, rows, data):
         assert table.rows == rows[: len(table.rows)]  # whole records only, never a cut one
 
 
+latin_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), min_size=1, max_size=20)
+
+
 @quick
-@given(fmt=st.sampled_from(TEXT_FORMATS), rows=st.lists(st.fixed_dictionaries({"text": st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), min_size=1, max_size=20), "label": st.just("pos")}), min_size=1, max_size=5),
+@given(fmt=st.sampled_from(TEXT_FORMATS), rows=st.lists(st.fixed_dictionaries({"text": latin_text, "label": st.just("pos")}), min_size=1, max_size=5),
        encoding=st.sampled_from(["latin-1", "cp1252", "utf-16", "utf-16-le", "utf-32"]))
 def test_other_encodings_are_refused_by_name(fmt, rows, encoding):
     content = table_bytes(fmt, rows).decode("utf-8").encode(encoding, errors="replace")
@@ -206,6 +218,7 @@ def test_huge_field_is_read_whole(fmt, size, chunk):
     '[{"text": "a", "label": ' + "[" * 900 + "]" * 900 + '}, {"text": "b", "label": "x"}]',  # deep but parseable
 ])
 def test_json_past_python_limits_is_refused(tmp_path, fmt, content):
+    """json.loads raises RecursionError and ValueError besides JSONDecodeError; deep labels must not crash later."""
     path = tmp_path / f"d{FORMATS[fmt]}"
     path.write_text(content if fmt == "json" else content[1:-1].replace("}, {", "}\n{"), encoding="utf-8")
     assert stage(DataConfig(train=str(path)), False, 0) is None
@@ -227,23 +240,28 @@ def test_folder_posing_as_a_saved_dataset_is_refused(marker, content):
 
 scalar = st.one_of(st.none(), st.booleans(), st.integers(-3, 5), st.floats(), st.text(max_size=6),
                    st.sampled_from(["pos", "neg", "1", "2", " 0 ", "a,b", "1,2", "", "  ", "１", "²", "007"]))
-label_columns = st.one_of(
-    st.lists(st.integers(0, 3), min_size=1),  # ids
-    # ids, or what could pass for them: digit strings, whole floats, tweet ids, "²" (a digit to str.isdigit)
-    st.lists(st.sampled_from([0, 1, 2, "0", "1", " 2 ", "007", 1.0, 2.0, -1, "²", "１", 10**12, "123456789012", 1e300]), min_size=1),
-    st.lists(st.sampled_from(["pos", "neg", "neu"]), min_size=1),  # names
-    st.lists(st.sampled_from(["pos", "neg", "pos,neg", "neu, pos", ""]), min_size=1),  # multi-label cells
-    st.lists(scalar, min_size=1),  # anything, mixed
-    st.lists(st.one_of(scalar, st.lists(scalar, max_size=3)), min_size=1),  # nested lists (JSON only)
+plain_labels = st.one_of(
+    st.lists(st.integers(0, 3), min_size=8, max_size=16),  # ids
+    st.lists(st.sampled_from(["pos", "neg", "neu"]), min_size=8, max_size=16),  # names
+    st.lists(st.sampled_from(["pos", "neg", "pos,neg", "neu, pos", "neg|neu", ""]), min_size=8, max_size=16),  # multi-label cells
 )
-texts = st.one_of(st.just(""), st.text(alphabet=" \t\n\u3000\xa0", max_size=3), st.sampled_from(["good", "bad", " good", "fine"]),
-                  odd_text, st.none(), st.integers(), st.lists(st.integers(), max_size=2))
+messy_labels = st.one_of(
+    # ids, or what could pass for them: digit strings, whole floats, tweet ids, "²" (a digit to str.isdigit)
+    st.lists(st.sampled_from([0, 1, 2, "0", "1", " 2 ", "007", 1.0, 2.0, -1, "²", "１", 10**12, "123456789012", 1e300]), min_size=1, max_size=12),
+    st.lists(scalar, min_size=1, max_size=12),  # anything, mixed
+    st.lists(st.one_of(scalar, st.lists(scalar, max_size=3)), min_size=1, max_size=12),  # nested lists (JSON only)
+)
+words = st.sampled_from(["good", "bad", " good", "fine", "good\tfilm", "bad film"])
+plain_texts = st.one_of(words, st.text(alphabet="abcdef ", min_size=1, max_size=8), st.just(""), st.text(alphabet=" \t\n\u3000\xa0", max_size=3), odd_text)
+messy_texts = st.one_of(plain_texts, st.none(), st.integers(), st.floats(), st.lists(st.integers(), max_size=2))
 
 
 @st.composite
-def datasets(draw, max_rows: int = 12) -> list[dict]:
-    labels = draw(label_columns.map(lambda xs: xs[:max_rows]))
-    return [{"text": draw(texts), "label": label} for label in labels]
+def datasets(draw) -> list[dict]:
+    """Rows of text and label: half of them plain (strings, one kind of label), half anything."""
+    messy = draw(st.booleans())
+    labels = draw(messy_labels if messy else plain_labels)
+    return [{"text": draw(messy_texts if messy else plain_texts), "label": label} for label in labels]
 
 
 def check_bundle(bundle: DataBundle, multi_label: bool, drop_duplicates: bool) -> None:
@@ -276,17 +294,19 @@ def stage(data: DataConfig, multi_label: bool, seed: int) -> DataBundle | None:
     except UserError as err:
         check_refusal(err, err.field)
         assert err.field.startswith("data."), err.line()
+        outcome(f"refused: {err.field}")
         return None
+    outcome("loaded")
     check_bundle(bundle, multi_label, data.drop_duplicates)
     return bundle
 
 
-@settings(max_examples=200, deadline=None, database=None)
-@given(fmt=st.sampled_from(list(FORMATS)), train=datasets(), validation=st.one_of(st.none(), datasets(6)),
+@settings(max_examples=300, deadline=None, database=None)
+@given(fmt=st.sampled_from(list(FORMATS)), train=datasets(), validation=st.one_of(st.none(), datasets()),
        multi_label=st.booleans(), options=st.fixed_dictionaries({
            "drop_duplicates": st.booleans(), "drop_leakage": st.booleans(),
            "train_limit": st.one_of(st.none(), st.integers(1, 6)),
-           "labels": st.one_of(st.none(), st.lists(st.sampled_from(["pos", "neg", "neu", "0", "1"]), min_size=1, max_size=4, unique=True)),
+           "labels": st.sampled_from([None, None, None, ["neg", "pos"], ["neg", "neu", "pos"], ["0", "1"], ["pos"], ["pos", "pos"]]),
            "label_separator": st.sampled_from([",", "|", " "]),
        }), seed=st.integers(0, 2**32 - 1))
 def test_load_data_returns_consistent_counts_or_refuses(fmt, train, validation, multi_label, options, seed):
@@ -336,13 +356,18 @@ def key_paths(model: type[BaseModel] = RunConfig, prefix: tuple = ()) -> list[tu
 KEY_PATHS = key_paths()
 BASE = {"version": 1, "data": {"train": "train.csv"}}
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-(10**40), 10**40) | st.floats() | st.text(max_size=20)
-                           | st.sampled_from(["a\nb", "\u2028", "x" * 1000]),
+                           | st.sampled_from(["a\nb", "\u2028", "x" * 300]),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                            max_leaves=6)
+# Values YAML reads (or nearly: a month 13, a 5000-digit number, 1000 open brackets), then any text.
+plain_scalars = st.one_of(
+    st.sampled_from(["1", "-1", "0", "1e-4", "3e5", "true", "no", "null", "~", "[a, b]", "{a: 1}", "2024-13-01", "2024-02-30", "2024-01-01",
+                     "0x1F", ".nan", "-.inf", "1:30", "0o17", "9" * 5000, "[" * 1000, "x" * 300, "&a [1]", "!!binary x", '"a\\nb"']),
+    st.text(alphabet="abc-_ ", min_size=1, max_size=8),
+)
 yaml_scalars = st.one_of(
-    st.sampled_from(["1", "-1", "0", "1e-4", "3e5", "true", "no", "null", "~", "[a, b]", "{a: 1}", "[", "{", "2024-13-01", "2024-02-30",
-                     "&a [1]", "*a", "*b", "!!binary x", "!!python/object:os.system", "|", ">", "'x", '"x', "0x1F", ".nan", "-.inf",
-                     "1:30", "0o17", "9" * 5000, "[" * 2000, "@", "`", "%", "\t", "\\n", "\"a\\nb\""]),
+    plain_scalars,
+    st.sampled_from(["[", "{", "*a", "!!python/object:os.system", "|", ">", "'x", '"x', "@", "`", "%", "\t", "\\n"]),
     st.text(max_size=10),
 )
 
@@ -368,14 +393,15 @@ def yaml_sections(draw) -> str:
     """Mostly well-formed YAML: sections of `key: value` lines with known and unknown keys, odd values."""
     sections = [p[0] for p in KEY_PATHS if len(p) == 1]
     lines = []
-    for section in draw(st.lists(st.sampled_from(sections) | st.text(max_size=5), max_size=4, unique=True)):
+    name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=6)
+    for section in draw(st.lists(st.sampled_from(sections) | name, max_size=4, unique=True)):
         if draw(st.booleans()):
-            lines.append(f"{section}: {draw(yaml_scalars)}")
+            lines.append(f"{section}: {draw(plain_scalars)}")
             continue
         lines.append(f"{section}:")
         keys = [p[1] for p in KEY_PATHS if len(p) == 2 and p[0] == section] or ["x"]
-        for key in draw(st.lists(st.sampled_from(keys) | st.text(max_size=5), max_size=4, unique=True)):
-            lines.append(f"  {key}: {draw(yaml_scalars)}")
+        for key in draw(st.lists(st.sampled_from(keys) | name, max_size=4, unique=True)):
+            lines.append(f"  {key}: {draw(plain_scalars)}")
     return "\n".join(lines)
 
 
@@ -422,31 +448,48 @@ def test_random_overrides_are_applied_or_refused(items):
         load(config_file(tmp, yaml.safe_dump(BASE)), items)
 
 
-@settings(max_examples=100, deadline=None, database=None)
-@given(section=st.fixed_dictionaries({}, optional={
-    "label_separator": st.sampled_from(["", ",", " "]) | st.text(max_size=2), "text_column": st.sampled_from(["text", "label", "x"]),
-    "header": st.one_of(st.none(), st.booleans()), "columns": st.lists(st.sampled_from(["text", "label", "x"]), max_size=3),
-    "labels": st.lists(st.text(max_size=3), max_size=3), "max_length": st.integers(-5, 10_000),
-    "train_limit": st.integers(-1, 10), "format": st.sampled_from(["auto", "csv", "tsv", "json", "hf", "xml"]),
-    "split": st.fixed_dictionaries({"train": st.floats(0, 1), "validation": st.floats(0, 1), "test": st.floats(0, 1)}),
-}), seed=st.integers(-(2**40), 2**40), multi_label=st.booleans())
+@settings(max_examples=150, deadline=None, database=None)
+@given(section=st.fixed_dictionaries({}, optional={  # mostly values the schema takes, so that the data stage runs
+    "label_separator": st.sampled_from(["", ",", " ", "|", ", "]) | st.text(max_size=2), "text_column": st.sampled_from(["text", "label"]),
+    "header": st.one_of(st.none(), st.booleans()), "columns": st.sampled_from([["text", "label"], ["label", "text"], ["text"]]),
+    "labels": st.sampled_from([["neg", "pos"], ["pos", "neg,neu"], ["neg", "neu", "pos"], ["a"], []]),
+    "max_length": st.integers(0, 10_000), "train_limit": st.integers(0, 20), "format": st.sampled_from(["auto", "csv", "tsv", "xml"]),
+    "split": st.sampled_from([{"train": 0.5, "validation": 0.25, "test": 0.25}, {"train": 0.9, "validation": 0.1, "test": 0},
+                              {"train": 0.98, "validation": 0.01, "test": 0.01}, {"train": 0.5, "validation": 0.1, "test": 0.1}]),
+}), seed=st.one_of(st.integers(0, 2**32 - 1), st.integers(-(2**40), 2**40)), multi_label=st.booleans())
 def test_a_config_that_validates_never_crashes_the_data_stage(section, seed, multi_label):
     """Values the schema lets through must be values the data stage can take."""
     with scratch() as tmp:
         data = tmp / "train.csv"
-        data.write_text("text,label\n" + "".join(f"text {i},{'pos' if i % 2 else 'neg,neu'}\n" for i in range(12)), encoding="utf-8")
+        labels = ["pos", '"neg,neu"'] * 6  # the second: two labels to a multi-label reader
+        data.write_text("text,label\n" + "".join(f"text {i},{label}\n" for i, label in enumerate(labels)), encoding="utf-8")
         raw = {"version": 1, "data": {"train": str(data), **section}, "task": {"multi_label": multi_label}, "training": {"seed": seed}}
         cfg = load(config_file(tmp, yaml.safe_dump(raw, allow_unicode=True)))
         if cfg is None:
+            outcome("config refused")
             return
         try:
             bundle = load_data(cfg.data, cfg.task.multi_label, cfg.training.seed)
         except UserError as err:
             check_refusal(err, err.field)
-            # 12 rows, two classes: the default split always works (unless the seed is one it cannot take)
-            assert err.field != "data.split" or "split" in section, err.line()
+            # 12 distinct texts, two classes: the default split works, unless the seed is one it cannot
+            # take (or the texts are read from the label column, leaving 2 distinct rows)
+            assert err.field != "data.split" or {"split", "text_column", "columns"} & section.keys(), err.line()
+            outcome("data refused")
             return
+    outcome("loaded")
     check_bundle(bundle, multi_label, cfg.data.drop_duplicates)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("training.seed=-1", "training.seed"),  # scikit-learn's split takes seeds 0 .. 2**32 - 1 only
+    (f"training.seed={2**32}", "training.seed"),
+    ("data.label_separator=''", "data.label_separator"),  # str.split("") raises
+])
+def test_values_the_data_stage_cannot_take_are_refused_by_the_config(tmp_path, override, field):
+    with pytest.raises(UserError) as info:
+        load_config(config_file(tmp_path, yaml.safe_dump(BASE)), [override, "task.multi_label=true"])
+    check_refusal(info.value, field)
 
 
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
@@ -464,7 +507,7 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
 
 
 @settings(max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fmt=st.sampled_from(list(FORMATS)), content=st.one_of(st.binary(max_size=300), datasets(8)))
+@given(fmt=st.sampled_from(list(FORMATS)), content=st.one_of(st.binary(max_size=300), datasets()))
 def test_cli_refuses_bad_data_in_one_line_and_writes_nothing(capsys, fmt, content):
     capsys.readouterr()  # the fixture is shared by all examples: start from empty
     with scratch() as tmp:

@@ -19,8 +19,10 @@ class UserError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
+        """The message as one line: line breaks inside values (a path, a key) are escaped."""
         text = f"{self.field}: {self.problem}"
-        return f"{text}; fix: {self.fix}" if self.fix else text
+        text = f"{text}; fix: {self.fix}" if self.fix else text
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class TrainingStopped(Exception):
