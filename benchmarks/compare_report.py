@@ -43,6 +43,9 @@ def group_table(vs: list[dict]) -> list[str]:
         parts = [f"weitiao's own `train.seconds` {_f(ref.get('reported_train_s'))} s includes, besides the loop, "
                  f"evaluation {_f(ref.get('eval_s'), '{:.1f}')} s, saving the best model {_f(ref.get('save_best_s'), '{:.1f}')} s "
                  f"and checkpoints {_f(ref.get('checkpoint_s'), '{:.1f}')} s: these are left out of its train s above"]
+        if ref.get("best_model_accuracy") not in (None, ref.get("accuracy")):
+            parts.append(f"dev acc is that of the model at the end of training, as for Trainer; weitiao's saved model is its "
+                         f"best epoch's (picked on dev), dev acc {ref['best_model_accuracy']:.4f}")
         cache = ref.get("feature_cache")
         if cache:
             parts.append(f"feature cache used: embeddings + {cache['frozen_layers']} of {cache['of_layers']} layers run once "
@@ -115,13 +118,13 @@ Differences that could not be made identical:
 
 - transformers 5 renamed `group_by_length=True` to `train_sampling_strategy="group_by_length"` and dropped
   `warmup_ratio` (`warmup_steps` below 1 is a ratio); the `tokenizer=` argument of Trainer is `processing_class=`.
-- Optimizer implementation: Trainer's default `optim` on torch ≥ 2.8 is `adamw_torch_fused` (shown in the JSON);
-  weitiao uses `torch.optim.AdamW` with torch's default implementation. Same maths, different kernels.
+- Kernels: {kernels}
 - Warmup shape: Trainer's LR factor is step/warmup, weitiao's (step+1)/(warmup+1); both decay linearly to 0.
-- Length grouping: both sort within buckets of 50 batches after a seeded shuffle; Trainer keeps the batches of a
-  bucket in longest-first order (and puts the longest batch first), weitiao shuffles the batch order.
+- Length grouping: both sort by length within buckets after a seeded shuffle. weitiao's buckets hold 50 batches and
+  it shuffles the batch order; Trainer's `LengthGroupedSampler` buckets hold min(50, n // (4 · batch)) batches (15 for
+  n = 2000) and keep longest-first order inside a bucket (the longest batch goes first).
 - Frozen layers: weitiao runs a frozen bottom in eval mode (no dropout), with or without its cache; Trainer with
-  `requires_grad=False` keeps dropout on in them (model.train()). This changes accuracy, not cost.
+  `requires_grad=False` keeps dropout on in them (model.train()). This changes accuracy more than cost.
 - LoRA: peft's `SEQ_CLS` default would train only `classifier`; the Trainer side sets
   `modules_to_save=["bert.pooler.dense", "classifier"]`, as weitiao does, so both train the same parameters.
 - Trainer also passes `token_type_ids` (all zeros) to BERT; weitiao leaves them to the model's default (zeros).
@@ -161,5 +164,14 @@ def markdown(report: dict) -> str:
                       "time to target counts training only (evaluations are timed and subtracted on both sides).", ""]
         else:
             lines += [_title(group, vs, report["groups"]), ""] + group_table(vs) + [""]
-    lines += [NOTES]
+    lines += [NOTES.format(kernels=kernels(report["variants"]))]
     return "\n".join(lines)
+
+
+def kernels(variants: list[dict]) -> str:
+    """Optimizer and attention implementations of each side, as the runs report them."""
+    optim = sorted({str(v.get("optim")) for v in variants if v["tool"] == "trainer" and v.get("optim")})
+    attention = sorted({str(v.get("attention")) for v in variants if v["tool"] == "trainer" and v.get("attention")})
+    return (f"Trainer used optim {', '.join(optim) or '?'} and attention {', '.join(attention) or '?'} (transformers' "
+            "defaults unless --trainer-optim / --trainer-attention say otherwise); weitiao uses torch's fused AdamW\n"
+            "  and, with `training.attention: auto`, eager attention while training on CPU (its own measured choice).")

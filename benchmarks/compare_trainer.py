@@ -60,6 +60,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--budget-min", type=float, default=20.0, help="row 4: minutes of training per variant (evaluation excluded)")
     ap.add_argument("--tta-epochs", type=float, default=1.0, help="row 4: epochs (sets the length of the LR schedule)")
     ap.add_argument("--trainer-optim", default=None, help="TrainingArguments.optim (default: transformers' default)")
+    ap.add_argument("--trainer-attention", default=None, choices=["eager", "sdpa"],
+                    help="Trainer's attn_implementation (default: transformers' own, sdpa; weitiao trains with eager on CPU)")
     ap.add_argument("--data", default=str(SST2), help="folder with train.tsv and dev.tsv")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the markdown, the JSON and work/")
     ap.add_argument("--keep-runs", action="store_true", help="keep weitiao's model and checkpoint folders")
@@ -194,7 +196,7 @@ def plan(args) -> list[dict]:
         x.update(lr=LR[x["method"]], max_steps=steps, max_length=args.max_length)
     if "4" in args.rows:
         tta = dict(group="4", method="full", epochs=args.tta_epochs, max_steps=4 if args.quick else None,
-                   eval_every=2 if args.quick else 200, target=args.target, budget_min=1.0 if args.quick else args.budget_min)
+                   eval_every=2 if args.quick else 200, target=args.target, budget_min=min(args.budget_min, 1.0) if args.quick else args.budget_min)
         v.append(dict(tta, label="weitiao (lr 1e-4, max_length 64, length-grouped)", tool="weitiao", lr=1e-4, max_length=64))
         v.append(dict(tta, label="Trainer tutorial (lr 2e-5, padding=max_length 128)", tool="trainer", lr=2e-5, max_length=128,
                       padding="max_length"))
@@ -253,6 +255,8 @@ def trainer_command(v: dict, args, model: str, data: dict, out_dir: Path, result
         cmd += ["--max-steps", str(v["max_steps"])]
     if args.trainer_optim:
         cmd += ["--optim", args.trainer_optim]
+    if args.trainer_attention:
+        cmd += ["--attention", args.trainer_attention]
     if tta:
         cmd += ["--eval-every", str(v["eval_every"]), "--target", str(v["target"]), "--budget-min", str(v["budget_min"])]
     return cmd
@@ -289,6 +293,10 @@ def collect_weitiao(run_dir: Path, timings: Path) -> dict:
             rec["train_s"] += rec["feature_cache"]["build_seconds"]  # the cache stands in for the frozen forward passes
     if rec["history"]:
         rec["best_accuracy"] = max(h["accuracy"] for h in rec["history"] if h["accuracy"] is not None)
+        if "accuracy" in rec:
+            # weitiao keeps the best epoch's model (picked on dev); Trainer's number is the model at
+            # the end of training, and so is the table's: the last evaluation, which scored it.
+            rec["best_model_accuracy"], rec["accuracy"] = rec["accuracy"], rec["history"][-1]["accuracy"]
     return rec
 
 
@@ -302,7 +310,8 @@ def collect_trainer(result: Path) -> dict:
 
 def main() -> None:
     args = parse_args()
-    command = shlex.join([".venv/bin/python", *sys.argv])
+    python = Path(sys.executable)
+    command = shlex.join([str(python.relative_to(ROOT)) if python.is_relative_to(ROOT) else str(python), *sys.argv])
     out = Path(args.out).resolve()
     work = out / "work"
     logs, runs_dir = work / "logs", work / "runs"

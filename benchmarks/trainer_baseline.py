@@ -49,12 +49,14 @@ def freeze(model, method: str, top_layers: int) -> None:
         p.requires_grad = name.startswith(tuple(trainable))
 
 
-def build_model(path: str, method: str, top_layers: int, seed: int):
+def build_model(path: str, method: str, top_layers: int, seed: int, attention: str | None = None):
     """The model as the method wants it, and the parameter count of the plain model."""
     from transformers import AutoModelForSequenceClassification, set_seed
 
     set_seed(seed)  # the new head's initial weights
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    extra = {"attn_implementation": attention} if attention else {}
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **extra)
+    attention_used = model.config._attn_implementation
     total = sum(p.numel() for p in model.parameters())
     if method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -66,7 +68,7 @@ def build_model(path: str, method: str, top_layers: int, seed: int):
         model = get_peft_model(model, config)
     elif method in ("head_only", "train_top"):
         freeze(model, method, top_layers)
-    return model, total
+    return model, total, attention_used
 
 
 def tokenized(tokenizer, texts: list[str], labels: list[int], max_length: int, pad_to_max: bool):
@@ -102,7 +104,7 @@ def make_trainer_class():
             return super().training_step(model, inputs, num_items_in_batch)
 
         def evaluate(self, *args, **kwargs):
-            start = time.perf_counter()
+            start = self.eval_start = time.perf_counter()
             try:
                 return super().evaluate(*args, **kwargs)
             finally:
@@ -120,8 +122,9 @@ def make_callback(trainer_box: dict, target: float | None, budget_s: float | Non
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.perf_counter()
 
-        def training_seconds(self) -> float:
-            return time.perf_counter() - self.start - trainer_box["trainer"].eval_seconds
+        def training_seconds(self, until: float | None = None) -> float:
+            """Seconds since training began, evaluations excluded (eval_seconds holds the finished ones)."""
+            return (until or time.perf_counter()) - self.start - trainer_box["trainer"].eval_seconds
 
         def on_step_end(self, args, state, control, **kwargs):
             if budget_s is not None and self.training_seconds() > budget_s:
@@ -130,7 +133,9 @@ def make_callback(trainer_box: dict, target: float | None, budget_s: float | Non
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             acc = (metrics or {}).get("eval_accuracy")
-            history.append({"step": state.global_step, "train_s": round(self.training_seconds(), 2), "accuracy": acc})
+            # Called from inside evaluate(): training stopped when this evaluation started.
+            train_s = self.training_seconds(until=trainer_box["trainer"].eval_start)
+            history.append({"step": state.global_step, "train_s": round(train_s, 2), "accuracy": acc})
             if target is not None and acc is not None and acc >= target and "time_to_target_s" not in outcome:
                 outcome["time_to_target_s"] = history[-1]["train_s"]
                 outcome["step_at_target"] = state.global_step
@@ -158,6 +163,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--optim", default=None, help="TrainingArguments.optim (default: transformers' own default)")
+    ap.add_argument("--attention", default=None, help="attn_implementation (default: transformers' own, sdpa)")
     ap.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps during training (time to accuracy)")
     ap.add_argument("--target", type=float, default=None, help="stop when dev accuracy reaches this")
     ap.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes of training (evaluation excluded)")
@@ -176,7 +182,7 @@ def main() -> None:
     pad_to_max = args.padding == "max_length"
     train_ds = tokenized(tokenizer, *read_tsv(args.train), args.max_length, pad_to_max)
     dev_ds = tokenized(tokenizer, *read_tsv(args.dev), args.max_length, pad_to_max)
-    model, total_params = build_model(args.model, args.method, args.top_layers, args.seed)
+    model, total_params, attention = build_model(args.model, args.method, args.top_layers, args.seed, args.attention)
 
     optim = {"optim": args.optim} if args.optim else {}
     training_args = TrainingArguments(
@@ -208,7 +214,7 @@ def main() -> None:
         "padding": 1 - trainer.real_tokens / trainer.positions if trainer.positions else None,
         "total_params": total_params, "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "optim": str(training_args.optim.value if hasattr(training_args.optim, "value") else training_args.optim),
-        "train_loss": train_metrics.get("train_loss"), "history": history, **outcome,
+        "attention": attention, "train_loss": train_metrics.get("train_loss"), "history": history, **outcome,
     }
     if args.eval_every:
         result["best_accuracy"] = max((h["accuracy"] for h in history if h["accuracy"] is not None), default=None)
