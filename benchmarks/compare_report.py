@@ -49,7 +49,8 @@ def group_table(vs: list[dict]) -> list[str]:
         cache = ref.get("feature_cache")
         if cache:
             parts.append(f"feature cache used: embeddings + {cache['frozen_layers']} of {cache['of_layers']} layers run once "
-                         f"({cache['megabytes']} MB, built in {cache['build_seconds']} s over train + dev, counted in train s)")
+                         f"({cache['megabytes']} MB, built in {cache['build_seconds']} s: {cache['build_seconds_train']} s for the training split, counted in train s, "
+                         f"the rest for dev, which stands in for evaluation and is left out like Trainer's)")
         elif ref["method"] in ("head_only", "train_top"):
             parts.append("**feature cache NOT used**")
         out += ["", "; ".join(parts) + "."]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -238,8 +237,7 @@ def test_saved_model_predicts_like_the_trained_one(bases, tmp_path, method, arch
         trained = model(input_ids=input_ids(1)).logits
     if selection.peft:
         save_adapter(model, NoTokenizer(), tmp_path / "adapter")
-        setup = {"selection": selection, "model_path": bases[arch], "data": SimpleNamespace(labels=SimpleNamespace(names=LABELS))}
-        merge_adapter(setup, tmp_path, NoTokenizer(), False)
+        merge_adapter(model, tmp_path, NoTokenizer())
     else:
         save_model(model, NoTokenizer(), tmp_path / "model")
     reloaded = build_model_from_run(tmp_path / "model").eval()
@@ -272,8 +270,7 @@ def test_lora_adapter_and_merged_model_load_with_plain_libraries(bases, tmp_path
         unmerged = peft_model(input_ids=input_ids(1)).logits
 
     save_adapter(peft_model, NoTokenizer(), tmp_path / "adapter")
-    setup = {"selection": selection, "model_path": bases["bert"], "data": SimpleNamespace(labels=SimpleNamespace(names=LABELS))}
-    merge_adapter(setup, tmp_path, NoTokenizer(), False)
+    merge_adapter(peft_model, tmp_path, NoTokenizer())
 
     torch.manual_seed(2)  # another fresh head: the saved one must replace it
     base, _ = build_model(bases["bert"], LABELS, False)

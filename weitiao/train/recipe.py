@@ -253,11 +253,13 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
                         checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data)}, train_mode=train_mode)
     if not main:
         return run_dir
-    if selection.peft:
-        merge_adapter(setup, run_dir, tokenizer, multi)
-    best = task.build_model_from_run(run_dir / "model").to(accelerator.device)
+    accelerator.free_memory()  # the optimizer state goes before the final scoring
+    model = accelerator.unwrap_model(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    best = merge_adapter(model, run_dir, tokenizer) if selection.peft else load_best(model, run_dir / "model")
+    best.eval()
     final = {split: evaluate_on(best, split, shard=False) for split in ("validation", "test") if split in encoded}
-    final["train"] = train_report(result, t.metric, cache, model)
+    final["train"] = train_report(result, t.metric, cache, trainable)
     if setup["probe"]:
         after = setup["probe"].score(setup["probe"].encoder_state(best), accelerator.device)
         final["probe"] = {"run": s.probe, "before": setup["probe_before"], "after": after}
@@ -268,13 +270,13 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     return run_dir
 
 
-def train_report(result, metric: str, cache, model) -> dict:
+def train_report(result, metric: str, cache, trainable: int) -> dict:
     """The `train` section of metrics.json."""
     return {"steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
             "samples_per_s": round(result.samples / result.seconds, 2), "tokens_per_s": round(result.tokens / result.seconds, 1),
             "best_step": result.best_step, "best_" + metric: result.best_metric, "stopped_early": result.stopped_early,
             "skipped_steps": result.skipped_steps, "feature_cache": cache.report if cache else None,
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            "trainable_params": trainable}
 
 
 def build_feature_cache(model, k: int, encoded: dict, pad_id: int, num_labels: int, multi: bool, t, device, run_dir: Path, log, say):
@@ -285,15 +287,18 @@ def build_feature_cache(model, k: int, encoded: dict, pad_id: int, num_labels: i
     from weitiao.tasks import classification as task
     from weitiao.train.feature_cache import FeatureCache
 
-    start = time.perf_counter()
     cache = FeatureCache(model.to(device), k)
+    seconds = {}
     for split in ("train", "validation"):
+        start = time.perf_counter()
         enc = encoded[split]
         cache.build(split, sorted_batches(enc.lengths, t.eval_batch_size), lambda idx, enc=enc: task.collate(enc, idx, pad_id, num_labels, multi),
                     enc.lengths, device, run_dir, int(t.feature_cache_memory_gb * 2**30))
+        seconds[split] = round(time.perf_counter() - start, 2)
     layers = len(cache.stack)
     cache.report = {"frozen_layers": k, "of_layers": layers, "megabytes": round(cache.bytes / 2**20, 1),
-                    "memory_mapped": cache.bytes > t.feature_cache_memory_gb * 2**30, "build_seconds": round(time.perf_counter() - start, 2)}
+                    "memory_mapped": cache.bytes > t.feature_cache_memory_gb * 2**30,
+                    "build_seconds": round(sum(seconds.values()), 2), "build_seconds_train": seconds["train"]}
     log.write({"feature_cache": cache.report})
     say(f"feature cache: embeddings and layers 0-{k - 1} of {layers} run once ({cache.report['megabytes']} MB, "
         f"{cache.report['build_seconds']} s); each step now runs {layers - k} of {layers} layers")
@@ -339,33 +344,54 @@ def save_adapter(model, tokenizer, target: Path) -> None:
     _atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
 
-def merge_adapter(setup: dict, run_dir: Path, tokenizer, multi_label: bool) -> None:
-    """model/: the best adapter merged into a fresh copy of the base model (plain transformers).
+def merge_adapter(peft_model, run_dir: Path, tokenizer):
+    """Load the best adapter (adapter/) into the trained peft model, merge it in place, write model/.
 
-    Prompt-learning methods (prefix, prompt, P-tuning) add virtual tokens that no weight can
-    absorb: their model/ is the adapter beside the base model's config (with the label names),
-    loaded by `build_model_from_run` (peft needed).
+    Merging into the model that trained (not a fresh copy of the base) keeps one model in
+    memory. Prompt-learning methods (prefix, prompt, P-tuning) add virtual tokens that no
+    weight can absorb: their model/ is the adapter beside the base model's config (with the
+    label names), loaded by `build_model_from_run` (peft needed).
+
+    Returns:
+        The model that model/ holds, ready to score.
     """
-    from peft import PeftModel
+    from peft import set_peft_model_state_dict
     from peft.utils import ModulesToSaveWrapper
-
-    from weitiao.tasks import classification as task
+    from safetensors.torch import load_file
 
     adapter = run_dir / "adapter"
-    base, _ = task.build_model(setup["model_path"], setup["data"].labels.names, multi_label)
-    if setup["selection"].model.peft_config["default"].is_prompt_learning:
+    set_peft_model_state_dict(peft_model, load_file(str(adapter / "adapter_model.safetensors")))
+    if peft_model.peft_config["default"].is_prompt_learning:
         def write(tmp: Path) -> None:
             shutil.copytree(adapter, tmp)
-            base.config.save_pretrained(tmp)
+            peft_model.get_base_model().config.save_pretrained(tmp)
         _atomic_folder(run_dir / "model", write)
-        return
-    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+        return peft_model
+    merged = peft_model.merge_and_unload()
     # Some methods (LN tuning in peft 0.21) leave the saved head wrapped after merging: unwrap it.
     for name, module in list(merged.named_modules()):
         if isinstance(module, ModulesToSaveWrapper):
             parent, _, child = name.rpartition(".")
             setattr(merged.get_submodule(parent) if parent else merged, child, module.modules_to_save["default"])
     save_model(merged, tokenizer, run_dir / "model")
+    return merged
+
+
+def load_best(model, model_dir: Path):
+    """The best weights (model/) into the model that trained, so that no second copy is built."""
+    from safetensors.torch import load_file
+
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():  # a sharded save: let transformers assemble it
+        from weitiao.tasks.classification import build_model_from_run
+
+        return build_model_from_run(model_dir)
+    _, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)  # tied weights may be absent
+    if unexpected:
+        from weitiao.tasks.classification import build_model_from_run
+
+        return build_model_from_run(model_dir)
+    return model
 
 
 def save_model(model, tokenizer, target: Path) -> None:
