@@ -50,3 +50,12 @@ def sst2_slice(folder: Path, n_train: int, n_dev: int | None = None) -> tuple[Pa
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
+
+
+def write_file(path: Path, content: str | bytes) -> str:
+    """Write text (UTF-8) or bytes; returns the path as a string, as configs want it."""
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return str(path)

@@ -5,20 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_file as write
+
 from weitiao.data.examples import take_columns
 from weitiao.data.sources import read_table
 from weitiao.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROWS = [{"text": "good film", "label": "pos"}, {"text": "bad, slow film", "label": "neg"}]
-
-
-def write(path: Path, content: str | bytes) -> str:
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return str(path)
 
 
 def refusal(*args, **kwargs) -> UserError:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import write_file as write
+
 SECONDS = 30  # a bad-input run that takes longer is doing work it should not (training?); generous for a loaded CI machine
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -32,14 +34,6 @@ def run(*args: str, cwd: Path) -> Result:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "weitiao", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120)
     return Result(proc.returncode, proc.stderr, time.perf_counter() - start)
-
-
-def write(path: Path, content: str | bytes) -> str:
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return str(path)
 
 
 def config(tmp_path: Path, **data) -> Path:
