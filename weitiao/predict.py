@@ -40,23 +40,38 @@ def _device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def evaluate_file(run_dir: str, data_path: str, output: str | None = None) -> dict:
-    """Metrics of the run's model on a labelled file; prints and returns them."""
+def label_names(model) -> list[str]:
+    """The label names a saved classifier carries, in id order."""
+    return [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+
+def read_labelled(cfg, tokenizer, names: list[str], path: str, field: str):
+    """A labelled file read with a run's columns and labels, cleaned and tokenized (an `Encoded`).
+
+    Raises:
+        UserError: a problem with the file, a label the run does not know, or no rows with text.
+    """
     from weitiao.data import read_examples
     from weitiao.data.clean import clean_split
     from weitiao.data.examples import LabelSet
+    from weitiao.tasks import classification as task
+
+    ex, _ = read_examples(path, field, cfg.data, LabelSet(names), cfg.task.multi_label)
+    ex, _ = clean_split(ex, drop_duplicates=False)
+    if not len(ex):
+        raise UserError(field, f"'{path}' has no rows with text", "give a labelled file with the run's columns")
+    return task.encode(tokenizer, ex, cfg.data.max_length)
+
+
+def evaluate_file(run_dir: str, data_path: str, output: str | None = None) -> dict:
+    """Metrics of the run's model on a labelled file; prints and returns them."""
     from weitiao.evaluate.metrics import classification_metrics, headline
     from weitiao.tasks import classification as task
 
     cfg, model, tokenizer = load_run(run_dir)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    multi = cfg.task.multi_label
-    ex, _ = read_examples(data_path, "--data", cfg.data, LabelSet(names), multi)
-    ex, _ = clean_split(ex, drop_duplicates=False)
-    if not len(ex):
-        raise UserError("--data", f"'{data_path}' has no rows with text", "give a labelled file with the run's columns")
+    names, multi = label_names(model), cfg.task.multi_label
+    enc = read_labelled(cfg, tokenizer, names, data_path, "--data")
     device = _device()
-    enc = task.encode(tokenizer, ex, cfg.data.max_length)
     probs, loss = task.predict_probs(model.to(device), enc, tokenizer.pad_token_id or 0, len(names), multi, cfg.training.eval_batch_size, device)
     metrics = classification_metrics(probs, enc.labels, names, multi, cfg.task.threshold)
     metrics["loss"] = loss
@@ -83,8 +98,7 @@ def predict(run_dir: str, texts: list[str] | None, file: str | None, output: str
     empty = [line for t, line in zip(ex.text, ex.lines) if not t.strip()]
     if empty:
         raise UserError("--text" if texts else "--file", f"text {empty[0]} is empty", "give non-empty texts")
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    multi = cfg.task.multi_label
+    names, multi = label_names(model), cfg.task.multi_label
     device = _device()
     probs, _ = task.predict_probs(model.to(device), task.encode(tokenizer, ex, cfg.data.max_length), tokenizer.pad_token_id or 0,
                                   len(names), multi, cfg.training.eval_batch_size, device)

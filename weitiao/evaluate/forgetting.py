@@ -17,23 +17,17 @@ from weitiao.errors import UserError
 
 
 class ForgettingProbe:
-    def __init__(self, run_dir: str, max_length: int, batch_size: int):
-        from weitiao.data import read_examples
-        from weitiao.data.clean import clean_split
-        from weitiao.data.examples import LabelSet
-        from weitiao.predict import load_run
+    def __init__(self, run_dir: str, batch_size: int):
+        from weitiao.predict import label_names, load_run, read_labelled
         from weitiao.strategies.layers import find_parts
-        from weitiao.tasks import classification as task
 
         if not (Path(run_dir) / "model" / "config.json").is_file():
             raise UserError("strategy.probe", f"'{run_dir}' is not a finished run folder", "name a run folder written by `weitiao train` (with model/)")
         cfg, self.model, self.tokenizer = load_run(run_dir)
-        self.names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.names = label_names(self.model)
         self.multi = cfg.task.multi_label
         self.threshold = cfg.task.threshold
-        ex, _ = read_examples(cfg.data.validation or cfg.data.train, "strategy.probe", cfg.data, LabelSet(self.names), self.multi)
-        ex, _ = clean_split(ex, drop_duplicates=False)
-        self.data = task.encode(self.tokenizer, ex, cfg.data.max_length)
+        self.data = read_labelled(cfg, self.tokenizer, self.names, cfg.data.validation or cfg.data.train, "strategy.probe")
         self.batch_size = batch_size
         self.run_dir = run_dir
         base = self.model.base_model_prefix

@@ -108,7 +108,7 @@ def prepare(cfg: RunConfig) -> dict:
     model, new_names = task.build_model(path, data.labels.names, multi, cfg.strategy.dropout.model_dump(), attention)
     probe = before = None
     if cfg.strategy.probe:
-        probe = ForgettingProbe(cfg.strategy.probe, cfg.data.max_length, cfg.training.eval_batch_size)
+        probe = ForgettingProbe(cfg.strategy.probe, cfg.training.eval_batch_size)
         before = probe.score(probe.encoder_state(model), torch.device("cpu"))
     selection = apply_strategy(model, cfg.strategy)
     return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "selection": selection, "model_path": path, "cuda": cuda,
