@@ -106,6 +106,8 @@ def prepare(cfg: RunConfig) -> dict:
     torch.manual_seed(cfg.training.seed)  # the new head's initial weights
     attention = cfg.training.attention if cfg.training.attention != "auto" else (None if cuda else "eager")
     model, new_names = task.build_model(path, data.labels.names, multi, cfg.strategy.dropout.model_dump(), attention)
+    if cfg.training.gradient_checkpointing:
+        enable_checkpointing(model)
     probe = before = None
     if cfg.strategy.probe:
         probe = ForgettingProbe(cfg.strategy.probe, cfg.training.eval_batch_size)
@@ -268,6 +270,14 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     log.write({"final": {k: headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
     summarize(final, run_dir)
     return run_dir
+
+
+def enable_checkpointing(model) -> None:
+    """Activation checkpointing per layer (non-reentrant: correct when the layer inputs need no grad)."""
+    if not model.supports_gradient_checkpointing:
+        raise UserError("training.gradient_checkpointing", f"{type(model).__name__} does not support it",
+                        "set training.gradient_checkpointing: false")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def train_report(result, metric: str, cache, trainable: int) -> dict:
