@@ -31,14 +31,17 @@ def _title(group: str, vs: list[dict], groups: dict) -> str:
 
 def group_table(vs: list[dict]) -> list[str]:
     ref = next((v for v in vs if v["tool"] == "weitiao"), None)
-    out = ["| variant | train s | wall s | samples/s | real tok/s | padding % | MFU % | peak RSS MB | dev acc | trainable params | weitiao speed-up (train / wall) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    gpu = any(v.get("gpu_peak_mb") for v in vs)
+    out = ["| variant | train s | wall s | samples/s | real tok/s | padding % | MFU % | peak RSS MB |" + (" peak GPU MB |" if gpu else "")
+           + " dev acc | trainable params | weitiao speed-up (train / wall) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
     for v in vs:
         label = v["label"] if v.get("rc") == 0 else f"{v['label']} **(failed, rc {v.get('rc')})**"
         up = "(reference)" if v is ref else (f"{_ratio(v.get('train_s'), ref.get('train_s'))} / {_ratio(v.get('wall_s'), ref.get('wall_s'))}" if ref else "–")
         out.append(f"| {label} | {_f(v.get('train_s'))} | {_f(v.get('wall_s'))} | {_f(v.get('samples_per_s'))} | "
                    f"{_f(v.get('tokens_per_s'), '{:.0f}')} | {_f(v.get('padding'), '{:.1f}', 100)} | {_f(v.get('mfu'), '{:.1f}', 100)} | "
-                   f"{_f(v.get('peak_rss_mb'), '{:.0f}')} | {_f(v.get('accuracy'), '{:.4f}')} | {_f(v.get('trainable_params'), '{:,}')} | {up} |")
+                   f"{_f(v.get('peak_rss_mb'), '{:.0f}')} |" + (f" {_f(v.get('gpu_peak_mb'), '{:.0f}')} |" if gpu else "") +
+                   f" {_f(v.get('accuracy'), '{:.4f}')} | {_f(v.get('trainable_params'), '{:,}')} | {up} |")
     if ref and ref.get("rc") == 0:
         parts = [f"weitiao's own `train.seconds` {_f(ref.get('reported_train_s'))} s includes, besides the loop, "
                  f"evaluation {_f(ref.get('eval_s'), '{:.1f}')} s, saving the best model {_f(ref.get('save_best_s'), '{:.1f}')} s "
@@ -88,6 +91,13 @@ def data_check(report: dict) -> str:
             f"{leaked} training rows also appear in dev (reported, not dropped: `drop_leakage` is off by default, so neither side drops them).")
 
 
+GPU_NOTES = """\
+On the GPU: both sides train with bf16 autocast (fp32 master weights; weitiao `training.mixed_precision: bf16`, Trainer
+`bf16=True`), SDPA attention (transformers' default on CUDA; weitiao's `attention: auto` picks it there), fused AdamW.
+*peak GPU MB*: `torch.cuda.max_memory_allocated()` of the child at its end. Where this page says fp32 below, read
+bf16 autocast; the MFU peak is the measured bf16 matmul above.
+"""
+
 NOTES = """\
 How the numbers are taken:
 
@@ -134,15 +144,17 @@ Differences that could not be made identical:
 
 def markdown(report: dict) -> str:
     m, d = report["machine"], report["data"]
-    lines = ["# weitiao vs transformers `Trainer` on CPU", "",
+    gpu = report.get("device") == "cuda"
+    lines = ["# weitiao vs transformers `Trainer` on " + (f"a GPU ({m.get('gpu')}), bf16 on both sides" if gpu else "CPU"), "",
              f"Command: `{report['command']}`", "",
              f"Machine: {m['cpu']}; {m['cpu_count']} CPUs ({m['cpus_usable']} usable), torch threads {m['torch_threads']}; "
              f"load average {', '.join(f'{x:.2f}' for x in m['loadavg_start'])} at start, "
-             f"{', '.join(f'{x:.2f}' for x in m.get('loadavg_end', ()))} at the end.", "",
+             f"{', '.join(f'{x:.2f}' for x in m.get('loadavg_end', ())) or '(not finished)'} at the end.", "",
              f"Versions: python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}, "
              f"accelerate {m['accelerate']}, datasets {m['datasets']}; weitiao commit {m['weitiao_commit']}.", "",
-             f"Peak (MFU denominator): {report['peak_gflops']:.1f} GFLOP/s fp32 matmul on {m['torch_threads']} threads "
-             f"({report['peak_gflops_end']:.1f} when measured again at the end). Model: {report['n_params']:,} parameters "
+             (f"Peak (MFU denominator): {report['peak_gflops']:.1f} GFLOP/s bf16 8192×8192 matmul on the GPU " if gpu else
+              f"Peak (MFU denominator): {report['peak_gflops']:.1f} GFLOP/s fp32 matmul on {m['torch_threads']} threads ") +
+             f"({_f(report['peak_gflops_end'])} when measured again at the end). Model: {report['n_params']:,} parameters "
              f"({report['n_params_non_embedding']:,} outside the embeddings).", "",
              f"Data: {d['n']} SST-2 training sentences ({d['words']} words, unique, seeded choice with seed {d['seed']}) "
              f"from `{d['files']['train']}`; dev: {d['dev_rows']} rows (`{d['files']['dev']}`).", ""]
@@ -165,6 +177,8 @@ def markdown(report: dict) -> str:
                       "time to target counts training only (evaluations are timed and subtracted on both sides).", ""]
         else:
             lines += [_title(group, vs, report["groups"]), ""] + group_table(vs) + [""]
+    if gpu:
+        lines += [GPU_NOTES]
     lines += [NOTES.format(kernels=kernels(report["variants"]))]
     return "\n".join(lines)
 

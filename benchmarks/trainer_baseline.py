@@ -72,10 +72,15 @@ def build_model(path: str, method: str, top_layers: int, seed: int, attention: s
 
 
 def tokenized(tokenizer, texts: list[str], labels: list[int], max_length: int, pad_to_max: bool):
-    from datasets import Dataset
-
-    ds = Dataset.from_dict({"sentence": texts, "label": labels})
+    """A `datasets.Dataset`, tokenized with `map`, as the tutorials do (a plain list of dicts where
+    `datasets` is not installed, as on the GPU machine; Trainer takes either)."""
     pad = "max_length" if pad_to_max else False
+    try:
+        from datasets import Dataset
+    except ImportError:
+        enc = tokenizer(texts, truncation=True, max_length=max_length, padding=pad)
+        return [{**{k: v[i] for k, v in enc.items()}, "label": labels[i]} for i in range(len(texts))]
+    ds = Dataset.from_dict({"sentence": texts, "label": labels})
     return ds.map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=max_length, padding=pad),
                   batched=True, remove_columns=["sentence"])
 
@@ -164,6 +169,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--optim", default=None, help="TrainingArguments.optim (default: transformers' own default)")
     ap.add_argument("--attention", default=None, help="attn_implementation (default: transformers' own, sdpa)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
+    ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps during training (time to accuracy)")
     ap.add_argument("--target", type=float, default=None, help="stop when dev accuracy reaches this")
     ap.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes of training (evaluation excluded)")
@@ -191,7 +199,8 @@ def main() -> None:
         warmup_steps=args.warmup_ratio,  # transformers 5: a float below 1 is a ratio (warmup_ratio is gone)
         num_train_epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, report_to="none", save_strategy="no",
         eval_strategy="steps" if args.eval_every else "no", eval_steps=args.eval_every,
-        logging_strategy="steps", logging_steps=50, disable_tqdm=True, dataloader_num_workers=0, use_cpu=True,
+        logging_strategy="steps", logging_steps=50, disable_tqdm=True, dataloader_num_workers=0, use_cpu=args.device == "cpu",
+        bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
         train_sampling_strategy="group_by_length" if args.padding == "grouped" else "random", **optim)
 
     history: list[dict] = []
@@ -216,6 +225,8 @@ def main() -> None:
         "optim": str(training_args.optim.value if hasattr(training_args.optim, "value") else training_args.optim),
         "attention": attention, "train_loss": train_metrics.get("train_loss"), "history": history, **outcome,
     }
+    if torch.cuda.is_available():
+        result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if args.eval_every:
         result["best_accuracy"] = max((h["accuracy"] for h in history if h["accuracy"] is not None), default=None)
     else:

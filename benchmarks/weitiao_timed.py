@@ -106,6 +106,9 @@ def main() -> int:
         if stats["loop_s"] is not None:
             stats["train_seconds"] = stats["loop_s"] - stats["excluded_s"]
         stats["padding"] = 1 - stats["real_tokens"] / stats["positions"] if stats["positions"] else None
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            stats["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         Path(args.timings).write_text(json.dumps(stats, indent=2))
     return rc
 
