@@ -340,6 +340,21 @@ def collect_trainer(result: Path) -> dict:
     return r
 
 
+def warm_up(args, model: str, data: dict, config: Path, work: Path, logs: Path) -> None:
+    """GPU: 30 unmeasured steps of each side first. The first process on a fresh machine pays for
+    loading (and JIT-compiling) CUDA kernels and cold caches; the first measured variant must not."""
+    for tool, padding in (("weitiao", None), ("trainer", "grouped")):
+        v = dict(group="1", tool=tool, method="full", padding=padding, epochs=1.0, lr=LR["full"], max_steps=30,
+                 max_length=args.max_length, device=args.device)
+        name = f"00-warmup-{tool}"
+        if tool == "weitiao":
+            cmd = weitiao_command(v, name, config, data, work / f"{name}.timings.json")
+        else:
+            cmd = trainer_command(v, args, model, data, work / "trainer" / name, work / f"{name}.result.json")
+        print(f"warm-up ({tool}, 30 steps, not measured) ...", flush=True)
+        run_child(cmd, logs / f"{name}.log", args.threads)
+
+
 def main() -> None:
     args = parse_args()
     python = Path(sys.executable)
@@ -385,6 +400,8 @@ def main() -> None:
         (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
         return text
 
+    if args.device == "cuda":
+        warm_up(args, model, data, config, work, logs)
     for i, v in enumerate(plan(args), start=1):
         name = variant_name(v, i)
         print(f"[{i}] {v['group']}: {v['label']} ...", flush=True)

@@ -72,7 +72,7 @@ class Replay(nn.Module):
         self.current: torch.Tensor | None = None
 
     def forward(self, hidden_states, *args, **kwargs):
-        out = self.current.to(hidden_states.device, hidden_states.dtype)
+        out = self.current.to(hidden_states.device, non_blocking=True).to(hidden_states.dtype)
         return (out,) if self.as_tuple else out
 
 
@@ -145,7 +145,7 @@ class FeatureCache:
     def batch(self, name: str, index: list[int], longest: int) -> torch.Tensor:
         """Cached features of these examples, zero-padded: [len(index), longest, hidden]."""
         store, offsets = self.splits[name]
-        out = torch.zeros((len(index), longest, store.shape[1]))
+        out = torch.zeros((len(index), longest, store.shape[1]), pin_memory=torch.cuda.is_available())  # pinned: async copy to the GPU
         for row, i in enumerate(index):
             n = offsets[i + 1] - offsets[i]
             out[row, :n] = torch.from_numpy(np.asarray(store[offsets[i] : offsets[i + 1]]))

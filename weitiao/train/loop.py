@@ -140,6 +140,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
         accelerator.wait_for_everyone()
 
     set_train(model)
+    micros, step_loss = 0, None  # micro-batches since the last optimizer step, the sum of their losses (on the device)
     while st.step < total and not st.stopped:
         batches = epoch_batches(st.epoch)
         for micro in range(st.next_batch, len(batches)):
@@ -150,18 +151,20 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
                 if main:
                     bar.write(f"step {st.step}: trainable parameters now {trainable:,}")
             mine = index[rank::world] or index[:1]  # this process's share of the global batch
-            batch = {k: v.to(device, non_blocking=True) for k, v in make_batch(mine).items()}
+            cpu_batch = make_batch(mine)
+            # Counted on the CPU copy: nothing in a step waits for the GPU but the one read below.
+            st.tokens += int(cpu_batch["attention_mask"].sum()) * world if "attention_mask" in cpu_batch else 0
+            batch = {k: _to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in cpu_batch.items()}
             try:
                 with accelerator.autocast():
                     loss = compute_loss(model, batch)
                 accelerator.backward(loss / opts.grad_accum)
             except torch.cuda.OutOfMemoryError:
                 raise TrainingStopped(_oom_message(opts, batch, st)) from None
-            window["loss"] += loss.item()
-            window["n"] += 1
+            step_loss = loss.detach().float() if micros == 0 else step_loss + loss.detach().float()
+            micros += 1
             st.samples += len(index)
             window["samples"] += len(index)
-            st.tokens += int(batch["attention_mask"].sum()) * world if "attention_mask" in batch else 0
             st.next_batch = micro + 1
             if (micro + 1) % opts.grad_accum and micro + 1 < len(batches):
                 continue
@@ -169,8 +172,12 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
             # One optimizer step, unless the gradients are not finite.
             params = [p for p in model.parameters() if p.grad is not None]
             norm = accelerator.clip_grad_norm_(params, opts.max_grad_norm or float("inf"))
-            norm = float(norm) if norm is not None else 0.0
-            if not math.isfinite(norm) or not math.isfinite(window["loss"]):
+            norm = torch.zeros((), device=step_loss.device) if norm is None else norm.detach().float().to(step_loss.device)
+            norm, loss_sum = torch.stack([norm, step_loss]).tolist()  # the step's one host-device sync
+            window["loss"] += loss_sum
+            window["n"] += micros
+            micros = 0
+            if not math.isfinite(norm) or not math.isfinite(loss_sum):
                 optimizer.zero_grad(set_to_none=True)
                 st.nonfinite_in_row += 1
                 st.skipped_steps += 1
@@ -209,6 +216,13 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
     seconds = time.perf_counter() - start
     return LoopResult(st.step, st.step / steps_per_epoch, st.best, st.best_step, st.stopped, seconds, st.samples, st.tokens,
                       st.skipped_steps, history)
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """CPU -> GPU through pinned memory, so the copy does not block the host; CPU stays as is."""
+    if device.type != "cuda":
+        return x
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def _watch_spikes(st: LoopState, norm: float, write) -> None:

@@ -206,13 +206,13 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     def make_batch(index):
         batch = task.collate(train_enc, index, pad_id, len(names), multi)
         if cache:
-            batch["cache_index"] = torch.tensor(index)
+            batch["cache_index"] = list(index)  # stays on the host (the loop moves only tensors)
         return batch
 
     def logits_of(m, batch, split="train", index=None):
         if cache is None:
             return m(**batch).logits
-        index = batch.pop("cache_index").tolist() if index is None else index
+        index = batch.pop("cache_index") if index is None else index
         with cache.replaying(cache.batch(split, index, batch["input_ids"].shape[1])):
             return m(**batch).logits
 
