@@ -125,6 +125,7 @@ class TrainingConfig(Section):
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = Field(42, ge=0, lt=2**32)  # numpy and scikit-learn take no other seeds
     group_by_length: bool = True
+    pad_to_multiple_of: int | None = Field(None, ge=1)  # training batches; default: 8 on a GPU (fewer distinct shapes), 1 on CPU
     eval_every: int | None = Field(None, ge=1)  # optimizer steps; default: every epoch
     log_every: int = Field(10, ge=1)
     metric: str = "accuracy"  # the validation metric that picks the best model

@@ -82,14 +82,15 @@ def encode(tokenizer, ex: Examples, max_length: int) -> Encoded:
     return Encoded(enc["input_ids"], types, ex.labels)
 
 
-def collate(data: Encoded, index: list[int], pad_id: int, num_labels: int, multi_label: bool) -> dict:
-    """Pad the chosen examples to the longest among them.
+def collate(data: Encoded, index: list[int], pad_id: int, num_labels: int, multi_label: bool, multiple: int = 1) -> dict:
+    """Pad the chosen examples to the longest among them (rounded up to `multiple`).
 
     Returns:
         input_ids, attention_mask (and token_type_ids): [batch, longest]; labels: [batch]
         (long) or [batch, num_labels] (float 0/1 for multi-label).
     """
     longest = max(len(data.input_ids[i]) for i in index)
+    longest = -(-longest // multiple) * multiple
     ids = torch.full((len(index), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(index), longest), dtype=torch.long)
     types = torch.zeros((len(index), longest), dtype=torch.long) if data.token_type_ids is not None else None

@@ -197,6 +197,9 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
         cache = build_feature_cache(model, k, encoded, pad_id, len(names), multi, t, accelerator.device, run_dir, log, say)
 
     frozen = frozen_modules(model, k) if k else []
+    # On a GPU a step costs little compute but every new sequence length costs kernel selection and
+    # allocations: lengths rounded up to 8 keep the shapes few (measured in docs/benchmarks.md).
+    multiple = t.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
 
     def train_mode(m):
         m.train()
@@ -204,7 +207,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
             module.eval()
 
     def make_batch(index):
-        batch = task.collate(train_enc, index, pad_id, len(names), multi)
+        batch = task.collate(train_enc, index, pad_id, len(names), multi, multiple)
         if cache:
             batch["cache_index"] = list(index)  # stays on the host (the loop moves only tensors)
         return batch
