@@ -27,7 +27,8 @@ class ForgettingProbe:
         self.names = label_names(self.model)
         self.multi = cfg.task.multi_label
         self.threshold = cfg.task.threshold
-        self.data = read_labelled(cfg, self.tokenizer, self.names, cfg.data.validation or cfg.data.train, "strategy.probe")
+        self.data = held_out(cfg, self.tokenizer, self.names) if cfg.data.validation is None else \
+            read_labelled(cfg, self.tokenizer, self.names, cfg.data.validation, "strategy.probe")
         self.batch_size = batch_size
         self.run_dir = run_dir
         base = self.model.base_model_prefix
@@ -51,6 +52,7 @@ class ForgettingProbe:
         encoder = getattr(self.model, self.model.base_model_prefix)
         mine = encoder.state_dict()
         bad = [k for k, v in encoder_state.items() if k not in mine or mine[k].shape != v.shape]
+        bad += [k for k in mine if k not in encoder_state and not k.startswith(self.head)]  # a shallower encoder
         if bad:
             raise UserError("strategy.probe", f"the encoder of '{self.run_dir}' differs from this run's ({bad[0]})", "probe with a run of the same base model")
         encoder.load_state_dict(encoder_state, strict=False)
@@ -58,3 +60,15 @@ class ForgettingProbe:
                                          self.multi, self.batch_size, device)
         metrics = headline(classification_metrics(probs, self.data.labels, self.names, self.multi, self.threshold))
         return metrics | {"loss": loss}
+
+
+def held_out(cfg, tokenizer, names: list[str]):
+    """The validation rows a run split off its training file itself (no data.validation): the
+    same seeded split again, so the probe scores rows that run never trained on."""
+    from weitiao.data import load_data
+    from weitiao.tasks import classification as task
+
+    bundle = load_data(cfg.data, cfg.task.multi_label, cfg.training.seed)
+    if bundle.labels.names != names:
+        raise UserError("strategy.probe", f"the labels of {cfg.data.train} no longer match the probe run's model", "probe a run whose data is unchanged")
+    return task.encode(tokenizer, bundle.validation, cfg.data.max_length)

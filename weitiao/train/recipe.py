@@ -111,7 +111,7 @@ def prepare(cfg: RunConfig) -> dict:
     probe = before = None
     if cfg.strategy.probe:
         probe = ForgettingProbe(cfg.strategy.probe, cfg.training.eval_batch_size)
-        before = probe.score(probe.encoder_state(model), torch.device("cpu"))
+        before = probe.score(probe.encoder_state(model), torch.device("cuda" if cuda else "cpu"))  # where `after` is scored
     selection = apply_strategy(model, cfg.strategy)
     return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "selection": selection, "model_path": path, "cuda": cuda,
             "new_names": new_names, "probe": probe, "probe_before": before}
