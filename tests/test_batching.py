@@ -79,3 +79,14 @@ def test_padding_fraction_reference_values():
 def test_sorted_batches_go_longest_first_and_cover_everything():
     lengths = [3, 9, 1, 7, 5]
     assert sorted_batches(lengths, 2) == [[1, 3], [4, 0], [2]]
+
+
+def test_collate_rounds_the_padded_length_up_to_a_multiple():
+    from weitiao.tasks.classification import Encoded, collate
+
+    data = Encoded([[5, 6, 7], [8] * 9, [9]], None, [0, 1, 0])
+    plain = collate(data, [0, 2], 0, 2, False)
+    eight = collate(data, [0, 1, 2], 0, 2, False, multiple=8)
+    assert plain["input_ids"].shape == (2, 3)
+    assert eight["input_ids"].shape == (3, 16)  # longest 9 -> 16
+    assert eight["attention_mask"].sum().item() == 13 and eight["input_ids"][0, :3].tolist() == [5, 6, 7]

@@ -36,6 +36,10 @@ def test_cached_and_uncached_training_give_the_same_losses_step_for_step(base, s
     _, plain = train(base, "plain", strategy, feature_cache=False)
     report = next(r["feature_cache"] for r in cached if "feature_cache" in r)
     assert report["frozen_layers"] == frozen and report["of_layers"] == 3 and not report["memory_mapped"]
+    # head_only on BERT: the pooler reads token 0 only, so one vector per example is kept (256 + 64 rows x 32 floats)
+    assert report["first_token_only"] == (frozen == 3)
+    if frozen == 3:
+        assert report["megabytes"] == round(320 * 32 * 4 / 2**20, 1)
     assert not any("feature_cache" in r for r in plain)
     a = [r["loss"] for r in cached if "loss" in r]
     b = [r["loss"] for r in plain if "loss" in r]

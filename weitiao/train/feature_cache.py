@@ -10,7 +10,9 @@ rotary embeddings, pooling and head. The frozen part always runs in eval mode (w
 a frozen bottom as a feature extractor, cached or not), which is what makes the cache exact.
 
 Storage: one flat float32 [total_tokens, hidden] array plus offsets; in memory when it fits
-`max_bytes`, else a memory-mapped file in the run folder.
+`max_bytes`, else a memory-mapped file in the run folder. When every layer is frozen (head_only)
+and the model's classification head reads only the first token (BERT-style pooling, listed in
+FIRST_TOKEN_HEADS), only that token's vector is kept: one row per example instead of one per token.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ import torch
 from torch import nn
 
 from weitiao.strategies.layers import find_layer_stack, find_parts, unwrap
+
+
+# Model types whose sequence-classification head reads only position 0 of the last layer's output
+# (pooler or classifier on hidden[:, 0]); read off their transformers modeling files.
+FIRST_TOKEN_HEADS = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "albert", "mpnet"}
 
 
 def frozen_bottom(model: nn.Module) -> int:
@@ -96,6 +103,8 @@ class FeatureCache:
         self.as_tuple = False
         self.bytes = 0
         self.report: dict = {}
+        model_type = getattr(unwrap(model).config, "model_type", None)
+        self.first_token_only = k == len(self.stack) and model_type in FIRST_TOKEN_HEADS
 
     @torch.no_grad()
     def build(self, name: str, batches, make_inputs, lengths: list[int], device, folder: Path | None, max_bytes: int) -> None:
@@ -108,6 +117,8 @@ class FeatureCache:
             folder: where to put a memory-mapped file when the features exceed `max_bytes`.
         """
         hidden = self.stack[self.k - 1]
+        if self.first_token_only:
+            lengths = [1] * len(lengths)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum(lengths)
         width = unwrap(self.model).config.hidden_size
@@ -145,6 +156,7 @@ class FeatureCache:
     def batch(self, name: str, index: list[int], longest: int) -> torch.Tensor:
         """Cached features of these examples, zero-padded: [len(index), longest, hidden]."""
         store, offsets = self.splits[name]
+        longest = 1 if self.first_token_only else longest
         out = torch.zeros((len(index), longest, store.shape[1]), pin_memory=torch.cuda.is_available())  # pinned: async copy to the GPU
         for row, i in enumerate(index):
             n = offsets[i + 1] - offsets[i]

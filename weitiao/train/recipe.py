@@ -309,12 +309,13 @@ def build_feature_cache(model, k: int, encoded: dict, pad_id: int, num_labels: i
                     enc.lengths, device, run_dir, int(t.feature_cache_memory_gb * 2**30))
         seconds[split] = round(time.perf_counter() - start, 2)
     layers = len(cache.stack)
-    cache.report = {"frozen_layers": k, "of_layers": layers, "megabytes": round(cache.bytes / 2**20, 1),
+    cache.report = {"frozen_layers": k, "of_layers": layers, "megabytes": round(cache.bytes / 2**20, 1), "first_token_only": cache.first_token_only,
                     "memory_mapped": cache.bytes > t.feature_cache_memory_gb * 2**30,
                     "build_seconds": round(sum(seconds.values()), 2), "build_seconds_train": seconds["train"]}
     log.write({"feature_cache": cache.report})
     say(f"feature cache: embeddings and layers 0-{k - 1} of {layers} run once ({cache.report['megabytes']} MB, "
-        f"{cache.report['build_seconds']} s); each step now runs {layers - k} of {layers} layers")
+        f"{cache.report['build_seconds']} s{'; the head reads only the first token, so only it is kept' if cache.first_token_only else ''}); "
+        f"each step now runs {layers - k} of {layers} layers")
     return cache
 
 
