@@ -155,16 +155,10 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
 
 
 def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoint: Path | None) -> Path:
-    import numpy as np
-    import torch
-    from accelerate.utils import gather_object
-
     from weitiao.data.batching import length_grouped_batches, padding_fraction
-    from weitiao.evaluate.metrics import classification_metrics, headline
     from weitiao.strategies.l2sp import l2sp_for
     from weitiao.strategies.lr_groups import build_param_groups, lr_table
     from weitiao.strategies.report import parameter_table
-    from weitiao.tasks import classification as task
     from weitiao.train.feature_cache import frozen_bottom, frozen_modules
     from weitiao.train.loop import train_loop
     from weitiao.train.resume import config_hash, data_fingerprint
@@ -172,79 +166,34 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     data, tokenizer, encoded, selection = setup["data"], setup["tokenizer"], setup["encoded"], setup["selection"]
     model, t, s = selection.model, cfg.training, cfg.strategy
     names, multi, pad_id = data.labels.names, cfg.task.multi_label, tokenizer.pad_token_id or 0
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    say = globals()["say"] if main else (lambda msg="": None)
+    main, world = accelerator.is_main_process, accelerator.num_processes
+    tell = say if main else (lambda msg="": None)
 
     groups = build_param_groups(model, selection.all_trainable_later or None, t.lr, t.weight_decay,
                                 s.layer_lr_decay, s.head_lr, s.lr_overrides)
     l2sp = l2sp_for(model, setup["new_names"], s.l2sp, s.l2sp_beta, only={id(p) for g in groups for p in g["params"]})
 
-    say(f"run folder: {run_dir}")
-    say(f"data: {json.dumps(data.report)}")
-    say(f"strategy: {strategy_line(cfg)}; model: {cfg.model}; device: {accelerator.device}" + (f" x {world} processes" if world > 1 else ""))
-    say(parameter_table(model))
-    say("learning rates:\n" + lr_table(groups))
+    tell(f"run folder: {run_dir}")
+    tell(f"data: {json.dumps(data.report)}")
+    tell(f"strategy: {strategy_line(cfg)}; model: {cfg.model}; device: {accelerator.device}" + (f" x {world} processes" if world > 1 else ""))
+    tell(parameter_table(model))
+    tell("learning rates:\n" + lr_table(groups))
 
-    train_enc = encoded["train"]
-    lengths = train_enc.lengths
+    lengths = encoded["train"].lengths
     if t.auto_batch_size:
-        t = auto_batch(model, train_enc, lengths, t, pad_id, len(names), multi, accelerator, say)
+        t = auto_batch(model, encoded["train"], lengths, t, pad_id, len(names), multi, accelerator, tell)
     epoch_batches = lambda epoch: length_grouped_batches(lengths, t.batch_size, t.seed, epoch, group=t.group_by_length)  # noqa: E731
-    say(f"padding in training batches: {100 * padding_fraction(lengths, epoch_batches(0)):.1f}%")
+    tell(f"padding in training batches: {100 * padding_fraction(lengths, epoch_batches(0)):.1f}%")
 
     cache, k = None, (frozen_bottom(model) if selection.on_progress is None else 0)
     if k and t.feature_cache:
-        cache = build_feature_cache(model, k, encoded, pad_id, len(names), multi, t, accelerator.device, run_dir, log, say)
-
+        cache = build_feature_cache(model, k, encoded, pad_id, len(names), multi, t, accelerator.device, run_dir, log, tell)
     frozen = frozen_modules(model, k) if k else []
-    # On a GPU a step costs little compute but every new sequence length costs kernel selection and
-    # allocations: lengths rounded up to 8 keep the shapes few (measured in docs/benchmarks.md).
-    multiple = t.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
 
     def train_mode(m):
         m.train()
         for module in frozen:  # a frozen bottom is a feature extractor: no dropout in it, cached or not
             module.eval()
-
-    def make_batch(index):
-        batch = task.collate(train_enc, index, pad_id, len(names), multi, multiple)
-        if cache:
-            batch["cache_index"] = list(index)  # stays on the host (the loop moves only tensors)
-        return batch
-
-    def logits_of(m, batch, split="train", index=None):
-        if cache is None:
-            return m(**batch).logits
-        index = batch.pop("cache_index") if index is None else index
-        with cache.replaying(cache.batch(split, index, batch["input_ids"].shape[1])):
-            return m(**batch).logits
-
-    def compute_loss(m, batch):
-        labels = batch.pop("labels")
-        loss = task.loss_fn(logits_of(m, batch), labels, multi, s.label_smoothing)
-        return loss + l2sp.penalty() if l2sp else loss
-
-    def evaluate_on(m, split, shard: bool = True):
-        """Every process scores every world-th example; the pieces are gathered (each once).
-
-        With shard=False (the final scores, main process only) this process scores them all.
-        """
-        enc = encoded[split]
-        shard = shard and world > 1
-        mine = list(range(rank, len(enc), world)) if shard else list(range(len(enc)))
-        cached = cache is not None and split in cache.splits
-        forward = (lambda model_, batch, idx: logits_of(model_, batch, split, [mine[j] for j in idx])) if cached else None
-        probs_mine, loss_mine = task.predict_probs(accelerator.unwrap_model(m), enc.subset(mine), pad_id, len(names), multi,
-                                                   t.eval_batch_size, accelerator.device, forward)
-        piece = (mine, probs_mine, (loss_mine or 0.0) * len(mine))
-        pieces = gather_object([piece]) if shard else [piece]
-        probs = np.zeros((len(enc), len(names)), dtype=np.float32)
-        for index, p, _ in pieces:
-            probs[index] = p
-        loss = sum(piece[2] for piece in pieces) / max(len(enc), 1)
-        metrics = classification_metrics(probs, encoded[split].labels, names, multi, cfg.task.threshold)
-        metrics["loss"] = loss
-        return metrics
 
     def save_best(m):
         if selection.peft:
@@ -252,27 +201,103 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
         else:
             save_model(m, tokenizer, run_dir / "model")
 
-    result = train_loop(model, accelerator, param_groups=groups, epoch_batches=epoch_batches, make_batch=make_batch,
-                        compute_loss=compute_loss, evaluate=lambda m: headline(evaluate_on(m, "validation")), save_best=save_best,
+    steps = ClassifierSteps(cfg, encoded, names, pad_id, cache, l2sp, accelerator)
+    result = train_loop(model, accelerator, param_groups=groups, epoch_batches=epoch_batches, make_batch=steps.make_batch,
+                        compute_loss=steps.loss, evaluate=steps.validation_headline, save_best=save_best,
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
                         checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data)}, train_mode=train_mode)
-    if not main:
-        return run_dir
+    if main:
+        finish(cfg, setup, run_dir, accelerator, log, steps, result, cache)
+    return run_dir
+
+
+class ClassifierSteps:
+    """What the loop asks of a classification run: batches from indices, the loss of a batch,
+    metrics of a split. With a feature cache, the frozen bottom's output is replayed."""
+
+    def __init__(self, cfg: RunConfig, encoded: dict, names: list[str], pad_id: int, cache, l2sp, accelerator):
+        self.cfg, self.encoded, self.names, self.pad_id = cfg, encoded, names, pad_id
+        self.multi = cfg.task.multi_label
+        self.cache, self.l2sp, self.accelerator = cache, l2sp, accelerator
+        # On a GPU a step costs little compute but every new sequence length costs kernel selection and
+        # allocations: lengths rounded up to 8 keep the shapes few (measured in docs/benchmarks.md).
+        self.multiple = cfg.training.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
+
+    def make_batch(self, index: list[int]) -> dict:
+        from weitiao.tasks import classification as task
+
+        batch = task.collate(self.encoded["train"], index, self.pad_id, len(self.names), self.multi, self.multiple)
+        if self.cache:
+            batch["cache_index"] = list(index)  # stays on the host (the loop moves only tensors)
+        return batch
+
+    def logits(self, m, batch: dict, split: str = "train", index: list[int] | None = None):
+        if self.cache is None:
+            return m(**batch).logits
+        index = batch.pop("cache_index") if index is None else index
+        with self.cache.replaying(self.cache.batch(split, index, batch["input_ids"].shape[1])):
+            return m(**batch).logits
+
+    def loss(self, m, batch: dict):
+        from weitiao.tasks import classification as task
+
+        labels = batch.pop("labels")
+        loss = task.loss_fn(self.logits(m, batch), labels, self.multi, self.cfg.strategy.label_smoothing)
+        return loss + self.l2sp.penalty() if self.l2sp else loss
+
+    def validation_headline(self, m) -> dict:
+        from weitiao.evaluate.metrics import headline
+
+        return headline(self.evaluate(m, "validation"))
+
+    def evaluate(self, m, split: str, shard: bool = True) -> dict:
+        """Every process scores every world-th example; the pieces are gathered (each once).
+
+        With shard=False (the final scores, main process only) this process scores them all.
+        """
+        import numpy as np
+        from accelerate.utils import gather_object
+
+        from weitiao.evaluate.metrics import classification_metrics
+        from weitiao.tasks import classification as task
+
+        acc, enc = self.accelerator, self.encoded[split]
+        world = acc.num_processes
+        shard = shard and world > 1
+        mine = list(range(acc.process_index, len(enc), world)) if shard else list(range(len(enc)))
+        cached = self.cache is not None and split in self.cache.splits
+        forward = (lambda model_, batch, idx: self.logits(model_, batch, split, [mine[j] for j in idx])) if cached else None
+        probs_mine, loss_mine = task.predict_probs(acc.unwrap_model(m), enc.subset(mine), self.pad_id, len(self.names), self.multi,
+                                                   self.cfg.training.eval_batch_size, acc.device, forward)
+        piece = (mine, probs_mine, (loss_mine or 0.0) * len(mine))
+        pieces = gather_object([piece]) if shard else [piece]
+        probs = np.zeros((len(enc), len(self.names)), dtype=np.float32)
+        for index, p, _ in pieces:
+            probs[index] = p
+        metrics = classification_metrics(probs, enc.labels, self.names, self.multi, self.cfg.task.threshold)
+        metrics["loss"] = sum(piece[2] for piece in pieces) / max(len(enc), 1)
+        return metrics
+
+
+def finish(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, steps: ClassifierSteps, result, cache) -> None:
+    """Main process, after training: the best model into model/, its final scores, metrics.json."""
+    from weitiao.evaluate.metrics import headline
+
     accelerator.free_memory()  # the optimizer state goes before the final scoring
-    model = accelerator.unwrap_model(model)
+    model = accelerator.unwrap_model(setup["selection"].model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    best = merge_adapter(model, run_dir, tokenizer) if selection.peft else load_best(model, run_dir / "model")
+    best = merge_adapter(model, run_dir, setup["tokenizer"]) if setup["selection"].peft else load_best(model, run_dir / "model")
     best.eval()
-    final = {split: evaluate_on(best, split, shard=False) for split in ("validation", "test") if split in encoded}
-    final["train"] = train_report(result, t.metric, cache, trainable)
-    if setup["probe"]:
-        after = setup["probe"].score(setup["probe"].encoder_state(best), accelerator.device)
-        final["probe"] = {"run": s.probe, "before": setup["probe_before"], "after": after}
-        say(f"forgetting probe ({s.probe}): " + ", ".join(f"{k} {setup['probe_before'][k]:.4f} -> {after[k]:.4f}" for k in after if k in ("accuracy", "f1_micro")))
+    final = {split: steps.evaluate(best, split, shard=False) for split in ("validation", "test") if split in steps.encoded}
+    final["train"] = train_report(result, cfg.training.metric, cache, trainable)
+    probe = setup["probe"]
+    if probe:
+        before, after = setup["probe_before"], probe.score(probe.encoder_state(best), accelerator.device)
+        final["probe"] = {"run": cfg.strategy.probe, "before": before, "after": after}
+        say(f"forgetting probe ({cfg.strategy.probe}): " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in after if k in ("accuracy", "f1_micro")))
     (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
     log.write({"final": {k: headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
     summarize(final, run_dir)
-    return run_dir
 
 
 def enable_checkpointing(model) -> None:
