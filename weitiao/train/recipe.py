@@ -330,7 +330,8 @@ def build_feature_cache(model, k: int, encoded: dict, pad_id: int, num_labels: i
     for split in ("train", "validation"):
         start = time.perf_counter()
         enc = encoded[split]
-        cache.build(split, sorted_batches(enc.lengths, t.eval_batch_size), lambda idx, enc=enc: task.collate(enc, idx, pad_id, num_labels, multi),
+        # Training-size batches: the pass keeps no activations, so this never needs more memory than a training step
+        cache.build(split, sorted_batches(enc.lengths, t.batch_size), lambda idx, enc=enc: task.collate(enc, idx, pad_id, num_labels, multi),
                     enc.lengths, device, run_dir, int(t.feature_cache_memory_gb * 2**30))
         seconds[split] = round(time.perf_counter() - start, 2)
     layers = len(cache.stack)
@@ -417,20 +418,29 @@ def merge_adapter(peft_model, run_dir: Path, tokenizer):
 
 
 def load_best(model, model_dir: Path):
-    """The best weights (model/) into the model that trained, so that no second copy is built."""
-    from safetensors.torch import load_file
+    """The best weights (model/) into the model that trained, so that no second copy is built.
+
+    Tensor by tensor from the file, skipping the frozen parameters (bitwise what is in memory
+    already): the peak grows by one tensor, not by a second model.
+    """
+    import torch
+    from safetensors import safe_open
 
     weights = model_dir / "model.safetensors"
-    if not weights.is_file():  # a sharded save: let transformers assemble it
-        from weitiao.tasks.classification import build_model_from_run
+    own = model.state_dict()
+    if weights.is_file():
+        with safe_open(str(weights), "pt") as f:
+            keys = list(f.keys())
+            if set(keys) <= own.keys():  # tied weights may be absent from the file
+                frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+                with torch.no_grad():
+                    for key in keys:
+                        if key not in frozen:
+                            own[key].copy_(f.get_tensor(key))
+                return model
+    from weitiao.tasks.classification import build_model_from_run  # a sharded save, or keys it does not know
 
-        return build_model_from_run(model_dir)
-    _, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)  # tied weights may be absent
-    if unexpected:
-        from weitiao.tasks.classification import build_model_from_run
-
-        return build_model_from_run(model_dir)
-    return model
+    return build_model_from_run(model_dir)
 
 
 def save_model(model, tokenizer, target: Path) -> None:
