@@ -59,3 +59,21 @@ def write_file(path: Path, content: str | bytes) -> str:
     else:
         path.write_text(content, encoding="utf-8")
     return str(path)
+
+
+def train_tiny(base: tuple, name: str, strategy, **training) -> tuple[Path, list[dict]]:
+    """One CLI run on a (tmp, model, train, dev) fixture: 1 epoch, batch 16, lr 1e-3, a loss logged
+    every step. Returns the run folder and its metrics.jsonl records."""
+    import json
+
+    from weitiao.cli import main
+
+    tmp, model, train_file, dev = base
+    cfg = {"version": 1, "model": str(model),
+           "data": {"train": str(train_file), "validation": str(dev), "text_column": "sentence", "label_column": "label", "max_length": 48},
+           "strategy": strategy,
+           "training": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "log_every": 1, "progress": False, **training},
+           "output": {"dir": str(tmp / "runs")}}
+    assert main(["train", str(write_config(tmp / f"{name}.yaml", cfg)), "--name", name, "--overwrite"]) == 0
+    run = tmp / "runs" / name
+    return run, [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

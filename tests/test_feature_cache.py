@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from helpers import sst2_slice, tiny_bert, write_config
+from helpers import sst2_slice, tiny_bert, train_tiny
 
-from weitiao.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +16,7 @@ def base(tmp_path_factory):
 
 
 def train(base, name, strategy, **training):
-    tmp, model, train_file, dev = base
-    cfg = {"version": 1, "model": str(model),
-           "data": {"train": str(train_file), "validation": str(dev), "text_column": "sentence", "label_column": "label", "max_length": 48},
-           "strategy": strategy,
-           "training": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "log_every": 1, "eval_every": 8, "progress": False, **training},
-           "output": {"dir": str(tmp / "runs")}}
-    assert main(["train", str(write_config(tmp / f"{name}.yaml", cfg)), "--name", name, "--overwrite"]) == 0
-    run = tmp / "runs" / name
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return run, records
+    return train_tiny(base, name, strategy, **{"eval_every": 8, **training})
 
 
 @pytest.mark.parametrize("strategy, frozen", [("head_only", 3), ({"freeze_bottom": 1}, 1), ({"method": "train_top", "layers": 1}, 2)])

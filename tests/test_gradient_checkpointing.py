@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from helpers import sst2_slice, tiny_bert, write_config
+from helpers import sst2_slice, tiny_bert, train_tiny
 
-from weitiao.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +17,8 @@ def base(tmp_path_factory):
 
 
 def train(base, name, strategy, **training):
-    tmp, model, train_file, dev = base
-    cfg = {"version": 1, "model": str(model),
-           "data": {"train": str(train_file), "validation": str(dev), "text_column": "sentence", "label_column": "label", "max_length": 48},
-           "strategy": strategy,
-           "training": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "log_every": 1, "progress": False, **training},
-           "output": {"dir": str(tmp / "runs")}}
-    assert main(["train", str(write_config(tmp / f"{name}.yaml", cfg)), "--name", name, "--overwrite"]) == 0
-    records = [json.loads(line) for line in (tmp / "runs" / name / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in records if "loss" in r], tmp / "runs" / name
+    run, records = train_tiny(base, name, strategy, **training)
+    return [r["loss"] for r in records if "loss" in r], run
 
 
 # freeze_bottom without the cache: the first trained layer's input needs no grad (reentrant checkpointing would
