@@ -262,6 +262,7 @@ class ClassifierSteps:
         from weitiao.tasks import classification as task
         from weitiao.train.memory import release_host_memory
 
+        release_host_memory()  # what the training steps freed, before evaluation allocates its own
         acc, enc = self.accelerator, self.encoded[split]
         world = acc.num_processes
         shard = shard and world > 1
