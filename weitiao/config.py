@@ -137,6 +137,7 @@ class TrainingConfig(Section):
     max_bad_steps: int = Field(5, ge=1)  # non-finite losses/gradients in a row before stopping
     auto_batch_size: bool = False  # GPU: find the largest batch that fits, accumulating to keep the effective batch
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    prune_last_layer: bool = True  # BERT-style classifiers: the last layer computes only the token the head reads (exact)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more compute
     attention: Literal["auto", "eager", "sdpa"] = "auto"  # auto: eager on CPU (measured faster there), sdpa on GPU
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -93,6 +93,7 @@ def prepare(cfg: RunConfig) -> dict:
     from weitiao.models import resolve_model
     from weitiao.strategies import apply_strategy, get_strategy
     from weitiao.tasks import classification as task
+    from weitiao.train.last_layer import prune_last_layer
 
     quiet_hf()
     if cfg.training.num_threads:
@@ -108,13 +109,14 @@ def prepare(cfg: RunConfig) -> dict:
     model, new_names = task.build_model(path, data.labels.names, multi, cfg.strategy.dropout.model_dump(), attention)
     if cfg.training.gradient_checkpointing:
         enable_checkpointing(model)
+    pruned = cfg.training.prune_last_layer and prune_last_layer(model)
     probe = before = None
     if cfg.strategy.probe:
         probe = ForgettingProbe(cfg.strategy.probe, cfg.training.eval_batch_size)
         before = probe.score(probe.encoder_state(model), torch.device("cuda" if cuda else "cpu"))  # where `after` is scored
     selection = apply_strategy(model, cfg.strategy)
     return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "selection": selection, "model_path": path, "cuda": cuda,
-            "new_names": new_names, "probe": probe, "probe_before": before}
+            "new_names": new_names, "probe": probe, "probe_before": before, "pruned_last_layer": pruned}
 
 
 def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool, checkpoint: Path | None = None) -> Path:
@@ -177,6 +179,9 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     tell(f"data: {json.dumps(data.report)}")
     tell(f"strategy: {strategy_line(cfg)}; model: {cfg.model}; device: {accelerator.device}" + (f" x {world} processes" if world > 1 else ""))
     tell(parameter_table(model))
+    if setup["pruned_last_layer"]:
+        tell("last layer: the head reads only the first token, so that layer computes only its output "
+             "(keys and values still from every token; training.prune_last_layer: false turns this off)")
     tell("learning rates:\n" + lr_table(groups))
 
     lengths = encoded["train"].lengths
@@ -294,7 +299,7 @@ def finish(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, steps: 
     best = merge_adapter(model, run_dir, setup["tokenizer"]) if setup["selection"].peft else load_best(model, run_dir / "model")
     best.eval()
     final = {split: steps.evaluate(best, split, shard=False) for split in ("validation", "test") if split in steps.encoded}
-    final["train"] = train_report(result, cfg.training.metric, cache, trainable)
+    final["train"] = train_report(result, cfg.training.metric, cache, trainable, setup["pruned_last_layer"])
     probe = setup["probe"]
     if probe:
         before, after = setup["probe_before"], probe.score(probe.encoder_state(best), accelerator.device)
@@ -313,13 +318,13 @@ def enable_checkpointing(model) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def train_report(result, metric: str, cache, trainable: int) -> dict:
+def train_report(result, metric: str, cache, trainable: int, pruned_last_layer: bool) -> dict:
     """The `train` section of metrics.json."""
     return {"steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
             "samples_per_s": round(result.samples / result.seconds, 2), "tokens_per_s": round(result.tokens / result.seconds, 1),
             "best_step": result.best_step, "best_" + metric: result.best_metric, "stopped_early": result.stopped_early,
             "skipped_steps": result.skipped_steps, "feature_cache": cache.report if cache else None,
-            "trainable_params": trainable}
+            "trainable_params": trainable, "pruned_last_layer": pruned_last_layer}
 
 
 def build_feature_cache(model, k: int, encoded: dict, pad_id: int, num_labels: int, multi: bool, t, device, run_dir: Path, log, say):
