@@ -30,11 +30,14 @@ def rss_mb() -> float:
     return 0.0
 
 
+OUTSIDE = "other (imports, run folder, after the run)"
+
+
 class Phases:
     """The phase the run is in now, and the highest resident memory seen in each."""
 
     def __init__(self, every_s: float):
-        self.now, self.peak, self.order, self.every_s = "startup", {}, [], every_s
+        self.now, self.peak, self.order, self.every_s = OUTSIDE, {}, [], every_s
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -101,7 +104,7 @@ def main() -> int:
         top = max(phases.peak, key=phases.peak.get)
         print("\nresident memory by phase (highest sample, MB):")
         for phase in phases.order:
-            print(f"  {phase:<32} {phases.peak[phase]:8.0f}" + ("   <- peak" if phase == top else ""))
+            print(f"  {phase:<44} {phases.peak[phase]:8.0f}" + ("   <- peak" if phase == top else ""))
         print(f"  ru_maxrss {maxrss:.0f} MB")
         if args.out:
             Path(args.out).write_text(json.dumps({"phases": {p: round(phases.peak[p], 1) for p in phases.order},

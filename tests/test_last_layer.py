@@ -193,3 +193,21 @@ def test_runs_train_the_same_step_for_step(base, strategy):
     assert [r["train"]["pruned_last_layer"] for r in reports] == [True, False]
     assert abs(reports[0]["validation"]["loss"] - reports[1]["validation"]["loss"]) < 1e-5
     assert (reports[0]["train"]["feature_cache"] is not None) == (spec["method"] in ("head_only", "train_top"))
+
+
+def test_predicting_from_a_run_uses_the_pruned_layer_and_gives_the_same_logits(base):
+    from transformers import AutoTokenizer
+
+    from weitiao.predict import load_run
+
+    run, _ = train_tiny(base, "predict", "full")
+    _, model, _ = load_run(str(run))
+    tokenizer = AutoTokenizer.from_pretrained(str(run / "model"))
+    batch = dict(tokenizer(["a gripping , funny film", "dull", "it is neither good nor bad , just long"], padding=True, return_tensors="pt"))
+    model.eval()
+    assert last_layer_width(model, batch) == 1
+    with torch.no_grad():
+        pruned = model(**batch).logits
+        restore_last_layer(model)
+        whole = model(**batch).logits
+    assert (pruned - whole).abs().max().item() < 1e-5

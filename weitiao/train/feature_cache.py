@@ -154,9 +154,12 @@ class FeatureCache:
         self.bytes += size
 
     def batch(self, name: str, index: list[int], longest: int) -> torch.Tensor:
-        """Cached features of these examples, zero-padded: [len(index), longest, hidden]."""
+        """Cached features of these examples, zero-padded: [len(index), longest, hidden] ([len(index), 1, hidden]
+        when only the first token is kept)."""
         store, offsets = self.splits[name]
-        longest = 1 if self.first_token_only else longest
+        if self.first_token_only:  # one row per example: a single gather
+            out = torch.from_numpy(np.asarray(store[offsets[index]]))[:, None]
+            return out.pin_memory() if torch.cuda.is_available() else out
         out = torch.zeros((len(index), longest, store.shape[1]), pin_memory=torch.cuda.is_available())  # pinned: async copy to the GPU
         for row, i in enumerate(index):
             n = offsets[i + 1] - offsets[i]

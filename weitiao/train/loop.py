@@ -140,13 +140,15 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
         accelerator.wait_for_everyone()
 
     set_train(model)
+    learning = [p for p in model.parameters() if p.requires_grad]  # walked every step: only these can hold gradients
     micros, step_loss = 0, None  # micro-batches since the last optimizer step, the sum of their losses (on the device)
     while st.step < total and not st.stopped:
         batches = epoch_batches(st.epoch)
         for micro in range(st.next_batch, len(batches)):
             index = batches[micro]
             if on_progress and micro % opts.grad_accum == 0 and on_progress(st.epoch, st.step):
-                trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+                learning = [p for p in model.parameters() if p.requires_grad]
+                trainable = sum(p.numel() for p in learning)
                 write({"step": st.step, "epoch": st.epoch, "trainable_params": trainable})
                 if main:
                     bar.write(f"step {st.step}: trainable parameters now {trainable:,}")
@@ -170,7 +172,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
                 continue
 
             # One optimizer step, unless the gradients are not finite.
-            params = [p for p in model.parameters() if p.grad is not None]
+            params = [p for p in learning if p.grad is not None]
             norm = accelerator.clip_grad_norm_(params, opts.max_grad_norm or float("inf"))
             norm = torch.zeros((), device=step_loss.device) if norm is None else norm.detach().float().to(step_loss.device)
             norm, loss_sum = torch.stack([norm, step_loss]).tolist()  # the step's one host-device sync
