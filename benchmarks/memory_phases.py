@@ -1,8 +1,8 @@
 """Where a weitiao run's peak memory is: resident memory sampled every few ms, attributed to phases.
 
 Runs `python -m weitiao ...` in this process, with a thread reading VmRSS from /proc/self/status
-every `--every-ms`, and names the phase the main thread is in (startup, feature cache, training
-step, evaluation, saving the best model, checkpoint, final scoring) by wrapping the callables the
+every `--every-ms`, and names the phase the main thread is in (setup, feature cache, training
+steps, evaluation, saving the best model, checkpoint, final scoring) by wrapping the callables the
 recipe hands to its loop, as benchmarks/weitiao_timed.py does. weitiao itself runs unchanged.
 
     .venv/bin/python benchmarks/memory_phases.py [--out phases.json] -- train CONFIG --name X --overwrite --set ...
@@ -71,7 +71,6 @@ def instrument(phases: Phases) -> None:
     real_loop = loop.train_loop
 
     def loop_with_phases(model, accelerator, **kw):
-        kw["make_batch"] = phases.within("training steps", kw["make_batch"])
         kw["evaluate"] = phases.within("epoch-end evaluation", kw["evaluate"])
         kw["save_best"] = phases.within("saving the best model", kw["save_best"])
         return phases.within("training steps", real_loop)(model, accelerator, **kw)
