@@ -31,10 +31,43 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> str:
     return str(path)
 
 
-def test_ids_give_a_label_per_id_up_to_the_largest():
+def test_ids_give_a_label_per_id_seen():
     labels = from_cells(["0", "2", "1", "2"])
     assert labels.names == ["0", "1", "2"]
     assert encode(labels, ["2", "0", 1]) == [2, 0, 1]  # JSON ints and digit strings alike
+
+
+def test_ratings_1_to_5_are_five_classes():
+    labels = from_cells(["5", "1", "3", 2, "4", "10"])
+    assert labels.names == ["1", "2", "3", "4", "5", "10"]  # no phantom class 0 (or 6..9); sorted as numbers
+    assert encode(labels, ["1", 5, "05", "10"]) == [0, 4, 4, 5]
+
+
+def test_ratings_1_to_5_train_a_five_class_model(tmp_path):
+    rows = [(f"review number {i}", str(1 + i % 5)) for i in range(50)]
+    train = write_csv(tmp_path / "train.csv", rows)
+    data = load_data(DataConfig(train=train, validation=train), multi_label=False, seed=0)
+    assert data.labels.names == ["1", "2", "3", "4", "5"]
+    assert sorted(set(data.train.labels)) == [0, 1, 2, 3, 4]
+
+
+def test_a_label_seen_only_on_dropped_rows_is_not_a_class(tmp_path):
+    # "neutral" is only on a row whose text is empty, which cleaning drops.
+    train = write_csv(tmp_path / "train.csv", [("good", "pos"), ("bad", "neg"), (" ", "neutral"), ("fine", "pos")])
+    dev = write_csv(tmp_path / "dev.csv", [("great", "pos"), ("awful", "neg")])
+    data = load_data(DataConfig(train=train, validation=dev), multi_label=False, seed=0)
+    assert data.labels.names == ["neg", "pos"]
+    assert data.train.labels == [1, 0, 1]
+    assert data.report["labels_only_on_dropped_rows"] == ["neutral"]
+    assert data.report["labels"] == 2
+
+
+def test_ids_seen_only_on_dropped_rows_are_not_classes(tmp_path):
+    train = write_csv(tmp_path / "train.csv", [("good", "1"), ("bad", "3"), ("", "7"), ("ok", "3")])
+    data = load_data(DataConfig(train=train, validation=write_csv(tmp_path / "dev.csv", [("x", "1"), ("y", "3")])),
+                     multi_label=False, seed=0)
+    assert data.labels.names == ["1", "3"]
+    assert data.validation.labels == [0, 1]
 
 
 def test_names_are_sorted_into_ids():
@@ -77,8 +110,8 @@ def test_labels_named_with_digits_are_read_as_names():
 def test_multi_label_cells_encode_to_sorted_id_lists():
     cells = ["3,5", "27", " 5 , 3 ,3", ["2", "0"]]
     labels = from_cells(cells, ",")
-    assert len(labels) == 28
-    assert encode(labels, cells, ",") == [[3, 5], [27], [3, 5], [0, 2]]
+    assert labels.names == ["0", "2", "3", "5", "27"]
+    assert encode(labels, cells, ",") == [[2, 3], [4], [2, 3], [0, 1]]
 
 
 def test_several_labels_in_a_single_label_task_point_at_multi_label():

@@ -64,13 +64,18 @@ def load_data(data, multi_label: bool, seed: int) -> DataBundle:
     train, table = read_examples(data.train, "data.train", data, None, multi_label)
     labels = label_set(data, table, multi_label)
     train.labels = labels.encode([r.get(data.label_column) for r in table.rows], data.label_separator if multi_label else None, "data.train", table)
-    if len(labels) < 2 and not multi_label:
-        raise UserError("data.label_column", f"'{data.label_column}' in '{data.train}' has only {len(labels)} distinct label(s)", "a classifier needs at least 2 labels")
 
-    report: dict = {"labels": len(labels)}
+    report: dict = {}
     train, report["train"] = clean_split(train, data.drop_duplicates)
     if len(train) == 0:  # before the split, which would only say that 0 rows are too few
         raise UserError("data.train", f"no training rows left after cleaning '{data.train}' ({report['train']})", "check that the text column holds text")
+    if not (data.labels or data.labels_file):  # the classes are the labels of the rows that are kept
+        labels, train.labels, unused = labels.restricted(train.labels)
+        if unused:
+            report["labels_only_on_dropped_rows"] = unused
+    report = {"labels": len(labels), **report}
+    if len(labels) < 2 and not multi_label:
+        raise UserError("data.label_column", f"'{data.label_column}' in '{data.train}' has only {len(labels)} distinct label(s)", "a classifier needs at least 2 labels")
     validation = test = None
     if data.validation:
         validation, _ = read_examples(data.validation, "data.validation", data, labels, multi_label)
@@ -80,9 +85,10 @@ def load_data(data, multi_label: bool, seed: int) -> DataBundle:
         test, report["test"] = clean_split(test, drop_duplicates=False)
     if validation is None:
         s = data.split
-        train, validation, split_test = split_examples(train, s.train, s.validation, s.test if test is None else 0.0, seed)
+        train, validation, split_test, stratified_by = split_examples(train, s.train, s.validation, s.test if test is None else 0.0, seed)
         test = test if test is not None else split_test
-        report["split"] = {"train": len(train), "validation": len(validation), "test": len(test) if test else 0, "seed": seed}
+        report["split"] = {"train": len(train), "validation": len(validation), "test": len(test) if test else 0, "seed": seed,
+                           "stratified_by": stratified_by}
 
     leaked = find_leakage(train, [x for x in (validation, test) if x is not None])
     report["leakage"] = {"train_rows_in_eval": len(leaked), "dropped": bool(data.drop_leakage and leaked)}

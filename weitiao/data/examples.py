@@ -50,7 +50,7 @@ def _as_text(value, table: Table, i: int, field: str, column: str) -> str:
     return str(value)
 
 
-MAX_LABELS = 100_000  # label ids past this are record ids or timestamps, not classes
+MAX_LABELS = 100_000  # more distinct labels than this are record ids or timestamps, not classes
 
 
 class LabelSet:
@@ -69,29 +69,43 @@ class LabelSet:
 
     @classmethod
     def from_cells(cls, cells: list, separator: str | None, field: str, table: Table) -> "LabelSet":
+        """The labels that occur in `cells`, sorted: numerically for ids, alphabetically for names.
+
+        Ids are labels like any other: ratings 1..5 are five classes, never range(max + 1).
+        """
         parts = [p for c in cells for p in split_cell(c, separator)]
         kind = cell_kind(parts, cells, separator, field, table)
-        if kind == "id":
-            top = max((_id(p) for p in parts), default=-1)
-            if top >= MAX_LABELS:
-                big = next(p for p in parts if _id(p) == top)
-                raise UserError(field, f"label column in '{table.path}' holds the label id {_short(big)}: ids are read as 0..N-1, "
-                                       f"so that would make over {MAX_LABELS} classes",
-                                "number the labels from 0, use label names, or list the labels in data.labels")
-            return cls([str(i) for i in range(top + 1)])
-        return cls(sorted({str(p).strip() for p in parts}))
+        names = [str(i) for i in sorted({_id(p) for p in parts})] if kind == "id" else sorted({str(p).strip() for p in parts})
+        if len(names) > MAX_LABELS:
+            raise UserError(field, f"label column in '{table.path}' holds {len(names)} distinct labels, more than {MAX_LABELS}",
+                            "point data.label_column at the labels (not at a record id), or list the labels in data.labels")
+        return cls(names)
+
+    def restricted(self, labels: list) -> tuple["LabelSet", list, list[str]]:
+        """Only the labels that `labels` (ids, or lists of ids) use, renumbered in the same order.
+
+        Returns:
+            (the smaller set, `labels` in its ids, the names that were left out).
+        """
+        used = sorted({i for x in labels for i in (x if isinstance(x, list) else [x])})
+        if len(used) == len(self.names):
+            return self, labels, []
+        new = {old: k for k, old in enumerate(used)}
+        remapped = [[new[i] for i in x] if isinstance(x, list) else new[x] for x in labels]
+        return LabelSet([self.names[i] for i in used]), remapped, [n for i, n in enumerate(self.names) if i not in new]
 
     def encode(self, cells: list, separator: str | None, field: str, table: Table) -> list:
         """Cells -> ids (single-label) or lists of ids (multi-label, `separator` set)."""
         parts = [p for c in cells for p in split_cell(c, separator)]
         kind = cell_kind(parts, cells, separator, field, table)
+        all_ids = kind == "id"
         if kind == "id" and self.names and all(_is_id(n) for n in self.names):
             kind = "name"  # labels named "1".."5" (star ratings): the cell "5" is the label "5", not id 5
         out = []
         for i, cell in enumerate(cells):
             ids = []
             for p in split_cell(cell, separator):
-                key = _id(p) if kind == "id" else _as_name(p)
+                key = _id(p) if kind == "id" else _as_name(p, numeric=all_ids)
                 ok = (0 <= key < len(self.names)) if kind == "id" else key in self.index
                 if not ok:
                     shown = self.names if len(self.names) <= 30 else self.names[:30] + ["..."]
@@ -120,7 +134,10 @@ def split_cell(cell, separator: str | None) -> list:
     return [cell]
 
 
-def _as_name(p) -> str:
+def _as_name(p, numeric: bool = False) -> str:
+    """A cell as a label name; `numeric`: every cell is an id, so "05" and 5.0 are the label "5"."""
+    if numeric:
+        return str(_id(p))
     return str(int(p)) if isinstance(p, float) and p.is_integer() else str(p).strip()
 
 
