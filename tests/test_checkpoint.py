@@ -93,3 +93,49 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, m
 
 def test_list_checkpoints_of_a_missing_folder_is_empty(tmp_path):
     assert list_checkpoints(tmp_path / "none") == []
+
+
+class _RunsCode:
+    """A pickle that runs a command when loaded (what a hostile state.pt would hold)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_state_pt_is_refused_and_runs_nothing(tmp_path):
+    from weitiao.errors import UserError
+
+    folder = save_checkpoint(tmp_path / "checkpoints", 3, state(3), {"step": 3}, keep=1)
+    marker = tmp_path / "pwned"
+    torch.save({"model": {}, "payload": _RunsCode(marker)}, folder / "state.pt")
+    # whoever crafted it can write a matching manifest too: the checksum proves nothing
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["state.pt"] = sha256(folder / "state.pt")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert verify(folder)
+    with pytest.raises(UserError) as info:
+        load_checkpoint(folder)
+    assert info.value.field == "--resume" and "state.pt" in info.value.problem
+    assert not marker.exists()
+
+
+def test_the_loop_state_round_trips_with_weights_only(tmp_path):
+    """Every random state the loop saves is a tensor or a plain value."""
+    import random
+
+    import numpy as np
+
+    from weitiao.train.loop import _rng_state, _set_rng_state
+
+    np.random.seed(7)
+    random.seed(7)
+    torch.manual_seed(7)
+    folder = save_checkpoint(tmp_path, 1, {"rng": _rng_state()}, {}, keep=1)
+    expected = (np.random.rand(3), random.random(), torch.rand(2))
+    _set_rng_state(load_checkpoint(folder)[0]["rng"])
+    assert np.array_equal(np.random.rand(3), expected[0]) and random.random() == expected[1] and torch.equal(torch.rand(2), expected[2])

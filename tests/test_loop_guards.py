@@ -27,12 +27,12 @@ def run(tmp_path, loss_at, **opts):
     snapshots = []
 
     def compute_loss(m, batch):
-        loss = ((m(batch["x"]).squeeze(-1) - batch["y"]) ** 2).mean()
+        loss = ((m(batch["x"]).squeeze(-1) - batch["y"]) ** 2).sum()  # the loop divides by the targets
         seen["micro"] += 1
         snapshots.append(m.weight.detach().clone())
         return loss_at(seen["micro"] - 1, loss)
 
-    options = TrainingConfig(epochs=2, batch_size=8, lr=0.3, scheduler="constant", progress=False, warmup_ratio=0.0, **opts)
+    options = TrainingConfig(**{"epochs": 2, "batch_size": 8, "lr": 0.3, "scheduler": "constant", "progress": False, "warmup_ratio": 0.0, **opts})
     log = MetricsLog(tmp_path / "metrics.jsonl")
     result = train_loop(model, Accelerator(cpu=True), param_groups=[{"params": list(model.parameters()), "lr": 0.3}],
                         epoch_batches=lambda e: [list(range(i, i + 8)) for i in range(0, 64, 8)],
@@ -87,3 +87,14 @@ def test_auto_batch_size_halves_until_it_fits_and_keeps_the_effective_batch():
     assert fit_batch_size(lambda size: None, 32, 2) == (32, 2)
     with pytest.raises(torch.OutOfMemoryError):
         fit_batch_size(lambda size: (_ for _ in ()).throw(torch.OutOfMemoryError("no")), 4, 1)
+
+
+def test_out_of_memory_at_batch_size_1_does_not_suggest_a_smaller_batch(tmp_path):
+    def oom(i, loss):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(TrainingStopped) as e:
+        run(tmp_path, oom, batch_size=1)
+    message = str(e.value)
+    assert "even one example does not fit" in message and "gradient_checkpointing: true" in message
+    assert "training.batch_size: 1 with" not in message and "auto_batch_size" not in message

@@ -7,6 +7,8 @@ validated `RunConfig`, never the raw YAML.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import reprlib
 from pathlib import Path
 from typing import Any, Literal
@@ -109,6 +111,20 @@ class StrategyConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     probe: str | None = None  # forgetting probe: a previous run folder
 
+    @field_validator("lr_overrides")
+    @classmethod
+    def _valid_overrides(cls, v: dict[str, float]) -> dict[str, float]:
+        for pattern, lr in v.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise UserError("strategy.lr_overrides", f"{pattern!r} is not a regular expression ({e})",
+                                r"fix the pattern (Python re syntax; escape dots: 'encoder\.layer\.0\.')") from None
+            if not (math.isfinite(lr) and lr > 0):
+                raise UserError("strategy.lr_overrides", f"the learning rate of {pattern!r} is {lr}",
+                                "give a learning rate above 0, e.g. 1.0e-5 (to freeze those parameters use strategy.exclude)")
+        return v
+
 
 class TrainingConfig(Section):
     epochs: float = Field(1, gt=0)
@@ -128,7 +144,7 @@ class TrainingConfig(Section):
     pad_to_multiple_of: int | None = Field(None, ge=1)  # training batches; default: 8 on a GPU (fewer distinct shapes), 1 on CPU
     eval_every: int | None = Field(None, ge=1)  # optimizer steps; default: every epoch
     log_every: int = Field(10, ge=1)
-    metric: str = "accuracy"  # the validation metric that picks the best model
+    metric: str | None = None  # the validation metric that picks the best model; default: the task's (accuracy; multi-label: f1_micro)
     patience: int | None = Field(None, ge=1)  # early stopping: evaluations without improvement
     checkpoint_every: int | None = Field(None, ge=1)  # optimizer steps; always at epoch end
     keep_checkpoints: int = Field(2, ge=1)
@@ -136,7 +152,7 @@ class TrainingConfig(Section):
     feature_cache_memory_gb: float = Field(4.0, ge=0)  # larger caches go to a memory-mapped file in the run folder
     max_bad_steps: int = Field(5, ge=1)  # non-finite losses/gradients in a row before stopping
     auto_batch_size: bool = False  # GPU: find the largest batch that fits, accumulating to keep the effective batch
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None  # None: accelerate launch's setting, else no
     prune_last_layer: bool = True  # BERT-style classifiers: the last layer computes only the token the head reads (exact)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more compute
     attention: Literal["auto", "eager", "sdpa"] = "auto"  # auto: eager on CPU (measured faster there), sdpa on GPU
@@ -164,6 +180,21 @@ class RunConfig(Section):
         if v != SCHEMA_VERSION:
             raise ValueError(f"this weitiao reads config version {SCHEMA_VERSION}")
         return v
+
+    @model_validator(mode="after")
+    def _task_metric(self):
+        """The task's default metric when none is named; a metric the task does not produce is refused
+        here, before anything is trained (it would never pick a best model)."""
+        from weitiao.evaluate.metrics import default_metric, metric_names
+
+        multi = self.task.multi_label
+        if self.training.metric is None:
+            self.training.metric = default_metric(multi)
+        elif self.training.metric not in metric_names(multi):
+            kind = "multi-label classification" if multi else "classification"
+            raise UserError("training.metric", f"{self.training.metric!r} is not a metric of {kind}",
+                            f"use one of {', '.join(metric_names(multi))}")
+        return self
 
     @field_validator("task", mode="before")
     @classmethod

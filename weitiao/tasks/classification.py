@@ -117,13 +117,16 @@ def label_tensor(labels: list, num_labels: int, multi_label: bool) -> torch.Tens
     return target
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, label_smoothing: float = 0.0) -> torch.Tensor:
-    """logits: [batch, num_labels]; mean loss over the batch."""
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, label_smoothing: float = 0.0,
+            reduction: str = "mean") -> torch.Tensor:
+    """logits: [batch, num_labels]; the loss per example (multi-label: averaged over the labels),
+    then its mean or ("sum") its sum over the batch."""
     if multi_label:
         if label_smoothing:
             labels = labels * (1 - label_smoothing) + 0.5 * label_smoothing
-        return F.binary_cross_entropy_with_logits(logits.float(), labels)
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        per_example = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(dim=1)
+        return per_example.sum() if reduction == "sum" else per_example.mean()
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction=reduction)
 
 
 def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:

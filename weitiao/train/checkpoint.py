@@ -99,7 +99,25 @@ def verify(folder: Path) -> bool:
 
 
 def load_checkpoint(folder: Path) -> tuple[dict, dict]:
-    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    """The state and meta of a checkpoint.
+
+    state.pt is read with weights_only=True: tensors and plain values only, so a run folder
+    someone hands you cannot run code when you resume it (its checksums prove nothing: whoever
+    wrote the file wrote them too).
+
+    Raises:
+        UserError: state.pt holds anything else (not written by weitiao, or tampered with).
+    """
+    import pickle
+
+    from weitiao.errors import UserError
+
+    try:
+        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise UserError("--resume", f"'{folder / 'state.pt'}' holds more than tensors and plain values, so it was not loaded ({first})",
+                        "resume only checkpoints written by this weitiao; otherwise start the run again") from None
     return state, json.loads((folder / "meta.json").read_text())
 
 

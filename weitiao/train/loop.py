@@ -65,6 +65,7 @@ def higher_is_better(metric: str) -> bool:
 def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: Callable[[int], list[list[int]]],
                make_batch: Callable[[list[int]], dict], compute_loss: Callable, evaluate: Callable[[object], dict],
                save_best: Callable[[object], None], run_dir: Path, log, opts,
+               count_targets: Callable[[dict], int] | None = None, penalty: Callable[[], torch.Tensor] | None = None,
                on_progress: Callable[[int, int], bool] | None = None, resume: Path | None = None,
                checkpoint_meta: dict | None = None, train_mode: Callable[[object], None] | None = None) -> LoopResult:
     """Train `model` as `opts` (the training section) says.
@@ -74,7 +75,12 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
         epoch_batches: epoch number -> list of batches (index lists) for that epoch; the same
             on every process (each process takes its share of every batch).
         make_batch: indices -> dict of CPU tensors (inputs and "labels").
-        compute_loss: (model, batch on device) -> scalar loss.
+        compute_loss: (model, batch on device) -> the loss summed over the batch's targets. The
+            loop divides by the targets of the whole accumulation window (on every process), so
+            k micro-batches of any sizes give the gradient of one batch of their union.
+        count_targets: CPU batch -> the number of targets its loss sums over (default: its rows;
+            a token-level task counts the labelled tokens).
+        penalty: () -> a regularizer added once per optimizer step (L2-SP), or None.
         evaluate: model -> metrics dict (with the metric named by opts.metric); called on
             every process.
         save_best: called (main process only) with the model when the metric improves.
@@ -103,7 +109,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
         st = _restore(resume, accelerator.unwrap_model(model), optimizer, scheduler)
     history: list[dict] = []
     bar = _progress(total, opts.progress and main, initial=st.step)
-    window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
+    window_log = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
     start = time.perf_counter()
 
     def write(record: dict) -> None:
@@ -141,50 +147,54 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
 
     set_train(model)
     learning = [p for p in model.parameters() if p.requires_grad]  # walked every step: only these can hold gradients
-    micros, step_loss = 0, None  # micro-batches since the last optimizer step, the sum of their losses (on the device)
+    count = count_targets or (lambda b: len(next(iter(b.values()))))
     while st.step < total and not st.stopped:
         batches = epoch_batches(st.epoch)
-        for micro in range(st.next_batch, len(batches)):
-            index = batches[micro]
-            if on_progress and micro % opts.grad_accum == 0 and on_progress(st.epoch, st.step):
+        for first in range(st.next_batch, len(batches), opts.grad_accum):
+            window = batches[first:first + opts.grad_accum]  # the micro-batches of one optimizer step (the last may be short)
+            if on_progress and on_progress(st.epoch, st.step):
                 learning = [p for p in model.parameters() if p.requires_grad]
                 trainable = sum(p.numel() for p in learning)
                 write({"step": st.step, "epoch": st.epoch, "trainable_params": trainable})
                 if main:
                     bar.write(f"step {st.step}: trainable parameters now {trainable:,}")
-            mine = index[rank::world] or index[:1]  # this process's share of the global batch
-            cpu_batch = make_batch(mine)
-            # Counted on the CPU copy: nothing in a step waits for the GPU but the one read below.
-            st.tokens += int(cpu_batch["attention_mask"].sum()) * world if "attention_mask" in cpu_batch else 0
-            batch = {k: _to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in cpu_batch.items()}
-            try:
-                with accelerator.autocast():
-                    loss = compute_loss(model, batch)
-                accelerator.backward(loss / opts.grad_accum)
-            except torch.cuda.OutOfMemoryError:
-                raise TrainingStopped(_oom_message(opts, batch, st)) from None
-            step_loss = loss.detach().float() if micros == 0 else step_loss + loss.detach().float()
-            micros += 1
-            st.samples += len(index)
-            window["samples"] += len(index)
+            cpu_batches = [make_batch(index[rank::world] or index[:1]) for index in window]  # this process's share of each
+            local_targets = sum(count(b) for b in cpu_batches)
+            targets = _window_targets(local_targets, accelerator)
+            step_loss = None  # the sum of the window's losses, on the device
+            for i, (index, cpu_batch) in enumerate(zip(window, cpu_batches)):
+                # Counted on the CPU copy: nothing in a step waits for the GPU but the one read below.
+                st.tokens += int(cpu_batch["attention_mask"].sum()) * world if "attention_mask" in cpu_batch else 0
+                batch = {k: _to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in cpu_batch.items()}
+                try:
+                    with accelerator.autocast():
+                        loss_sum = compute_loss(model, batch)
+                        # DDP averages gradients over the processes: world / targets makes it the global mean.
+                        loss = loss_sum * (world / targets)
+                        if penalty is not None and i == len(window) - 1:
+                            loss = loss + penalty()  # once per optimizer step
+                    accelerator.backward(loss)
+                except torch.cuda.OutOfMemoryError:
+                    raise TrainingStopped(_oom_message(opts, batch, st)) from None
+                step_loss = loss_sum.detach().float() if step_loss is None else step_loss + loss_sum.detach().float()
+                st.samples += len(index)
+                window_log["samples"] += len(index)
+            micro = first + len(window) - 1
             st.next_batch = micro + 1
-            if (micro + 1) % opts.grad_accum and micro + 1 < len(batches):
-                continue
 
             # One optimizer step, unless the gradients are not finite.
             params = [p for p in learning if p.grad is not None]
             norm = accelerator.clip_grad_norm_(params, opts.max_grad_norm or float("inf"))
             norm = torch.zeros((), device=step_loss.device) if norm is None else norm.detach().float().to(step_loss.device)
             norm, loss_sum = torch.stack([norm, step_loss]).tolist()  # the step's one host-device sync
-            window["loss"] += loss_sum
-            window["n"] += micros
-            micros = 0
+            window_log["loss"] += loss_sum
+            window_log["n"] += local_targets  # the logged loss is this process's mean per target
             if not math.isfinite(norm) or not math.isfinite(loss_sum):
                 optimizer.zero_grad(set_to_none=True)
                 st.nonfinite_in_row += 1
                 st.skipped_steps += 1
                 write({"step": st.step, "skipped": "non-finite loss or gradient", "in_a_row": st.nonfinite_in_row})
-                window.update(loss=0.0, n=0)
+                window_log.update(loss=0.0, n=0)
                 if st.nonfinite_in_row >= opts.max_bad_steps:
                     bar.close()
                     where = st.last_checkpoint or "none yet"
@@ -200,7 +210,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
             bar.update(1)
             epoch_pos = st.epoch + (micro + 1) / len(batches)
             if st.step % opts.log_every == 0 or st.step == total:
-                _log_window(write, bar, window, st.step, epoch_pos, scheduler)
+                _log_window(write, bar, window_log, st.step, epoch_pos, scheduler)
             last_of_epoch = micro + 1 == len(batches) or st.step >= total
             if opts.eval_every and st.step % opts.eval_every == 0 and not last_of_epoch:
                 st.stopped = run_eval(epoch_pos)
@@ -220,6 +230,14 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
                       st.skipped_steps, history)
 
 
+def _window_targets(local: int, accelerator) -> int:
+    """The targets of one accumulation window over all processes (one all-reduce, only under DDP)."""
+    if accelerator.num_processes == 1:
+        return max(local, 1)
+    total = accelerator.reduce(torch.tensor(float(local), device=accelerator.device), reduction="sum")
+    return max(int(total.item()), 1)
+
+
 def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """CPU -> GPU through pinned memory, so the copy does not block the host; CPU stays as is."""
     if device.type != "cuda":
@@ -236,14 +254,30 @@ def _watch_spikes(st: LoopState, norm: float, write) -> None:
 
 def _oom_message(opts, batch: dict, st: LoopState) -> str:
     size, longest = batch["input_ids"].shape if "input_ids" in batch else (opts.batch_size, 0)
-    return (f"out of GPU memory at step {st.step} with training.batch_size {opts.batch_size} (this batch: {size} x {longest} tokens); "
-            f"try training.batch_size: {max(1, opts.batch_size // 2)} with training.grad_accum: {opts.grad_accum * 2}, "
-            f"training.auto_batch_size: true, or a shorter data.max_length")
+    where = (f"out of GPU memory at step {st.step} with training.batch_size {opts.batch_size} "
+             f"(this batch: {size} x {longest} tokens)")
+    if opts.batch_size > 1:
+        return (f"{where}; try training.batch_size: {max(1, opts.batch_size // 2)} with training.grad_accum: {opts.grad_accum * 2}, "
+                f"training.auto_batch_size: true, or a shorter data.max_length")
+    # One example does not fit: a smaller batch cannot help.
+    return (f"{where}: even one example does not fit; try a shorter data.max_length (now {longest} tokens in this batch), "
+            f"training.gradient_checkpointing: true, a parameter-efficient strategy (lora), or a GPU with more memory")
 
 
 def _rng_state() -> dict:
+    """Every random state, as tensors and plain values only (checkpoints load with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "python": random.getstate(), "numpy": np.random.get_state()}
+            "python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    random.setstate(rng["python"])
+    kind, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 def _restore(folder: Path, model, optimizer, scheduler) -> LoopState:
@@ -251,12 +285,7 @@ def _restore(folder: Path, model, optimizer, scheduler) -> LoopState:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
+    _set_rng_state(state["rng"])
     st = LoopState(**state["loop"])
     st.last_checkpoint = str(folder)
     return st

@@ -20,17 +20,27 @@ def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-def pick_device(device: str, mixed_precision: str) -> bool:
-    """Whether to use CUDA; refuses mixed precision where it would only slow things down."""
+def pick_device(device: str, mixed_precision: str | None) -> tuple[bool, str]:
+    """Whether to use CUDA, and the mixed precision to train with.
+
+    An unset `training.mixed_precision` takes `accelerate launch`'s (its config file sets
+    ACCELERATE_MIXED_PRECISION), else "no"; the YAML wins when it names one. Mixed precision is
+    refused on CPU, where it would only slow things down.
+    """
     import torch
 
     cuda = torch.cuda.is_available() and device != "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("training.device", "'cuda' was asked for but no CUDA GPU is visible", "set training.device: auto or cpu")
-    if mixed_precision != "no" and not cuda:
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION") if mixed_precision is None else None
+    effective = mixed_precision or launched or "no"
+    if effective != "no" and not cuda:
+        if launched:
+            raise UserError("accelerate launch mixed_precision", f"'{launched}' on CPU: half-precision matmuls are ~200x slower than fp32 on CPUs",
+                            "set mixed_precision: 'no' in the accelerate config, or training.mixed_precision: no in the YAML")
         raise UserError("training.mixed_precision", f"'{mixed_precision}' on CPU: half-precision matmuls are ~200x slower than fp32 on CPUs",
                         "set training.mixed_precision: no (it is only used on GPUs)")
-    return cuda
+    return cuda, effective
 
 
 def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None = None, force: bool = False) -> Path:
@@ -46,7 +56,7 @@ def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None
         refuse_if_locked(run_dir)
     else:
         run_dir = check_run_dir(cfg.output.dir, name, overwrite)
-    setup = prepare(cfg)  # data, strategy, device, model, probe: all user errors surface here
+    setup = prepare(cfg)  # data, strategy, device, model, probe, parameter groups: all user errors surface here
     return fit(cfg, setup, run_dir, overwrite, setup["cuda"], checkpoint)
 
 
@@ -92,6 +102,8 @@ def prepare(cfg: RunConfig) -> dict:
     from weitiao.evaluate.forgetting import ForgettingProbe
     from weitiao.models import resolve_model
     from weitiao.strategies import apply_strategy, get_strategy
+    from weitiao.strategies.l2sp import l2sp_for
+    from weitiao.strategies.lr_groups import build_param_groups
     from weitiao.tasks import classification as task
     from weitiao.train.last_layer import prune_last_layer
 
@@ -99,9 +111,10 @@ def prepare(cfg: RunConfig) -> dict:
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
     get_strategy(cfg.strategy)  # an unknown method or a misplaced option fails before the model loads
-    cuda = pick_device(cfg.training.device, cfg.training.mixed_precision)
+    cuda, mixed_precision = pick_device(cfg.training.device, cfg.training.mixed_precision)
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    check_max_length(path, cfg.model, cfg.data.max_length, tokenizer.model_max_length)
     encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length)
                for split, ex in (("train", data.train), ("validation", data.validation), ("test", data.test)) if ex is not None}
     torch.manual_seed(cfg.training.seed)  # the new head's initial weights
@@ -115,8 +128,28 @@ def prepare(cfg: RunConfig) -> dict:
         probe = ForgettingProbe(cfg.strategy.probe, cfg.training.eval_batch_size)
         before = probe.score(probe.encoder_state(model), torch.device("cuda" if cuda else "cpu"))  # where `after` is scored
     selection = apply_strategy(model, cfg.strategy)
+    s, t = cfg.strategy, cfg.training
+    groups = build_param_groups(selection.model, selection.all_trainable_later or None, t.lr, t.weight_decay,
+                                s.layer_lr_decay, s.head_lr, s.lr_overrides)
+    l2sp = l2sp_for(selection.model, new_names, s.l2sp, s.l2sp_beta, only={id(p) for g in groups for p in g["params"]})
     return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "selection": selection, "model_path": path, "cuda": cuda,
-            "new_names": new_names, "probe": probe, "probe_before": before, "pruned_last_layer": pruned}
+            "mixed_precision": mixed_precision, "new_names": new_names, "probe": probe, "probe_before": before,
+            "pruned_last_layer": pruned, "groups": groups, "l2sp": l2sp}
+
+
+def check_max_length(path: str, name: str, max_length: int, usable: int | None) -> None:
+    """Refuse a data.max_length past the positions the model has (an IndexError mid-training otherwise).
+
+    `usable`: the tokenizer's model_max_length (RoBERTa-style models keep 2 of their positions
+    for padding, and their tokenizer says how many are left; a huge number means unset).
+    """
+    from transformers import AutoConfig
+
+    positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    limits = [n for n in (positions, usable) if isinstance(n, int) and 0 < n < 1_000_000]
+    if limits and max_length > min(limits):
+        raise UserError("data.max_length", f"{max_length} tokens is more than model '{name}' can read ({min(limits)} positions)",
+                        f"set data.max_length to {min(limits)} or less")
 
 
 def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool, checkpoint: Path | None = None) -> Path:
@@ -127,39 +160,45 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
     from accelerate import Accelerator
 
     from weitiao.train.resume import truncate_metrics
-    from weitiao.train.run_folder import MetricsLog, NullLog, RunLock, create_run_dir, write_env
+    from weitiao.train.run_folder import MetricsLog, NewRunFolder, NullLog, RunLock, write_env
 
     t = cfg.training
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=t.mixed_precision)
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=setup["mixed_precision"])
     main = accelerator.is_main_process
-    lock = None
-    if main:
-        if checkpoint is None:
-            create_run_dir(run_dir, overwrite)
-            (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-            write_env(run_dir, t.seed, str(accelerator.device), accelerator.num_processes)
-        lock = RunLock(run_dir)
-    accelerator.wait_for_everyone()
-    log = MetricsLog(run_dir / "metrics.jsonl") if main else NullLog()
-    if checkpoint is not None:
-        meta = json.loads((checkpoint / "meta.json").read_text())
-        if main:
-            truncate_metrics(log.path, meta["metrics_lines"])
-            log = MetricsLog(log.path)
-        log.write({"step": meta["step"], "resumed_from": checkpoint.name})
-    else:
-        log.write({"data": setup["data"].report})
+    lock = folder = None
     try:
-        return _fit(cfg, setup, run_dir, accelerator, log, checkpoint)
+        if main:
+            if checkpoint is None:
+                folder = NewRunFolder(run_dir, overwrite)
+                (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+                write_env(run_dir, t.seed, str(accelerator.device), accelerator.num_processes, setup["mixed_precision"])
+            lock = RunLock(run_dir)
+        accelerator.wait_for_everyone()
+        log = MetricsLog(run_dir / "metrics.jsonl") if main else NullLog()
+        if checkpoint is not None:
+            meta = json.loads((checkpoint / "meta.json").read_text())
+            if main:
+                truncate_metrics(log.path, meta["metrics_lines"])
+                log = MetricsLog(log.path)
+            log.write({"step": meta["step"], "resumed_from": checkpoint.name})
+        else:
+            log.write({"data": setup["data"].report})
+        return _fit(cfg, setup, run_dir, accelerator, log, checkpoint, started=folder.started if folder else lambda: None)
+    except BaseException:
+        if lock:
+            lock.release()
+            lock = None
+        if folder:
+            folder.abandon()  # only before training started: the old run (with --overwrite) is back
+        raise
     finally:
         if lock:
             lock.release()
 
 
-def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoint: Path | None) -> Path:
+def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoint: Path | None, started) -> Path:
     from weitiao.data.batching import length_grouped_batches, padding_fraction
-    from weitiao.strategies.l2sp import l2sp_for
-    from weitiao.strategies.lr_groups import build_param_groups, lr_table
+    from weitiao.strategies.lr_groups import lr_table
     from weitiao.strategies.report import parameter_table
     from weitiao.train.feature_cache import frozen_bottom, frozen_modules
     from weitiao.train.loop import train_loop
@@ -171,9 +210,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     main, world = accelerator.is_main_process, accelerator.num_processes
     tell = say if main else (lambda msg="": None)
 
-    groups = build_param_groups(model, selection.all_trainable_later or None, t.lr, t.weight_decay,
-                                s.layer_lr_decay, s.head_lr, s.lr_overrides)
-    l2sp = l2sp_for(model, setup["new_names"], s.l2sp, s.l2sp_beta, only={id(p) for g in groups for p in g["params"]})
+    groups, l2sp = setup["groups"], setup["l2sp"]
 
     tell(f"run folder: {run_dir}")
     tell(f"data: {json.dumps(data.report)}")
@@ -206,9 +243,11 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
         else:
             save_model(m, tokenizer, run_dir / "model")
 
-    steps = ClassifierSteps(cfg, encoded, names, pad_id, cache, l2sp, accelerator)
+    steps = ClassifierSteps(cfg, encoded, names, pad_id, cache, accelerator)
+    started()  # the old run folder (replaced with --overwrite) goes now, not before
     result = train_loop(model, accelerator, param_groups=groups, epoch_batches=epoch_batches, make_batch=steps.make_batch,
-                        compute_loss=steps.loss, evaluate=steps.validation_headline, save_best=save_best,
+                        compute_loss=steps.loss, count_targets=steps.count_targets, penalty=l2sp.penalty if l2sp else None,
+                        evaluate=steps.validation_headline, save_best=save_best,
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
                         checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data)}, train_mode=train_mode)
     if main:
@@ -220,10 +259,10 @@ class ClassifierSteps:
     """What the loop asks of a classification run: batches from indices, the loss of a batch,
     metrics of a split. With a feature cache, the frozen bottom's output is replayed."""
 
-    def __init__(self, cfg: RunConfig, encoded: dict, names: list[str], pad_id: int, cache, l2sp, accelerator):
+    def __init__(self, cfg: RunConfig, encoded: dict, names: list[str], pad_id: int, cache, accelerator):
         self.cfg, self.encoded, self.names, self.pad_id = cfg, encoded, names, pad_id
         self.multi = cfg.task.multi_label
-        self.cache, self.l2sp, self.accelerator = cache, l2sp, accelerator
+        self.cache, self.accelerator = cache, accelerator
         # On a GPU a step costs little compute but every new sequence length costs kernel selection and
         # allocations: lengths rounded up to 8 keep the shapes few (measured in docs/benchmarks.md).
         self.multiple = cfg.training.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
@@ -244,11 +283,15 @@ class ClassifierSteps:
             return m(**batch).logits
 
     def loss(self, m, batch: dict):
+        """The loss summed over the batch's examples (the loop normalizes over the accumulation window)."""
         from weitiao.tasks import classification as task
 
         labels = batch.pop("labels")
-        loss = task.loss_fn(self.logits(m, batch), labels, self.multi, self.cfg.strategy.label_smoothing)
-        return loss + self.l2sp.penalty() if self.l2sp else loss
+        return task.loss_fn(self.logits(m, batch), labels, self.multi, self.cfg.strategy.label_smoothing, reduction="sum")
+
+    @staticmethod
+    def count_targets(batch: dict) -> int:
+        return len(batch["labels"])
 
     def validation_headline(self, m) -> dict:
         from weitiao.evaluate.metrics import headline

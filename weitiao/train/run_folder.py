@@ -71,11 +71,32 @@ def refuse_if_locked(run_dir: Path) -> None:
         RunLock(run_dir).release()
 
 
-def create_run_dir(path: Path, overwrite: bool) -> Path:
-    if path.exists() and overwrite:
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
+class NewRunFolder:
+    """A run folder being created. With --overwrite the old run is set aside, not deleted: it is
+    deleted once the new run has started training (`started`), and put back if the new run
+    fails before that (`abandon`), so a mistake found late never costs the old run."""
+
+    def __init__(self, path: Path, overwrite: bool):
+        self.path, self.aside, self.begun = path, None, False
+        if path.exists() and overwrite:
+            self.aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+            os.replace(path, self.aside)
+        path.mkdir(parents=True)
+
+    def started(self) -> None:
+        self.begun = True
+        if self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            self.aside = None
+
+    def abandon(self) -> None:
+        """Before training started: remove what the new run wrote; the old run (if any) is back under its name."""
+        if self.begun:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self.aside is not None:
+            os.replace(self.aside, self.path)
+            self.aside = None
 
 
 def git_commit() -> str | None:
@@ -87,7 +108,7 @@ def git_commit() -> str | None:
         return None
 
 
-def write_env(path: Path, seed: int, device: str, processes: int = 1) -> None:
+def write_env(path: Path, seed: int, device: str, processes: int = 1, mixed_precision: str = "no") -> None:
     import accelerate
     import torch
     import transformers
@@ -97,7 +118,7 @@ def write_env(path: Path, seed: int, device: str, processes: int = 1) -> None:
     env = {
         "weitiao": weitiao.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "torch": torch.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__,
-        "device": device, "processes": processes, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "device": device, "processes": processes, "mixed_precision": mixed_precision, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "git_commit": git_commit(), "seed": seed,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
     }
