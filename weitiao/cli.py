@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--data", required=True, help="labelled file with the run's text and label columns")
     ev.add_argument("--output", help="write the metrics as JSON here too")
+    ev.add_argument("--batch-size", type=int, help="examples scored at once (default: training.eval_batch_size)")
 
     pr = sub.add_parser("predict", help="labels and probabilities for new texts")
     pr.add_argument("run_dir")
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text", nargs="+", help="one or more texts")
     src.add_argument("--file", help="a data file with the run's text column")
     pr.add_argument("--output", help="write predictions here (.jsonl or .csv); default: print JSON lines")
+    pr.add_argument("--batch-size", type=int, help="texts scored at once (default: training.eval_batch_size)")
     return parser
 
 
@@ -52,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "eval":
             from weitiao.predict import evaluate_file
 
-            evaluate_file(args.run_dir, args.data, args.output)
+            evaluate_file(args.run_dir, args.data, args.output, _positive(args.batch_size))
         elif args.command == "predict":
             from weitiao.predict import predict
 
-            predict(args.run_dir, args.text, args.file, args.output)
+            predict(args.run_dir, args.text, args.file, args.output, _positive(args.batch_size))
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2
@@ -67,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; the last checkpoint in the run folder is intact", file=sys.stderr)
         return 130
     return 0
+
+
+def _positive(batch_size: int | None) -> int | None:
+    if batch_size is not None and batch_size < 1:
+        raise UserError("--batch-size", f"{batch_size} is not a batch size", "give a whole number of 1 or more")
+    return batch_size
 
 
 def _stem(path: str) -> str:

@@ -35,6 +35,10 @@ def load_run(run_dir: str):
 
         prune_last_layer(model)  # the same predictions, a sixth less work on a 6-layer BERT
     tokenizer = AutoTokenizer.from_pretrained(str(root / "model"))
+    from weitiao.tasks.classification import ensure_pad_token
+
+    if model.config.pad_token_id is None or tokenizer.pad_token is None:
+        model.config.pad_token_id = ensure_pad_token(tokenizer)  # runs saved before the pad token was settled
     return cfg, model, tokenizer
 
 
@@ -49,63 +53,115 @@ def label_names(model) -> list[str]:
     return [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 
-def read_labelled(cfg, tokenizer, names: list[str], path: str, field: str):
-    """A labelled file read with a run's columns and labels, cleaned and tokenized (an `Encoded`).
+def check_output(output: str | None, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse an --output path that cannot be written, before any work is done."""
+    if not output:
+        return
+    path = Path(output)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError("--output", f"'{output}' must end in {' or '.join(suffixes)}", f"name the output file e.g. predictions{suffixes[0]}")
+    if not path.parent.is_dir():
+        raise UserError("--output", f"folder '{path.parent}' does not exist", f"create it first (mkdir -p {path.parent}) or write elsewhere")
+    if path.is_dir():
+        raise UserError("--output", f"'{output}' is a folder", "give a file name")
+
+
+def note(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr)
+
+
+def read_rows(cfg, path: str, field: str, labels, multi_label: bool):
+    """A data file read with a run's columns (and labels), cleaned as training cleans evaluation
+    data: rows with empty text are dropped, counted and reported; nothing else is touched.
 
     Raises:
         UserError: a problem with the file, a label the run does not know, or no rows with text.
     """
     from weitiao.data import read_examples
     from weitiao.data.clean import clean_split
+
+    data = cfg.data if labels is not None else cfg.data.model_copy(update={"label_column": None})
+    ex, _ = read_examples(path, field, data, labels, multi_label)
+    ex, counts = clean_split(ex, drop_duplicates=False)
+    if not len(ex):
+        raise UserError(field, f"'{path}' has no rows with text", "give a file with the run's text column filled in")
+    if counts["empty_dropped"]:
+        note(f"{counts['empty_dropped']} of {counts['rows']} rows in '{path}' have an empty text and were skipped (as training skips them)")
+    return ex, counts["empty_dropped"]
+
+
+def read_labelled(cfg, tokenizer, names: list[str], path: str, field: str):
+    """A labelled file read with a run's columns and labels, cleaned and tokenized (an `Encoded`)."""
     from weitiao.data.examples import LabelSet
     from weitiao.tasks import classification as task
 
-    ex, _ = read_examples(path, field, cfg.data, LabelSet(names), cfg.task.multi_label)
-    ex, _ = clean_split(ex, drop_duplicates=False)
-    if not len(ex):
-        raise UserError(field, f"'{path}' has no rows with text", "give a labelled file with the run's columns")
+    ex, _ = read_rows(cfg, path, field, LabelSet(names), cfg.task.multi_label)
     return task.encode(tokenizer, ex, cfg.data.max_length)
 
 
-def evaluate_file(run_dir: str, data_path: str, output: str | None = None) -> dict:
-    """Metrics of the run's model on a labelled file; prints and returns them."""
-    from weitiao.evaluate.metrics import classification_metrics, headline
+def report_truncated(enc, max_length: int) -> None:
+    if enc.truncated:
+        note(f"{enc.truncated} of {len(enc)} texts were longer than data.max_length ({max_length} tokens) and were cut to it")
+
+
+def scored(model, tokenizer, enc, names: list[str], multi: bool, batch_size: int):
+    """Probabilities and mean loss on the best device, with out-of-memory turned into a clear stop."""
+    import torch
+
+    from weitiao.errors import TrainingStopped
     from weitiao.tasks import classification as task
 
+    device = _device()
+    try:
+        return task.predict_probs(model.to(device), enc, tokenizer.pad_token_id, len(names), multi, batch_size, device)
+    except torch.OutOfMemoryError:
+        smaller = max(1, batch_size // 2)
+        raise TrainingStopped(f"out of memory scoring batches of {batch_size} on {device}; "
+                              + (f"pass --batch-size {smaller}" if batch_size > 1 else "use a shorter data.max_length or a device with more memory")) from None
+
+
+def evaluate_file(run_dir: str, data_path: str, output: str | None = None, batch_size: int | None = None) -> dict:
+    """Metrics of the run's model on a labelled file; prints and returns them."""
+    from weitiao.evaluate.metrics import classification_metrics, headline
+
+    check_output(output)
     cfg, model, tokenizer = load_run(run_dir)
     names, multi = label_names(model), cfg.task.multi_label
     enc = read_labelled(cfg, tokenizer, names, data_path, "--data")
-    device = _device()
-    probs, loss = task.predict_probs(model.to(device), enc, tokenizer.pad_token_id or 0, len(names), multi, cfg.training.eval_batch_size, device)
+    report_truncated(enc, cfg.data.max_length)
+    probs, loss = scored(model, tokenizer, enc, names, multi, batch_size or cfg.training.eval_batch_size)
     metrics = classification_metrics(probs, enc.labels, names, multi, cfg.task.threshold)
     metrics["loss"] = loss
-    print(json.dumps(headline(metrics) | {"n": metrics["n"]}))
+    metrics["truncated"] = enc.truncated
+    print(json.dumps(headline(metrics) | {"n": metrics["n"], "truncated": enc.truncated}))
     if output:
         Path(output).write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def predict(run_dir: str, texts: list[str] | None, file: str | None, output: str | None) -> list[dict]:
-    """Label and probabilities for each text; JSON lines on stdout, or a .jsonl/.csv file."""
-    from weitiao.data import read_examples
+def predict(run_dir: str, texts: list[str] | None, file: str | None, output: str | None, batch_size: int | None = None) -> list[dict]:
+    """Label and probabilities for each text; JSON lines on stdout, or a .jsonl/.csv file.
+
+    Texts given with --text must not be empty; rows of a --file with an empty text are skipped
+    and counted, as in training and `weitiao eval`.
+    """
     from weitiao.data.examples import Examples
     from weitiao.tasks import classification as task
 
+    check_output(output, (".jsonl", ".csv"))
+    if texts is not None:
+        empty = [i for i, t in enumerate(texts, 1) if not t.strip()]
+        if empty:
+            raise UserError("--text", f"text {empty[0]} is empty", "give non-empty texts")
     cfg, model, tokenizer = load_run(run_dir)
-    if output and Path(output).suffix.lower() not in (".jsonl", ".csv"):
-        raise UserError("--output", f"'{output}' must end in .jsonl or .csv", "name the output file e.g. predictions.jsonl")
-    if file:
-        data = cfg.data.model_copy(update={"label_column": None})
-        ex, _ = read_examples(file, "--file", data, None, cfg.task.multi_label)
-    else:
-        ex = Examples(list(texts), None, None, list(range(1, len(texts) + 1)), "--text")
-    empty = [line for t, line in zip(ex.text, ex.lines) if not t.strip()]
-    if empty:
-        raise UserError("--text" if texts else "--file", f"text {empty[0]} is empty", "give non-empty texts")
     names, multi = label_names(model), cfg.task.multi_label
-    device = _device()
-    probs, _ = task.predict_probs(model.to(device), task.encode(tokenizer, ex, cfg.data.max_length), tokenizer.pad_token_id or 0,
-                                  len(names), multi, cfg.training.eval_batch_size, device)
+    if file:
+        ex, _ = read_rows(cfg, file, "--file", None, multi)
+    else:
+        ex = Examples([t.strip() for t in texts], None, None, list(range(1, len(texts) + 1)), "--text")
+    enc = task.encode(tokenizer, ex, cfg.data.max_length)
+    report_truncated(enc, cfg.data.max_length)
+    probs, _ = scored(model, tokenizer, enc, names, multi, batch_size or cfg.training.eval_batch_size)
     rows = []
     for text, p in zip(ex.text, probs):
         if multi:

@@ -154,3 +154,45 @@ def test_importing_the_cli_loads_no_heavy_library(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_multi_label_metric_it_does_not_produce(tmp_path):
+    result = train(tmp_path, config(tmp_path), "--set", "task.multi_label=true", "--set", "training.metric=accuracy")
+    assert_refused(result, tmp_path, "error: training.metric:", "'accuracy' is not a metric of multi-label classification",
+                   "f1_micro, f1_macro, subset_accuracy, roc_auc, loss")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("{'encoder.layer.[0-3': 1.0e-5}", "'encoder.layer.[0-3' is not a regular expression"),
+    ("{classifier: 0}", "the learning rate of 'classifier' is 0"),
+    ("{classifier: -1.0e-3}", "the learning rate of 'classifier' is -0.001"),
+])
+def test_bad_lr_override_is_refused_before_anything_is_written(tmp_path, override, needle):
+    result = train(tmp_path, config(tmp_path), "--set", f"strategy.lr_overrides={override}")
+    assert_refused(result, tmp_path, "error: strategy.lr_overrides:", needle)
+
+
+def test_max_length_beyond_the_model_positions(tmp_path):
+    result = train(tmp_path, config(tmp_path, max_length=4096))
+    assert_refused(result, tmp_path, "error: data.max_length:", "4096 tokens is more than model 'minilm' can read (512 positions)",
+                   "set data.max_length to 512 or less")
+
+
+def test_accelerate_launch_bf16_on_cpu_is_not_silently_dropped(tmp_path):
+    """`accelerate launch` with mixed_precision: bf16 in its config sets this variable; the YAML does not say."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "weitiao", "train", str(config(tmp_path)), "--name", "bad",
+                           "--set", f"output.dir={tmp_path / 'runs'}", "--set", "training.device=cpu"],
+                          cwd=tmp_path, env={**ENV, "ACCELERATE_MIXED_PRECISION": "bf16"}, capture_output=True, text=True, timeout=120)
+    result = Result(proc.returncode, proc.stderr, time.perf_counter() - start)
+    assert_refused(result, tmp_path, "error: accelerate launch mixed_precision:", "'bf16' on CPU", "training.mixed_precision: no")
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_config_fails(tmp_path):
+    old = tmp_path / "runs" / "bad"
+    old.mkdir(parents=True)
+    (old / "metrics.json").write_text('{"old": true}')
+    result = train(tmp_path, config(tmp_path, max_length=4096), "--overwrite")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert (old / "metrics.json").read_text() == '{"old": true}'
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["bad"]  # nothing set aside left behind

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import GOEMOTIONS, ROOT, minilm_path, sst2_slice, tiny_bert, write_config
+from helpers import GOEMOTIONS, ROOT, minilm_path, sst2_slice, tiny_bert, write_config, write_rows
 
 from weitiao.cli import main
 
@@ -121,6 +121,47 @@ def test_eval_and_predict_on_the_trained_run(minilm_run, tmp_path, capsys):
     assert lines[0] == "text,label,p_negative,p_positive" and len(lines) == 873
 
 
+def test_predict_into_a_missing_folder_is_a_user_error(minilm_run, tmp_path):
+    run, _ = minilm_run
+    missing = tmp_path / "no" / "such" / "p.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "weitiao", "predict", str(run), "--text", "fine", "--output", str(missing)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [f"error: --output: folder '{missing.parent}' does not exist; "
+                                        f"fix: create it first (mkdir -p {missing.parent}) or write elsewhere"]
+    assert not missing.parent.exists()
+
+
+def test_eval_and_predict_skip_empty_texts_alike_and_say_so(minilm_run, tmp_path, capsys):
+    run, dev = minilm_run
+    lines = dev.read_text(encoding="utf-8").splitlines()
+    blank = [lines[0]] + lines[1:21] + [f" \t{lines[21].split(chr(9))[1]}", f"\t{lines[22].split(chr(9))[1]}"] + lines[23:31]
+    with_blanks = write_rows(tmp_path / "blanks.tsv", None, blank)
+    capsys.readouterr()
+    assert run_cli("eval", str(run), "--data", str(with_blanks)) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n"] == 28
+    assert "note: 2 of 30 rows" in out.err and "empty text" in out.err
+    assert run_cli("predict", str(run), "--file", str(with_blanks)) == 0
+    out = capsys.readouterr()
+    assert len(out.out.splitlines()) == 28 and "note: 2 of 30 rows" in out.err
+
+
+def test_texts_cut_to_max_length_are_counted(minilm_run, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    run, dev = minilm_run  # max_length 64
+    long = " ".join(["a remarkably long and winding sentence about a film"] * 12)
+    capsys.readouterr()
+    assert run_cli("predict", str(run), "--text", "short and sweet", long, long) == 0
+    assert "note: 2 of 3 texts were longer than data.max_length (64 tokens)" in capsys.readouterr().err
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    sentences = [line.split("\t")[0].strip() for line in dev.read_text(encoding="utf-8").splitlines()[1:]]
+    longer = sum(len(ids) > 64 for ids in tokenizer(sentences)["input_ids"])
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["truncated"]["validation"] == longer and final["truncated"]["max_length"] == 64
+
+
 def test_cli_subprocess_help_is_fast():
     import time
 
@@ -138,17 +179,23 @@ def test_frozen_weights_are_bitwise_unchanged(tmp_path, tiny_model, sst2_small, 
     from safetensors.torch import load_file
     from transformers import AutoModel
 
+    from weitiao.tasks.classification import build_model
+
     cfg = sst2_config(tmp_path, tiny_model, *sst2_small, max_steps=6)
     cfg["strategy"] = strategy
     assert run_cli("train", str(write_config(tmp_path / "c.yaml", cfg)), "--name", "s") == 0
     after = load_file(tmp_path / "runs" / "s" / "model" / "model.safetensors")
     before = {f"bert.{k}": v for k, v in AutoModel.from_pretrained(tiny_model).state_dict().items()}
+    torch.manual_seed(42)  # the seed the run builds its new head with: the head as it was before training
+    before.update({k: v for k, v in build_model(str(tiny_model), ["negative", "positive"], False)[0].state_dict().items()
+                   if k.startswith("classifier.")})
     for name, w in after.items():
         if name.startswith(frozen):
             assert torch.equal(w, before[name]), name
-    changed = [n for n in after if n.startswith(trained) and n in before and not torch.equal(after[n], before[n])]
-    assert changed or all(n not in before for n in after if n.startswith(trained))
-    assert any(n.startswith(trained[0]) for n in after)
+    for prefix in trained:  # every trained part moved: the head included
+        moved = [n for n in after if n.startswith(prefix) and not torch.equal(after[n], before[n])]
+        assert moved, f"nothing under {prefix} changed"
+    assert (after["classifier.weight"] - before["classifier.weight"]).abs().max() > 1e-4
 
 
 def test_goemotions_multi_label(tmp_path, tiny_model):

@@ -56,7 +56,7 @@ class ForgettingProbe:
         if bad:
             raise UserError("strategy.probe", f"the encoder of '{self.run_dir}' differs from this run's ({bad[0]})", "probe with a run of the same base model")
         encoder.load_state_dict(encoder_state, strict=False)
-        probs, loss = task.predict_probs(self.model.to(device), self.data, self.tokenizer.pad_token_id or 0, len(self.names),
+        probs, loss = task.predict_probs(self.model.to(device), self.data, self.tokenizer.pad_token_id, len(self.names),
                                          self.multi, self.batch_size, device)
         metrics = headline(classification_metrics(probs, self.data.labels, self.names, self.multi, self.threshold))
         return metrics | {"loss": loss}

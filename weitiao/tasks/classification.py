@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from weitiao.data.examples import Examples
+from weitiao.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,6 +22,7 @@ class Encoded:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: list | None
+    truncated: int = 0  # texts longer than max_length, cut to it
 
     @property
     def lengths(self) -> list[int]:
@@ -42,12 +44,27 @@ DROPOUT_KEYS = {
 }
 
 
-def build_model(path: str, label_names: list[str], multi_label: bool, dropout: dict | None = None, attention: str | None = None):
+def ensure_pad_token(tokenizer) -> int:
+    """The id batches are padded with, the same one the model is told (decoder classifiers pool the
+    last token that is not padding, so the two must agree). Tokenizers without a pad token
+    (GPT-2, Llama) pad with their end-of-sequence token, as transformers' examples do."""
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise UserError("model", "its tokenizer has no pad, end-of-sequence or unknown token to pad batches with",
+                            "save the tokenizer with a pad_token set")
+        tokenizer.pad_token = fallback
+    return tokenizer.pad_token_id
+
+
+def build_model(path: str, label_names: list[str], multi_label: bool, dropout: dict | None = None,
+                attention: str | None = None, pad_token_id: int | None = None):
     """A pretrained encoder with a fresh classification head, labels named in its config.
 
     Args:
         dropout: {"hidden" | "attention" | "classifier": p} overrides (None entries ignored).
         attention: attn_implementation while training ("eager", "sdpa"); None: the library's choice.
+        pad_token_id: the id batches are padded with (`ensure_pad_token`); None: the tokenizer at `path` says.
 
     Returns:
         (model, names of the newly initialised parameters: the head).
@@ -66,8 +83,11 @@ def build_model(path: str, label_names: list[str], multi_label: bool, dropout: d
             for key in DROPOUT_KEYS[kind]:
                 if hasattr(config, key) or kind == "classifier":
                     setattr(config, key, p)
-    if getattr(config, "pad_token_id", None) is None:  # decoder classifiers find the last token by it
-        config.pad_token_id = getattr(config, "eos_token_id", None) or 0
+    if pad_token_id is None:
+        from transformers import AutoTokenizer
+
+        pad_token_id = ensure_pad_token(AutoTokenizer.from_pretrained(path))
+    config.pad_token_id = pad_token_id  # decoder classifiers find the last token by it
     # A model fine-tuned before (runs/a/model) brings a head of another shape: it is replaced.
     extra = {"attn_implementation": attention} if attention else {}
     model, info = AutoModelForSequenceClassification.from_pretrained(path, config=config, output_loading_info=True,
@@ -76,10 +96,17 @@ def build_model(path: str, label_names: list[str], multi_label: bool, dropout: d
 
 
 def encode(tokenizer, ex: Examples, max_length: int) -> Encoded:
-    """Tokenize a whole split once (the fast tokenizer batches internally)."""
+    """Tokenize a whole split once (the fast tokenizer batches internally), counting the texts
+    that were longer than `max_length` and cut (only texts that reach it are tokenized again)."""
     enc = tokenizer(ex.text, ex.pair, truncation=True, max_length=max_length, padding=False)
     types = enc.get("token_type_ids") if ex.pair is not None else None
-    return Encoded(enc["input_ids"], types, ex.labels)
+    full = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) >= max_length]
+    truncated = 0
+    if full:
+        pick = lambda xs: None if xs is None else [xs[i] for i in full]  # noqa: E731
+        whole = tokenizer(pick(ex.text), pick(ex.pair), truncation=False, padding=False)["input_ids"]
+        truncated = sum(len(ids) > max_length for ids in whole)
+    return Encoded(enc["input_ids"], types, ex.labels, truncated)
 
 
 def collate(data: Encoded, index: list[int], pad_id: int, num_labels: int, multi_label: bool, multiple: int = 1) -> dict:

@@ -121,8 +121,8 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
         metrics = evaluate(model)
         value = metrics.get(opts.metric)
         improved = value is not None and (st.best is None or (value > st.best if higher_is_better(opts.metric) else value < st.best))
-        if improved:
-            st.best, st.best_step, st.bad_evals = value, st.step, 0
+        if improved or st.best_step is None:  # the first evaluation always saves a model, even without a value (AUC of one class)
+            st.best, st.best_step, st.bad_evals = value if improved else st.best, st.step, 0
             if main:
                 save_best(accelerator.unwrap_model(model))
         else:

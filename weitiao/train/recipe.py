@@ -114,12 +114,14 @@ def prepare(cfg: RunConfig) -> dict:
     cuda, mixed_precision = pick_device(cfg.training.device, cfg.training.mixed_precision)
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    pad_id = task.ensure_pad_token(tokenizer)
     check_max_length(path, cfg.model, cfg.data.max_length, tokenizer.model_max_length)
     encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length)
                for split, ex in (("train", data.train), ("validation", data.validation), ("test", data.test)) if ex is not None}
     torch.manual_seed(cfg.training.seed)  # the new head's initial weights
     attention = cfg.training.attention if cfg.training.attention != "auto" else (None if cuda else "eager")
-    model, new_names = task.build_model(path, data.labels.names, multi, cfg.strategy.dropout.model_dump(), attention)
+    data.report["truncated"] = {split: enc.truncated for split, enc in encoded.items()} | {"max_length": cfg.data.max_length}
+    model, new_names = task.build_model(path, data.labels.names, multi, cfg.strategy.dropout.model_dump(), attention, pad_id)
     if cfg.training.gradient_checkpointing:
         enable_checkpointing(model)
     pruned = cfg.training.prune_last_layer and prune_last_layer(model)
@@ -206,7 +208,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
 
     data, tokenizer, encoded, selection = setup["data"], setup["tokenizer"], setup["encoded"], setup["selection"]
     model, t, s = selection.model, cfg.training, cfg.strategy
-    names, multi, pad_id = data.labels.names, cfg.task.multi_label, tokenizer.pad_token_id or 0
+    names, multi, pad_id = data.labels.names, cfg.task.multi_label, tokenizer.pad_token_id
     main, world = accelerator.is_main_process, accelerator.num_processes
     tell = say if main else (lambda msg="": None)
 
@@ -348,9 +350,10 @@ def finish(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, steps: 
         before, after = setup["probe_before"], probe.score(probe.encoder_state(best), accelerator.device)
         final["probe"] = {"run": cfg.strategy.probe, "before": before, "after": after}
         say(f"forgetting probe ({cfg.strategy.probe}): " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in after if k in ("accuracy", "f1_micro")))
+    final["truncated"] = setup["data"].report["truncated"]
     (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
     log.write({"final": {k: headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
-    summarize(final, run_dir)
+    summarize(final, run_dir, {split: len(enc) for split, enc in steps.encoded.items()})
 
 
 def enable_checkpointing(model) -> None:
@@ -522,8 +525,8 @@ def _atomic_folder(target: Path, write) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def summarize(final: dict, run_dir: Path) -> None:
-    v, tr = final["validation"], final["train"]
+def summarize(final: dict, run_dir: Path, sizes: dict[str, int]) -> None:
+    v, tr, cut = final["validation"], final["train"], final["truncated"]
     parts = [f"{k}={v[k]:.4f}" for k in ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc") if v.get(k) is not None]
     say("")
     say(f"validation: {', '.join(parts)} (n={v['n']})")
@@ -531,4 +534,7 @@ def summarize(final: dict, run_dir: Path) -> None:
         te = final["test"]
         say("test: " + ", ".join(f"{k}={te[k]:.4f}" for k in ("accuracy", "f1_macro", "f1_micro", "subset_accuracy") if te.get(k) is not None))
     say(f"time: {tr['seconds']:.1f}s for {tr['steps']} steps ({tr['samples_per_s']:.1f} samples/s)")
+    if any(cut.get(split) for split in sizes):
+        say(f"cut to data.max_length ({cut['max_length']} tokens): " + ", ".join(f"{cut[s]} of {n} {s} texts" for s, n in sizes.items())
+            + " (raise data.max_length to keep more of them)")
     say(f"run folder: {run_dir}  (model in {run_dir / 'model'})")

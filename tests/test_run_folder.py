@@ -1,0 +1,55 @@
+"""The run folder: --overwrite replaces an old run only once the new one has started training."""
+
+import os
+
+import pytest
+
+from weitiao.errors import UserError
+from weitiao.train.recipe import pick_device
+from weitiao.train.run_folder import NewRunFolder
+
+
+def old_run(tmp_path):
+    run = tmp_path / "runs" / "a"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("old")
+    return run
+
+
+def test_a_failure_before_training_puts_the_old_run_back(tmp_path):
+    run = old_run(tmp_path)
+    folder = NewRunFolder(run, overwrite=True)
+    assert run.is_dir() and not (run / "metrics.json").exists()  # a fresh folder under the name
+    (run / "config.yaml").write_text("new")
+    folder.abandon()
+    assert (run / "metrics.json").read_text() == "old" and not (run / "config.yaml").exists()
+    assert [p.name for p in run.parent.iterdir()] == ["a"]
+
+
+def test_once_training_started_the_old_run_is_gone_and_stays_gone(tmp_path):
+    run = old_run(tmp_path)
+    folder = NewRunFolder(run, overwrite=True)
+    (run / "config.yaml").write_text("new")
+    folder.started()
+    folder.abandon()  # a crash after the start keeps the new run's checkpoints
+    assert (run / "config.yaml").read_text() == "new" and not (run / "metrics.json").exists()
+    assert [p.name for p in run.parent.iterdir()] == ["a"]
+
+
+def test_launch_mixed_precision_is_used_unless_the_yaml_says(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what a GPU machine says
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert pick_device("auto", None) == (True, "bf16")  # the launch config's
+    assert pick_device("auto", "no") == (True, "no")  # the YAML wins
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    assert pick_device("auto", None) == (True, "no")
+
+
+def test_launch_mixed_precision_on_cpu_is_refused(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(UserError) as info:
+        pick_device("cpu", None)
+    assert info.value.field == "accelerate launch mixed_precision"
+    assert pick_device("cpu", "no") == (False, "no")
