@@ -218,3 +218,48 @@ def test_goemotions_multi_label(tmp_path, tiny_model):
 
     conf = AutoConfig.from_pretrained(tmp_path / "runs" / "g" / "model")
     assert conf.problem_type == "multi_label_classification" and conf.id2label[27] == "neutral"
+
+
+def best_constant_micro_f1(train_sets: list[set], dev_sets: list[set]) -> float:
+    """The best micro-F1 of a predictor that answers every text with the same labels: the k most
+    frequent training labels, for the best k."""
+    from collections import Counter
+
+    order = [label for label, _ in Counter(x for s in train_sets for x in s).most_common()]
+    best = 0.0
+    for k in range(1, len(order) + 1):
+        guess = set(order[:k])
+        tp = sum(len(guess & s) for s in dev_sets)
+        fp, fn = len(guess) * len(dev_sets) - tp, sum(len(s) for s in dev_sets) - tp
+        best = max(best, 2 * tp / (2 * tp + fp + fn))
+    return best
+
+
+def test_minilm_learns_multi_label_goemotions_with_the_default_metric(tmp_path, capsys):
+    """Real GoEmotions comments labelled only with admiration, amusement, gratitude, love or neutral
+    (several per comment possible); no training.metric: the multi-label default (micro-F1) picks the model."""
+    keep = {"0", "1", "15", "18", "27"}
+
+    def subset(split: str, cap: int) -> tuple[str, list[set]]:
+        rows = [line for line in GOEMOTIONS.joinpath(f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+                if set(line.split("\t")[1].split(",")) <= keep][:cap]
+        (tmp_path / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        return str(tmp_path / f"{split}.tsv"), [set(line.split("\t")[1].split(",")) for line in rows]
+
+    (train, train_sets), (dev, dev_sets) = subset("train", 1500), subset("dev", 300)
+    cfg = write_config(tmp_path / "g.yaml", {
+        "version": 1, "model": "minilm", "task": {"type": "classification", "multi_label": True, "threshold": 0.3},
+        "data": {"train": train, "validation": dev, "columns": ["text", "labels", "comment_id"], "label_column": "labels", "max_length": 64},
+        "strategy": {"method": "full", "head_lr": 3e-3},
+        "training": {"epochs": 1, "batch_size": 32, "lr": 1e-4, "progress": False}, "output": {"dir": str(tmp_path / "runs")}})
+    assert run_cli("train", str(cfg), "--name", "go") == 0
+    run = tmp_path / "runs" / "go"
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["metric"] == "f1_micro"
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["validation"]["n"] == 300 and set(final["validation"]["per_class"]) == keep  # the five labels seen, no more
+    constant = best_constant_micro_f1(train_sets, dev_sets)  # about 0.50 (everything "neutral")
+    assert final["validation"]["f1_micro"] > constant + 0.15, (final["validation"]["f1_micro"], constant)
+    assert final["validation"]["roc_auc"] > 0.85
+    capsys.readouterr()
+    assert run_cli("predict", str(run), "--text", "Thank you so much, this is really helpful!") == 0
+    assert "15" in json.loads(capsys.readouterr().out)["label"]  # gratitude
