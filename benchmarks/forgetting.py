@@ -34,7 +34,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", type=int, default=8000, help="training rows for each task")
     ap.add_argument("--l2sp", type=float, nargs="+", default=[0.1, 1.0])
-    ap.add_argument("--out", default=str(ROOT / "runs" / "bench-forgetting"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench-forgetting"), help="run folders")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "forgetting"), help="writes RESULTS.md and RESULTS.json")
     args = ap.parse_args()
     out = Path(args.out)
 
@@ -46,13 +47,21 @@ def main() -> None:
                    "training.weight_decay=0.0", f"data.train_limit={args.train}", "data.test=null"])
         rows.append((alpha, m))
 
-    print(f"SST-2 run: dev accuracy {sst2['validation']['accuracy']:.4f} ({sst2['train']['seconds']:.0f} s)\n")
-    print("| L2-SP α | SST-2 acc before | SST-2 acc after | drop | GoEmotions micro-F1 | macro-F1 | train s |")
-    print("|---|---|---|---|---|---|---|")
+    lines = [f"SST-2 run A: dev accuracy {sst2['validation']['accuracy']:.4f} ({sst2['train']['seconds']:.0f} s)", "",
+             "| L2-SP α | SST-2 acc before | SST-2 acc after | drop | GoEmotions micro-F1 | macro-F1 | ROC-AUC | train s |",
+             "|---|---|---|---|---|---|---|---|"]
     for alpha, m in rows:
         before, after = m["probe"]["before"]["accuracy"], m["probe"]["after"]["accuracy"]
         v = m["validation"]
-        print(f"| {alpha:g} | {before:.4f} | {after:.4f} | {before - after:+.4f} | {v['f1_micro']:.4f} | {v['f1_macro']:.4f} | {m['train']['seconds']:.0f} |")
+        auc = f"{v['roc_auc']:.4f}" if v.get("roc_auc") is not None else "n/a"
+        lines.append(f"| {alpha:g} | {before:.4f} | {after:.4f} | {before - after:+.4f} | {v['f1_micro']:.4f} | {v['f1_macro']:.4f} | {auc} | {m['train']['seconds']:.0f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    command = "python benchmarks/forgetting.py " + " ".join(sys.argv[1:])
+    Path(args.results + ".md").write_text(f"<!-- {command} -->\n{table}", encoding="utf-8")
+    Path(args.results + ".json").write_text(json.dumps({"command": command, "sst2": {"validation": sst2["validation"]["accuracy"]},
+                                                        "rows": [{"l2sp": a, "probe": m["probe"], "validation": {k: m["validation"].get(k) for k in ("f1_micro", "f1_macro", "roc_auc", "n")},
+                                                                  "train_s": m["train"]["seconds"]} for a, m in rows]}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Every strategy on the same real data: MiniLM on an SST-2 subset, scored on the full dev set.
 
-Writes the table that docs/strategies.md shows. Not a test: about 15 minutes on 2 cores.
+Writes the table that docs/strategies.md shows, to benchmarks/results/strategies.md (and the
+metrics of every row to strategies.json). Not a test: about 10 minutes on 2 cores with
+--train 1000.
 
-    .venv/bin/python benchmarks/strategies.py [--train 2000] [--epochs 1]
+    .venv/bin/python benchmarks/strategies.py --train 1000
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ STRATEGIES = {
     "head_only": (["strategy.method=head_only"], 2e-3),
     "freeze_bottom 3": (["strategy.method=freeze_bottom", "strategy.layers=3"], 1e-4),
     "train_top 2": (["strategy.method=train_top", "strategy.layers=2"], 2e-4),
-    "gradual_unfreeze (every 40 steps)": (["strategy.method=gradual_unfreeze", "strategy.unfreeze_unit=steps", "strategy.unfreeze_every=40"], 1e-4),
+    # 1,000 sentences are 32 steps: one more layer group every 4 steps unfreezes all 7 (6 layers, embeddings) by step 28
+    "gradual_unfreeze (every 4 steps)": (["strategy.method=gradual_unfreeze", "strategy.unfreeze_unit=steps", "strategy.unfreeze_every=4"], 1e-4),
     "lora r=8": (["strategy.method=lora", "strategy.r=8"], 5e-4),
     "lora r=8 all-linear": (["strategy.method=lora", "strategy.r=8", "strategy.target_modules=all-linear"], 5e-4),
     "dora r=8": (["strategy.method=dora", "strategy.r=8"], 5e-4),
@@ -43,7 +46,8 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--epochs", type=float, default=1)
     ap.add_argument("--only", nargs="*", help="run only these rows")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "bench-strategies"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench-strategies"), help="run folders")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "strategies"), help="writes RESULTS.md and RESULTS.json")
     args = ap.parse_args()
     rows = []
     for label, (sets, lr) in STRATEGIES.items():
@@ -64,15 +68,23 @@ def main() -> None:
         m = json.loads((Path(args.out) / name / "metrics.json").read_text())
         rows.append((label, lr, m, wall, ""))
         print(f"done {label}: {m['validation']['accuracy']:.4f}", file=sys.stderr, flush=True)
-    print(f"MiniLM, {args.train} SST-2 training sentences, {args.epochs:g} epoch(s), batch 32, dev set (872); 2 CPU threads\n")
-    print("| strategy | lr | trainable params | dev accuracy | macro-F1 | train s | wall s | samples/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    lines = [f"MiniLM, {args.train} SST-2 training sentences, {args.epochs:g} epoch(s), batch 32, dev set (872); 2 CPU threads", "",
+             "| strategy | lr | trainable params | dev accuracy | macro-F1 | train s | wall s | samples/s |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, lr, m, wall, err in rows:
         if m is None:
-            print(f"| {label} | {lr:g} | failed: {err} | | | | {wall:.0f} | |")
+            lines.append(f"| {label} | {lr:g} | failed: {err} | | | | {wall:.0f} | |")
             continue
         v, tr = m["validation"], m["train"]
-        print(f"| {label} | {lr:g} | {tr['trainable_params']:,} | {v['accuracy']:.4f} | {v['f1_macro']:.4f} | {tr['seconds']:.0f} | {wall:.0f} | {tr['samples_per_s']:.0f} |")
+        lines.append(f"| {label} | {lr:g} | {tr['trainable_params']:,} | {v['accuracy']:.4f} | {v['f1_macro']:.4f} | {tr['seconds']:.0f} | {wall:.0f} | {tr['samples_per_s']:.0f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    command = "python benchmarks/strategies.py " + " ".join(sys.argv[1:])
+    Path(args.results + ".md").write_text(f"<!-- {command} -->\n{table}", encoding="utf-8")
+    Path(args.results + ".json").write_text(json.dumps({"command": command, "rows": [
+        {"strategy": label, "lr": lr, "wall_s": round(wall, 1), "error": err or None,
+         "validation": m and {k: m["validation"][k] for k in ("accuracy", "f1_macro", "roc_auc", "loss", "n")},
+         "train": m and m["train"]} for label, lr, m, wall, err in rows]}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

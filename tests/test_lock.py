@@ -60,3 +60,12 @@ def test_the_environment_is_the_lock():
     assert wrong == {}, f"installed versions differ from requirements.lock (locked, installed): {wrong}"
     extra = sorted(set(installed) - set(lock) - {"weitiao"})
     assert extra == [], f"installed but not in requirements.lock: {extra}"
+
+
+def test_the_readme_names_the_locked_versions():
+    lock = read_lock((ROOT / "requirements.lock").read_text())
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| (torch|transformers|peft|accelerate|datasets) \| ([0-9.]+)", readme, re.M)
+    assert len(rows) == 5, "README's table of tested versions"
+    for name, version in rows:
+        assert Version(version) == Version(lock[name].base_version), f"README says {name} {version}, the lock {lock[name]}"

@@ -64,7 +64,7 @@ def build_model(path: str, label_names: list[str], multi_label: bool, dropout: d
     Args:
         dropout: {"hidden" | "attention" | "classifier": p} overrides (None entries ignored).
         attention: attn_implementation while training ("eager", "sdpa"); None: the library's choice.
-        pad_token_id: the id batches are padded with (`ensure_pad_token`); None: the tokenizer at `path` says.
+        pad_token_id: the id batches are padded with (`ensure_pad_token`); None: the config's own, else its EOS.
 
     Returns:
         (model, names of the newly initialised parameters: the head).
@@ -83,11 +83,10 @@ def build_model(path: str, label_names: list[str], multi_label: bool, dropout: d
             for key in DROPOUT_KEYS[kind]:
                 if hasattr(config, key) or kind == "classifier":
                     setattr(config, key, p)
-    if pad_token_id is None:
-        from transformers import AutoTokenizer
-
-        pad_token_id = ensure_pad_token(AutoTokenizer.from_pretrained(path))
-    config.pad_token_id = pad_token_id  # decoder classifiers find the last token by it
+    if pad_token_id is not None:
+        config.pad_token_id = pad_token_id  # decoder classifiers find the last token by it
+    elif getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = getattr(config, "eos_token_id", None) or 0
     # A model fine-tuned before (runs/a/model) brings a head of another shape: it is replaced.
     extra = {"attn_implementation": attention} if attention else {}
     model, info = AutoModelForSequenceClassification.from_pretrained(path, config=config, output_loading_info=True,

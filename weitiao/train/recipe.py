@@ -244,6 +244,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
             save_adapter(m, tokenizer, run_dir / "adapter")
         else:
             save_model(m, tokenizer, run_dir / "model")
+            steps.best_validation = steps.latest_validation  # exactly this model's scores: finish need not score it again
 
     steps = ClassifierSteps(cfg, encoded, names, pad_id, cache, accelerator)
     started()  # the old run folder (replaced with --overwrite) goes now, not before
@@ -265,6 +266,7 @@ class ClassifierSteps:
         self.cfg, self.encoded, self.names, self.pad_id = cfg, encoded, names, pad_id
         self.multi = cfg.task.multi_label
         self.cache, self.accelerator = cache, accelerator
+        self.latest_validation = self.best_validation = None  # full metrics of the last evaluation, and of the saved best model
         # On a GPU a step costs little compute but every new sequence length costs kernel selection and
         # allocations: lengths rounded up to 8 keep the shapes few (measured in docs/benchmarks.md).
         self.multiple = cfg.training.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
@@ -298,7 +300,8 @@ class ClassifierSteps:
     def validation_headline(self, m) -> dict:
         from weitiao.evaluate.metrics import headline
 
-        return headline(self.evaluate(m, "validation"))
+        self.latest_validation = self.evaluate(m, "validation")
+        return headline(self.latest_validation)
 
     def evaluate(self, m, split: str, shard: bool = True) -> dict:
         """Every process scores every world-th example; the pieces are gathered (each once).
@@ -343,7 +346,10 @@ def finish(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, steps: 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     best = merge_adapter(model, run_dir, setup["tokenizer"]) if setup["selection"].peft else load_best(model, run_dir / "model")
     best.eval()
-    final = {split: steps.evaluate(best, split, shard=False) for split in ("validation", "test") if split in steps.encoded}
+    # The saved best model of a full or partial run was scored on the validation split when it was picked
+    # (the same weights); a merged adapter differs from what trained by float error, so it is scored again.
+    final = {split: steps.best_validation if split == "validation" and steps.best_validation is not None else steps.evaluate(best, split, shard=False)
+             for split in ("validation", "test") if split in steps.encoded}
     final["train"] = train_report(result, cfg.training.metric, cache, trainable, setup["pruned_last_layer"])
     probe = setup["probe"]
     if probe:
