@@ -188,5 +188,5 @@ def kernels(variants: list[dict]) -> str:
     optim = sorted({str(v.get("optim")) for v in variants if v["tool"] == "trainer" and v.get("optim")})
     attention = sorted({str(v.get("attention")) for v in variants if v["tool"] == "trainer" and v.get("attention")})
     return (f"Trainer used optim {', '.join(optim) or '?'} and attention {', '.join(attention) or '?'} (transformers' "
-            "defaults unless --trainer-optim / --trainer-attention say otherwise); weitiao uses torch's fused AdamW\n"
+            "defaults unless --trainer-optim says otherwise; the attention kernel is the same on both sides, --attention); weitiao uses torch's fused AdamW\n"
             "  and, with `training.attention: auto`, eager attention while training on CPU (its own measured choice).")

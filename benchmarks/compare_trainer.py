@@ -63,14 +63,20 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--budget-min", type=float, default=20.0, help="row 4: minutes of training per variant (evaluation excluded)")
     ap.add_argument("--tta-epochs", type=float, default=1.0, help="row 4: epochs (sets the length of the LR schedule)")
     ap.add_argument("--trainer-optim", default=None, help="TrainingArguments.optim (default: transformers' default)")
-    ap.add_argument("--trainer-attention", default=None, choices=["eager", "sdpa"],
-                    help="Trainer's attn_implementation (default: transformers' own, sdpa; weitiao trains with eager on CPU)")
+    ap.add_argument("--attention", default=None, choices=["eager", "sdpa"],
+                    help="attention kernel of BOTH sides (default: eager on CPU, weitiao's own choice there; sdpa on GPU)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run the plan this many times, the order of the sides in each row reversed on every other repeat; "
+                         "each repeat writes its own STEM-rK files and a STEM-repeats.md summary of the ratios")
+    ap.add_argument("--baselines", choices=["all", "grouped"], default="all",
+                    help="row 1: all three Trainer paddings, or only the length-grouped one (the closest competitor)")
     ap.add_argument("--data", default=str(SST2), help="folder with train.tsv and dev.tsv")
     ap.add_argument("--model", default=None, help="model folder (default: the bundled all-MiniLM-L6-v2)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the markdown, the JSON and work/")
     ap.add_argument("--keep-runs", action="store_true", help="keep weitiao's model and checkpoint folders")
     ap.add_argument("--quick", action="store_true", help="tiny end-to-end test: n=64, 3 steps, 128 dev rows")
     args = ap.parse_args()
+    args.attention = args.attention or ("sdpa" if args.device == "cuda" else "eager")
     args.rows = {r.strip() for r in args.rows.split(",") if r.strip()}
     if args.time_to_accuracy:
         args.rows.add("4")
@@ -206,8 +212,9 @@ def plan(args) -> list[dict]:
     v = []
     if "1" in args.rows:
         v.append(dict(group="1", label="weitiao (length-grouped, dynamic padding)", tool="weitiao", method="full"))
-        v.append(dict(group="1", label="Trainer, padding=max_length", tool="trainer", method="full", padding="max_length"))
-        v.append(dict(group="1", label="Trainer, dynamic padding", tool="trainer", method="full", padding="dynamic"))
+        if args.baselines == "all":
+            v.append(dict(group="1", label="Trainer, padding=max_length", tool="trainer", method="full", padding="max_length"))
+            v.append(dict(group="1", label="Trainer, dynamic padding", tool="trainer", method="full", padding="dynamic"))
         v.append(dict(group="1", label="Trainer, dynamic + group_by_length", tool="trainer", method="full", padding="grouped"))
     if "2" in args.rows:
         v.append(dict(group="2", label="weitiao lora", tool="weitiao", method="lora"))
@@ -242,7 +249,7 @@ def weitiao_config(path: Path, model: str, args, runs_dir: Path) -> None:
         "data": {"train": "SET_PER_VARIANT", "validation": "SET_PER_VARIANT", "text_column": "sentence", "label_column": "label"},
         "strategy": "full",
         "training": {"batch_size": args.batch_size, "weight_decay": 0.01, "warmup_ratio": 0.06, "scheduler": "linear",
-                     "seed": args.seed, "num_threads": args.threads, "progress": False},
+                     "seed": args.seed, "num_threads": args.threads, "progress": False, "attention": args.attention},
         "output": {"dir": str(runs_dir)},
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -283,8 +290,7 @@ def trainer_command(v: dict, args, model: str, data: dict, out_dir: Path, result
         cmd += ["--max-steps", str(v["max_steps"])]
     if args.trainer_optim:
         cmd += ["--optim", args.trainer_optim]
-    if args.trainer_attention:
-        cmd += ["--attention", args.trainer_attention]
+    cmd += ["--attention", args.attention]  # the same kernel as weitiao's side
     if args.device == "cuda":
         cmd += ["--device", "cuda", "--bf16"]
     if tta:
@@ -388,21 +394,41 @@ def main() -> None:
     weitiao_config(config, model, args, runs_dir)
     print(f"peak {peak:.1f} GFLOP/s ({'bf16 GPU' if args.device == 'cuda' else f'fp32, {args.threads} threads'}); model {n_params:,} parameters; data {data['files']['train']}", flush=True)
 
-    results = []
-    report = {"command": command, "machine": info, "peak_gflops": peak, "peak_gflops_end": None, "n_params": n_params,
-              "n_params_non_embedding": n_non_embedding, "data": data, "quick": args.quick, "device": args.device,
-              "groups": GROUPS, "variants": results}
-
-    def write_report() -> str:
-        """After every variant: a run stopped part way still leaves the rows it finished."""
-        text = markdown(report)
-        (out / f"{stem}.md").write_text(text)
-        (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
-        return text
-
     if args.device == "cuda":
         warm_up(args, model, data, config, work, logs)
-    for i, v in enumerate(plan(args), start=1):
+    reports = []
+    for r in range(args.repeats):
+        variants = plan(args)
+        if r % 2:  # every other repeat runs each row's sides in the opposite order
+            variants = [v for g in dict.fromkeys(x["group"] for x in variants) for v in reversed([x for x in variants if x["group"] == g])]
+        rstem = stem if args.repeats == 1 else f"{stem}-r{r + 1}"
+        report = {"command": command, "repeat": r + 1, "order": "reversed" if r % 2 else "as planned", "machine": info,
+                  "peak_gflops": peak, "peak_gflops_end": None, "n_params": n_params, "n_params_non_embedding": n_non_embedding,
+                  "data": data, "quick": args.quick, "device": args.device, "attention": args.attention, "groups": GROUPS, "variants": []}
+        run_variants(args, variants, report, out, rstem, model, data, config, work, logs, runs_dir, peak, n_params, n_non_embedding)
+        report["peak_gflops_end"] = peak_gflops(args.threads, device=args.device)
+        info["loadavg_end"] = os.getloadavg()
+        text = write_report(report, out, rstem)
+        print()
+        print(text)
+        print(f"written: {out / (rstem + '.md')}, {out / (rstem + '.json')}")
+        reports.append(report)
+    if args.repeats > 1:
+        summary = repeats_summary(reports, command)
+        (out / f"{stem}-repeats.md").write_text(summary)
+        print(summary)
+
+
+def write_report(report: dict, out: Path, stem: str) -> str:
+    text = markdown(report)
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    return text
+
+
+def run_variants(args, variants, report, out, stem, model, data, config, work, logs, runs_dir, peak, n_params, n_non_embedding) -> None:
+    results = report["variants"]
+    for i, v in enumerate(variants, start=1):
         name = variant_name(v, i)
         print(f"[{i}] {v['group']}: {v['label']} ...", flush=True)
         if v["tool"] == "weitiao":
@@ -426,14 +452,28 @@ def main() -> None:
         status = "ok" if proc["rc"] == 0 else f"FAILED rc={proc['rc']} (see {proc['log']})"
         print(f"    {status}: wall {proc['wall_s']:.1f} s, train {rec.get('train_s') or float('nan'):.1f} s, "
               f"acc {rec.get('accuracy') or rec.get('best_accuracy') or float('nan'):.4f}, peak RSS {proc['peak_rss_mb']:.0f} MB", flush=True)
-        write_report()
+        write_report(report, out, stem)  # a run stopped part way still leaves the rows it finished
 
-    info["loadavg_end"] = os.getloadavg()
-    report["peak_gflops_end"] = peak_gflops(args.threads, device=args.device)
-    text = write_report()
-    print()
-    print(text)
-    print(f"written: {out / (stem + '.md')}, {out / (stem + '.json')}")
+
+def repeats_summary(reports: list[dict], command: str) -> str:
+    """weitiao's speed-up over each Trainer variant, training time and whole-process wall time, per repeat."""
+    import statistics
+
+    lines = [f"<!-- {command} -->", "", "| row | Trainer variant | " + " | ".join(f"repeat {r['repeat']} ({r['order']}) train / wall" for r in reports)
+             + " | median train / wall |", "|---|---|" + "---|" * (len(reports) + 1)]
+    groups = dict.fromkeys(v["group"] for v in reports[0]["variants"])
+    for g in groups:
+        labels = [v["label"] for v in reports[0]["variants"] if v["group"] == g and v["tool"] == "trainer"]
+        for label in labels:
+            ratios = []
+            for r in reports:
+                ours = next(v for v in r["variants"] if v["group"] == g and v["tool"] == "weitiao")
+                theirs = next(v for v in r["variants"] if v["group"] == g and v["label"] == label)
+                ratios.append((theirs["train_s"] / ours["train_s"], theirs["wall_s"] / ours["wall_s"]))
+            cells = " | ".join(f"{t:.2f}x / {w:.2f}x" for t, w in ratios)
+            median = f"{statistics.median(t for t, _ in ratios):.2f}x / {statistics.median(w for _, w in ratios):.2f}x"
+            lines.append(f"| {g} | {label} | {cells} | {median} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

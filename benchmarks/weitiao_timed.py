@@ -95,7 +95,7 @@ def main() -> int:
     stats = {"loop_s": None, "excluded_s": 0.0, "samples": 0, "real_tokens": 0, "positions": 0, "batches": 0, "history": []}
     instrument(stats, args.target, args.budget_min * 60 if args.budget_min else None)
 
-    from weitiao.cli import main as weitiao_main
+    from weitiao.cli import leave, main as weitiao_main
 
     rc = 1
     try:
@@ -110,7 +110,7 @@ def main() -> int:
         if torch is not None and torch.cuda.is_available():
             stats["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         Path(args.timings).write_text(json.dumps(stats, indent=2))
-    return rc
+    return leave(rc)  # as the weitiao command does
 
 
 if __name__ == "__main__":

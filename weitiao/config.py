@@ -130,7 +130,7 @@ class TrainingConfig(Section):
     epochs: float = Field(1, gt=0)
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(128, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)  # default: 128 on a GPU, 32 on CPU (faster there)
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
@@ -154,8 +154,8 @@ class TrainingConfig(Section):
     auto_batch_size: bool = False  # GPU: find the largest batch that fits, accumulating to keep the effective batch
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None  # None: accelerate launch's setting, else no
     prune_last_layer: bool = True  # BERT-style classifiers: the last layer computes only the token the head reads (exact)
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more compute
-    attention: Literal["auto", "eager", "sdpa"] = "auto"  # auto: eager on CPU (measured faster there), sdpa on GPU
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: 58% less GPU memory, 37% fewer samples/s (docs/benchmarks.md)
+    attention: Literal["auto", "eager", "sdpa"] = "auto"  # auto: eager on CPU (no measurable difference from sdpa there), sdpa on GPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)
     progress: bool = True

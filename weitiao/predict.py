@@ -104,14 +104,18 @@ def report_truncated(enc, max_length: int) -> None:
         note(f"{enc.truncated} of {len(enc)} texts were longer than data.max_length ({max_length} tokens) and were cut to it")
 
 
-def scored(model, tokenizer, enc, names: list[str], multi: bool, batch_size: int):
-    """Probabilities and mean loss on the best device, with out-of-memory turned into a clear stop."""
+def scored(model, tokenizer, enc, names: list[str], multi: bool, batch_size: int | None):
+    """Probabilities and mean loss on the best device, with out-of-memory turned into a clear stop.
+
+    `batch_size` None: the default for the device (`eval_batch_size`)."""
     import torch
 
     from weitiao.errors import TrainingStopped
     from weitiao.tasks import classification as task
+    from weitiao.train.recipe import eval_batch_size
 
     device = _device()
+    batch_size = eval_batch_size(batch_size, device.type == "cuda")
     try:
         return task.predict_probs(model.to(device), enc, tokenizer.pad_token_id, len(names), multi, batch_size, device)
     except torch.OutOfMemoryError:

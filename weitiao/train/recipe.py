@@ -127,7 +127,7 @@ def prepare(cfg: RunConfig) -> dict:
     pruned = cfg.training.prune_last_layer and prune_last_layer(model)
     probe = before = None
     if cfg.strategy.probe:
-        probe = ForgettingProbe(cfg.strategy.probe, cfg.training.eval_batch_size)
+        probe = ForgettingProbe(cfg.strategy.probe, eval_batch_size(cfg.training.eval_batch_size, cuda))
         before = probe.score(probe.encoder_state(model), torch.device("cuda" if cuda else "cpu"))  # where `after` is scored
     selection = apply_strategy(model, cfg.strategy)
     s, t = cfg.strategy, cfg.training
@@ -137,6 +137,12 @@ def prepare(cfg: RunConfig) -> dict:
     return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "selection": selection, "model_path": path, "cuda": cuda,
             "mixed_precision": mixed_precision, "new_names": new_names, "probe": probe, "probe_before": before,
             "pruned_last_layer": pruned, "groups": groups, "l2sp": l2sp}
+
+
+def eval_batch_size(configured: int | None, cuda: bool) -> int:
+    """training.eval_batch_size, else 128 on a GPU and 32 on a CPU (where larger batches score
+    slower: MiniLM on SST-2 dev, 2.7 s at 32 against 3.2 s at 128, measured with 2 threads)."""
+    return configured or (128 if cuda else 32)
 
 
 def check_max_length(path: str, name: str, max_length: int, usable: int | None) -> None:
@@ -200,6 +206,7 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
 
 def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoint: Path | None, started) -> Path:
     from weitiao.data.batching import length_grouped_batches, padding_fraction
+    from weitiao.evaluate.metrics import import_in_background
     from weitiao.strategies.lr_groups import lr_table
     from weitiao.strategies.report import parameter_table
     from weitiao.train.feature_cache import frozen_bottom, frozen_modules
@@ -248,6 +255,7 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
 
     steps = ClassifierSteps(cfg, encoded, names, pad_id, cache, accelerator)
     started()  # the old run folder (replaced with --overwrite) goes now, not before
+    import_in_background()
     result = train_loop(model, accelerator, param_groups=groups, epoch_batches=epoch_batches, make_batch=steps.make_batch,
                         compute_loss=steps.loss, count_targets=steps.count_targets, penalty=l2sp.penalty if l2sp else None,
                         evaluate=steps.validation_headline, save_best=save_best,
@@ -323,7 +331,7 @@ class ClassifierSteps:
         cached = self.cache is not None and split in self.cache.splits
         forward = (lambda model_, batch, idx: self.logits(model_, batch, split, [mine[j] for j in idx])) if cached else None
         probs_mine, loss_mine = task.predict_probs(acc.unwrap_model(m), enc.subset(mine), self.pad_id, len(self.names), self.multi,
-                                                   self.cfg.training.eval_batch_size, acc.device, forward)
+                                                   eval_batch_size(self.cfg.training.eval_batch_size, acc.device.type == "cuda"), acc.device, forward)
         piece = (mine, probs_mine, (loss_mine or 0.0) * len(mine))
         pieces = gather_object([piece]) if shard else [piece]
         probs = np.zeros((len(enc), len(self.names)), dtype=np.float32)
