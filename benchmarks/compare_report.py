@@ -102,8 +102,9 @@ NOTES = """\
 How the numbers are taken:
 
 - Every variant is its own process. *wall s*: the whole process (imports, model load, tokenization, training, final dev
-  evaluation). weitiao's wall also holds what it always does: a dev evaluation at each epoch end, an epoch-end
-  checkpoint, saving the best model, and scoring the reloaded best model on dev again; Trainer's holds one
+  evaluation). weitiao's wall also holds what it always does: a dev evaluation at each epoch end (whose scores of
+  the best model are its final ones for full and partial fine-tuning; a merged LoRA model is scored again), an
+  epoch-end checkpoint (written while that evaluation runs), and saving the best model; Trainer's holds one
   `trainer.predict` on dev. *peak RSS*: `ru_maxrss` of that child from `os.wait4`.
 - *train s*, Trainer: `train_runtime` of `trainer.train()` (no evaluation or saving during training). weitiao: its loop
   time measured by `benchmarks/weitiao_timed.py`, minus the evaluation at each epoch end, saving the best model and

@@ -76,7 +76,7 @@ def instrument(phases: Phases) -> None:
         return phases.within("training steps", real_loop)(model, accelerator, **kw)
 
     loop.train_loop = loop_with_phases
-    loop.save_checkpoint = phases.within("checkpoint", loop.save_checkpoint)
+    loop.PendingCheckpoint.finish = phases.within("checkpoint", loop.PendingCheckpoint.finish)
     recipe.build_feature_cache = phases.within("feature cache", recipe.build_feature_cache)
     recipe.prepare = phases.within("setup (data, tokenizer, model)", recipe.prepare)
     recipe.finish = phases.within("final scoring", recipe.finish)

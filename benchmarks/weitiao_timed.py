@@ -4,7 +4,7 @@ weitiao's own `train.seconds` covers its whole loop, including the evaluation at
 end, saving the best model and the epoch-end checkpoints. Trainer's `train_runtime` (with
 eval_strategy="no", save_strategy="no") has none of these, so this launcher times them and
 subtracts them. It wraps only the callables that the recipe hands to `train_loop`
-(evaluate, save_best, make_batch) and the loop's `save_checkpoint`; weitiao itself runs
+(evaluate, save_best, make_batch) and the loop's checkpoints (`PendingCheckpoint`); weitiao itself runs
 unchanged, from its own command line.
 
 It also counts the real tokens and padded positions of the training batches (from their
@@ -31,7 +31,8 @@ class StopRun(Exception):
 def instrument(stats: dict, target: float | None, budget_s: float | None) -> None:
     import weitiao.train.loop as loop
 
-    real_loop, real_save_checkpoint = loop.train_loop, loop.save_checkpoint
+    real_loop = loop.train_loop
+    pending = loop.PendingCheckpoint
     clock = {"start": None}
 
     def training_seconds() -> float:
@@ -81,7 +82,9 @@ def instrument(stats: dict, target: float | None, budget_s: float | None) -> Non
             stats["loop_s"] = time.perf_counter() - clock["start"]
 
     loop.train_loop = timed_loop
-    loop.save_checkpoint = excluded(real_save_checkpoint, "checkpoint_s")
+    # the main thread's share of a checkpoint: snapshotting the state, and waiting for the write to end
+    pending.__init__ = excluded(pending.__init__, "checkpoint_s")
+    pending.finish = excluded(pending.finish, "checkpoint_s")
 
 
 def main() -> int:

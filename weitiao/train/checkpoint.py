@@ -41,39 +41,72 @@ def sha256(path: Path) -> str:
 
 
 def save_checkpoint(root: Path, step: int, state: dict, meta: dict, keep: int) -> Path:
-    """Write `state` (tensors and picklable values) and `meta` (JSON) as root/step-N.
+    """Write `state` (tensors and plain values) and `meta` (JSON) as root/step-N.
 
     Returns the final folder. Older checkpoints beyond the last `keep` are removed.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        _write_files(tmp, step, state, meta)
-    except OSError as e:  # a full disk: the previous checkpoint stays as it was
-        shutil.rmtree(tmp, ignore_errors=True)
-        previous = list_checkpoints(root)
-        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-        what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"{type(e).__name__}: {e}"
-        raise TrainingStopped(f"could not write checkpoint step {step} ({what}); {kept}; free space and rerun with --resume") from None
-    except BaseException:  # Ctrl-C: leave no half-written folder behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync(root)
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    return PendingCheckpoint(root, step, state).finish(meta, keep)
 
 
-def _write_files(tmp: Path, step: int, state: dict, meta: dict) -> None:
-    torch.save(state, tmp / "state.pt")
-    if CRASH_AT == f"checkpoint:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
+class PendingCheckpoint:
+    """A checkpoint whose state.pt is written on a thread while the caller goes on with work
+    that changes no tensor (the epoch-end evaluation); `finish(meta)` waits for it, adds
+    meta.json (where the loop state goes, as JSON, once that work has updated it), the
+    manifest, and renames the folder into place. Until then the folder has a temporary name,
+    so a crash leaves the previous checkpoint as the newest complete one.
+    """
+
+    def __init__(self, root: Path, step: int, state: dict):
+        import threading
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.root, self.step = root, step
+        self.tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._write_state, args=(state,), name="checkpoint", daemon=True)
+        self.thread.start()
+
+    def _write_state(self, state: dict) -> None:
+        try:
+            torch.save(state, self.tmp / "state.pt")
+        except BaseException as e:  # handed to finish(), on the caller's thread
+            self.error = e
+
+    def finish(self, meta: dict, keep: int) -> Path:
+        self.thread.join()
+        try:
+            if self.error is not None:
+                raise self.error
+            if CRASH_AT == f"checkpoint:{self.step}":
+                os.kill(os.getpid(), signal.SIGKILL)
+            _write_files(self.tmp, self.step, meta)
+        except OSError as e:  # a full disk: the previous checkpoint stays as it was
+            self.abandon()
+            previous = list_checkpoints(self.root)
+            kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+            what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"{type(e).__name__}: {e}"
+            raise TrainingStopped(f"could not write checkpoint step {self.step} ({what}); {kept}; free space and rerun with --resume") from None
+        except BaseException:  # Ctrl-C: leave no half-written folder behind
+            self.abandon()
+            raise
+        final = self.root / f"{PREFIX}{self.step:08d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(self.tmp, final)
+        _fsync(self.root)
+        for old in list_checkpoints(self.root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def abandon(self) -> None:
+        """Drop the temporary folder (after the write thread is done with it)."""
+        self.thread.join()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _write_files(tmp: Path, step: int, meta: dict) -> None:
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
     (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": files}, indent=2))

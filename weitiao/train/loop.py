@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from weitiao.errors import TrainingStopped
-from weitiao.train.checkpoint import load_checkpoint, save_checkpoint
+from weitiao.train.checkpoint import PendingCheckpoint, load_checkpoint
 from weitiao.train.optim import build_optimizer, build_scheduler, warmup_steps
 
 CRASH_AT = os.environ.get("WEITIAO_CRASH_AT", "")  # tests: "step:N" SIGKILLs right after step N
@@ -136,13 +136,20 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
         accelerator.wait_for_everyone()
         return opts.patience is not None and st.bad_evals >= opts.patience
 
-    def checkpoint() -> None:
+    def begin_checkpoint() -> PendingCheckpoint | None:
+        """Start writing the tensors of a checkpoint on a thread (main process)."""
+        if not main:
+            return None
+        state = {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+        return PendingCheckpoint(run_dir / "checkpoints", st.step, state)
+
+    def checkpoint(pending: PendingCheckpoint | None = None) -> None:
+        """Finish a checkpoint; the loop state goes into its meta.json as it is now."""
+        pending = pending or begin_checkpoint()
         if main:
-            state = {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": _rng_state(), "loop": asdict(st)}
-            meta = {"step": st.step, "epoch": st.epoch, "metrics_lines": log.lines, **(checkpoint_meta or {})}
-            folder = save_checkpoint(run_dir / "checkpoints", st.step, state, meta, opts.keep_checkpoints)
-            st.last_checkpoint = str(folder)
+            meta = {"step": st.step, "epoch": st.epoch, "metrics_lines": log.lines, "loop": asdict(st), **(checkpoint_meta or {})}
+            st.last_checkpoint = str(pending.finish(meta, opts.keep_checkpoints))
         accelerator.wait_for_everyone()
 
     set_train(model)
@@ -220,10 +227,18 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
                 os.kill(os.getpid(), signal.SIGKILL)
             if st.step >= total or st.stopped:
                 break
-        if not st.stopped:
-            st.stopped = run_eval(float(st.epoch + 1)) and st.step < total
+        # Every epoch (and the run) ends with a checkpoint. Its tensors, which the evaluation does not
+        # change, are written on a thread while the evaluation runs; the loop state after it.
+        pending = begin_checkpoint()
+        try:
+            if not st.stopped:
+                st.stopped = run_eval(float(st.epoch + 1)) and st.step < total
+        except BaseException:
+            if pending:
+                pending.abandon()
+            raise
         st.epoch, st.next_batch = st.epoch + 1, 0
-        checkpoint()  # every epoch (and the run) ends with a checkpoint
+        checkpoint(pending)
     bar.close()
     seconds = time.perf_counter() - start
     return LoopResult(st.step, st.step / steps_per_epoch, st.best, st.best_step, st.stopped, seconds, st.samples, st.tokens,
@@ -281,12 +296,12 @@ def _set_rng_state(rng: dict) -> None:
 
 
 def _restore(folder: Path, model, optimizer, scheduler) -> LoopState:
-    state, _ = load_checkpoint(folder)
+    state, meta = load_checkpoint(folder)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    st = LoopState(**state["loop"])
+    st = LoopState(**meta["loop"])
     st.last_checkpoint = str(folder)
     return st
 
