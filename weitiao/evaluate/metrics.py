@@ -5,15 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def import_in_background() -> None:
-    """Import scikit-learn's metrics (about 1 s) on a thread while training runs: the training
-    steps spend their time in torch kernels that release the GIL, so the first evaluation does
-    not wait for the import."""
-    import threading
-
-    threading.Thread(target=lambda: __import__("sklearn.metrics"), name="import-sklearn", daemon=True).start()
-
-
 def classification_metrics(probs: np.ndarray, labels: list, names: list[str], multi_label: bool, threshold: float = 0.5) -> dict:
     """Metrics for one evaluation.
 

@@ -206,7 +206,6 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
 
 def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoint: Path | None, started) -> Path:
     from weitiao.data.batching import length_grouped_batches, padding_fraction
-    from weitiao.evaluate.metrics import import_in_background
     from weitiao.strategies.lr_groups import lr_table
     from weitiao.strategies.report import parameter_table
     from weitiao.train.feature_cache import frozen_bottom, frozen_modules
@@ -255,7 +254,6 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
 
     steps = ClassifierSteps(cfg, encoded, names, pad_id, cache, accelerator)
     started()  # the old run folder (replaced with --overwrite) goes now, not before
-    import_in_background()
     result = train_loop(model, accelerator, param_groups=groups, epoch_batches=epoch_batches, make_batch=steps.make_batch,
                         compute_loss=steps.loss, count_targets=steps.count_targets, penalty=l2sp.penalty if l2sp else None,
                         evaluate=steps.validation_headline, save_best=save_best,
