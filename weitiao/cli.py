@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Called as a program (no `argv`) in one process, it leaves without Python's interpreter
     teardown once everything is written and flushed: tearing down torch and transformers
-    costs about 1.2 s and writes nothing.
+    costs about 1.5 s and writes nothing (benchmarks/timeline.py --teardown).
     """
     code = run(argv)
     if argv is None:

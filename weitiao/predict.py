@@ -87,7 +87,7 @@ def read_rows(cfg, path: str, field: str, labels, multi_label: bool):
         raise UserError(field, f"'{path}' has no rows with text", "give a file with the run's text column filled in")
     if counts["empty_dropped"]:
         note(f"{counts['empty_dropped']} of {counts['rows']} rows in '{path}' have an empty text and were skipped (as training skips them)")
-    return ex, counts["empty_dropped"]
+    return ex
 
 
 def read_labelled(cfg, tokenizer, names: list[str], path: str, field: str):
@@ -95,7 +95,7 @@ def read_labelled(cfg, tokenizer, names: list[str], path: str, field: str):
     from weitiao.data.examples import LabelSet
     from weitiao.tasks import classification as task
 
-    ex, _ = read_rows(cfg, path, field, LabelSet(names), cfg.task.multi_label)
+    ex = read_rows(cfg, path, field, LabelSet(names), cfg.task.multi_label)
     return task.encode(tokenizer, ex, cfg.data.max_length)
 
 
@@ -160,7 +160,7 @@ def predict(run_dir: str, texts: list[str] | None, file: str | None, output: str
     cfg, model, tokenizer = load_run(run_dir)
     names, multi = label_names(model), cfg.task.multi_label
     if file:
-        ex, _ = read_rows(cfg, file, "--file", None, multi)
+        ex = read_rows(cfg, file, "--file", None, multi)
     else:
         ex = Examples([t.strip() for t in texts], None, None, list(range(1, len(texts) + 1)), "--text")
     enc = task.encode(tokenizer, ex, cfg.data.max_length)

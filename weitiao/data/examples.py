@@ -159,11 +159,6 @@ def _id(p) -> int:
     return int(p)
 
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:20] + "..." + text[-10:]
-
-
 def cell_kind(parts: list, cells: list, separator: str | None, field: str, table: Table) -> str:
     ids = [_is_id(p) for p in parts]
     if all(ids):
