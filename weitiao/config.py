@@ -11,20 +11,17 @@ import math
 import re
 import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from weitiao.errors import UserError
+from weitiao.schema import Section
+from weitiao.tasks import TASKS, get_task, load_all
 
 SCHEMA_VERSION = 1
-
-
-class Section(BaseModel):
-    """Base for every section: unknown keys are refused, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+load_all()  # the `task:` section is one of the registered tasks' sections
 
 
 class SplitConfig(Section):
@@ -46,7 +43,7 @@ class DataConfig(Section):
     train: str
     validation: str | None = None
     test: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "hf"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "hf", "conll"] = "auto"
     header: bool | None = None  # None: detect (a first row naming the configured columns)
     columns: list[str] | None = None  # names for the columns of a file without a header
     text_column: str = "text"
@@ -55,6 +52,8 @@ class DataConfig(Section):
     labels: list[str] | None = None  # the label set, in id order; default: from the training data
     labels_file: str | None = None  # the same, one name per line
     label_separator: str = Field(",", min_length=1)  # multi-label: several labels in one cell
+    tokens_column: str = "tokens"  # token classification: a list of words per row
+    tags_column: str = "tags"  # token classification: a list of tags per row, one per word
     max_length: int = Field(128, ge=8, le=8192)
     train_limit: int | None = Field(None, ge=1)  # seeded random subset of the training rows
     split: SplitConfig = SplitConfig()
@@ -62,10 +61,8 @@ class DataConfig(Section):
     drop_leakage: bool = False  # drop training rows whose text is also in evaluation data
 
 
-class TaskConfig(Section):
-    type: Literal["classification"] = "classification"
-    multi_label: bool = False
-    threshold: float = Field(0.5, gt=0, lt=1)  # multi-label decision threshold on sigmoid
+# The `task:` section: the options of whichever registered task `type` names.
+TaskConfig = Annotated[Union[tuple(t.Options for t in TASKS.values())], Field(discriminator="type")]
 
 
 class DropoutConfig(Section):
@@ -168,7 +165,7 @@ class OutputConfig(Section):
 class RunConfig(Section):
     version: int = SCHEMA_VERSION
     model: str = "minilm"
-    task: TaskConfig = TaskConfig()
+    task: TaskConfig = Field(default_factory=lambda: get_task("classification").Options())
     data: DataConfig
     strategy: StrategyConfig = StrategyConfig()
     training: TrainingConfig = TrainingConfig()
@@ -185,21 +182,37 @@ class RunConfig(Section):
     def _task_metric(self):
         """The task's default metric when none is named; a metric the task does not produce is refused
         here, before anything is trained (it would never pick a best model)."""
-        from weitiao.evaluate.metrics import default_metric, metric_names
-
-        multi = self.task.multi_label
+        task = get_task(self.task.type)
+        names = task.metric_names(self.task)
         if self.training.metric is None:
-            self.training.metric = default_metric(multi)
-        elif self.training.metric not in metric_names(multi):
-            kind = "multi-label classification" if multi else "classification"
-            raise UserError("training.metric", f"{self.training.metric!r} is not a metric of {kind}",
-                            f"use one of {', '.join(metric_names(multi))}")
+            self.training.metric = task.default_metric(self.task)
+        elif self.training.metric not in names:
+            raise UserError("training.metric", f"{self.training.metric!r} is not a metric of {task.describe(self.task)}",
+                            f"use one of {', '.join(names)}")
+        return self
+
+    @model_validator(mode="after")
+    def _task_data_keys(self):
+        """A data key that only another task reads (data.text_column on a token classifier) is refused:
+        it would be silently ignored."""
+        mine = get_task(self.task.type).data_keys
+        changed = {k for k in self.data.model_fields_set if getattr(self.data, k) != DataConfig.model_fields[k].default}
+        for key in sorted(changed - mine):
+            users = sorted(t.name for t in TASKS.values() if key in t.data_keys)
+            if users:
+                raise UserError(f"data.{key}", f"is not read by task '{self.task.type}'",
+                                f"remove it (it is for {', '.join(users)})" + _data_hint(mine))
         return self
 
     @field_validator("task", mode="before")
     @classmethod
     def _task_shorthand(cls, v: Any) -> Any:
-        return {"type": v} if isinstance(v, str) else v
+        """`task: ner_name` -> {type: ...}; an unknown type gets a did-you-mean before pydantic's union error."""
+        v = {"type": v} if isinstance(v, str) else v
+        if isinstance(v, dict):
+            v = {"type": "classification", **v}
+            get_task(v["type"])
+        return v
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -207,6 +220,10 @@ class RunConfig(Section):
         if isinstance(v, str):
             return {"method": v}
         return expand_strategy(v)
+
+
+def _data_hint(keys: frozenset[str]) -> str:
+    return f"; this task reads data.{', data.'.join(sorted(keys))}" if keys else ""
 
 
 def expand_strategy(v: Any) -> Any:
@@ -310,11 +327,13 @@ def validate(raw: dict, source: str = "config") -> RunConfig:
 def describe_error(err: dict) -> tuple[str, str, str]:
     """Turn one pydantic error into (field, problem, fix) for people."""
     loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    if len(loc) > 1 and loc[0] == "task" and loc[1] in TASKS:
+        err = {**err, "task": loc.pop(1)}  # the union's tag: `task.scheme`, not `task.token_classification.scheme`
     field = ".".join(_key(p) for p in loc) or "config"
     value = err.get("input")
     kind = err["type"]
     if kind == "extra_forbidden":
-        known = _known_keys(loc[:-1])
+        known = _known_keys(loc[:-1], err.get("task"))
         match = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
         hint = f"did you mean '{match[0]}'?" if match else f"known keys here: {', '.join(known)}"
         return field, f"unknown key {loc[-1]!r}", hint
@@ -351,8 +370,10 @@ def _shown(value: Any) -> str:
     return _short.repr(value)
 
 
-def _known_keys(loc: list[str]) -> list[str]:
+def _known_keys(loc: list[str], task: str | None = None) -> list[str]:
     model: type[BaseModel] = RunConfig
+    if loc[:1] == ["task"]:
+        model, loc = get_task(task or "classification").Options, loc[1:]
     for part in loc:
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)

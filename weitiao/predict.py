@@ -1,7 +1,8 @@
 """`weitiao eval` and `weitiao predict`: use a finished run folder.
 
 Both read the run's resolved config.yaml (for columns and the task) and its model/ folder
-(a plain Hugging Face model; its config holds the label names).
+(a plain Hugging Face model; its config holds the label names). What a prediction is (a label,
+entities) is the task's: this module reads, scores and writes.
 """
 
 from __future__ import annotations
@@ -9,18 +10,38 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from weitiao.errors import UserError
 
 
-def load_run(run_dir: str):
-    """The run's config, model and tokenizer. Raises UserError when the folder is not a finished run."""
-    from transformers import AutoTokenizer
+@dataclass
+class LoadedRun:
+    """A finished run, ready to score: its task and options, model, tokenizer and label names."""
 
+    task: object
+    opts: object  # the task section of its config
+    data: object  # the data section (columns, max_length)
+    eval_batch_size: int | None
+    model: object
+    tokenizer: object
+    names: list[str]
+    config: object  # the whole RunConfig, for what the probe re-reads (its data and seed)
+
+
+def load_run(run_dir: str) -> tuple:
+    """(config, model, tokenizer) of a finished run (see `open_run`)."""
+    run = open_run(run_dir)
+    return run.config, run.model, run.tokenizer
+
+
+def open_run(run_dir: str) -> LoadedRun:
+    """The run's task, model and tokenizer. Raises UserError when the folder is not a finished run."""
     from weitiao.config import load_config
-    from weitiao.tasks.classification import build_model_from_run
-    from weitiao.train.recipe import quiet_hf
+    from weitiao.runtime import quiet_hf
+    from weitiao.tasks import get_task
+    from weitiao.tasks.text import ensure_pad_token
 
     root = Path(run_dir)
     if not (root / "config.yaml").is_file():
@@ -29,17 +50,16 @@ def load_run(run_dir: str):
         raise UserError("run_dir", f"'{run_dir}' has no trained model (model/ is missing)", "let the run finish, or resume it")
     quiet_hf()
     cfg = load_config(root / "config.yaml")
-    model = build_model_from_run(root / "model")
-    if cfg.training.prune_last_layer:
+    task = get_task(cfg.task.type)
+    model = task.load(root / "model")
+    if cfg.training.prune_last_layer and task.reads_one_position:
         from weitiao.train.last_layer import prune_last_layer
 
         prune_last_layer(model)  # the same predictions, a sixth less work on a 6-layer BERT
-    tokenizer = AutoTokenizer.from_pretrained(str(root / "model"))
-    from weitiao.tasks.classification import ensure_pad_token
-
+    tokenizer = task.processor(str(root / "model"))
     if model.config.pad_token_id is None or tokenizer.pad_token is None:
         model.config.pad_token_id = ensure_pad_token(tokenizer)  # runs saved before the pad token was settled
-    return cfg, model, tokenizer
+    return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, label_names(model), cfg)
 
 
 def _device():
@@ -49,7 +69,7 @@ def _device():
 
 
 def label_names(model) -> list[str]:
-    """The label names a saved classifier carries, in id order."""
+    """The label names a saved model carries, in id order."""
     return [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 
@@ -70,18 +90,17 @@ def note(msg: str) -> None:
     print(f"note: {msg}", file=sys.stderr)
 
 
-def read_rows(cfg, path: str, field: str, labels, multi_label: bool):
+def read_rows(run: LoadedRun, path: str, field: str, labels):
     """A data file read with a run's columns (and labels), cleaned as training cleans evaluation
     data: rows with empty text are dropped, counted and reported; nothing else is touched.
 
     Raises:
         UserError: a problem with the file, a label the run does not know, or no rows with text.
     """
-    from weitiao.data import read_examples
     from weitiao.data.clean import clean_split
 
-    data = cfg.data if labels is not None else cfg.data.model_copy(update={"label_column": None})
-    ex, _ = read_examples(path, field, data, labels, multi_label)
+    reader = run.task.reader(run.data, run.opts)
+    ex = reader.read(path, field, labels)[0] if labels is not None else reader.read_inputs(path, field)
     ex, counts = clean_split(ex, drop_duplicates=False)
     if not len(ex):
         raise UserError(field, f"'{path}' has no rows with text", "give a file with the run's text column filled in")
@@ -90,34 +109,33 @@ def read_rows(cfg, path: str, field: str, labels, multi_label: bool):
     return ex
 
 
-def read_labelled(cfg, tokenizer, names: list[str], path: str, field: str):
-    """A labelled file read with a run's columns and labels, cleaned and tokenized (an `Encoded`)."""
+def read_labelled(run: LoadedRun, path: str, field: str):
+    """A labelled file read with a run's columns and labels, cleaned and encoded."""
     from weitiao.data.examples import LabelSet
-    from weitiao.tasks import classification as task
 
-    ex = read_rows(cfg, path, field, LabelSet(names), cfg.task.multi_label)
-    return task.encode(tokenizer, ex, cfg.data.max_length)
+    ex = read_rows(run, path, field, LabelSet(run.names))
+    return run.task.encode(run.tokenizer, ex, run.data.max_length, run.opts, run.names)
 
 
-def report_truncated(enc, max_length: int) -> None:
+def report_truncated(run: LoadedRun, enc, n: int) -> None:
     if enc.truncated:
-        note(f"{enc.truncated} of {len(enc)} texts were longer than data.max_length ({max_length} tokens) and were cut to it")
+        note(f"{enc.truncated} of {n} inputs were longer than data.max_length: " + run.task.too_long.format(n=run.data.max_length))
 
 
-def scored(model, tokenizer, enc, names: list[str], multi: bool, batch_size: int | None):
-    """Probabilities and mean loss on the best device, with out-of-memory turned into a clear stop.
+def scored(run: LoadedRun, enc, batch_size: int | None):
+    """The task's outputs and mean loss on the best device, with out-of-memory turned into a clear stop.
 
-    `batch_size` None: the default for the device (`eval_batch_size`)."""
+    `batch_size` None: the run's training.eval_batch_size, else the default for the device."""
     import torch
 
     from weitiao.errors import TrainingStopped
-    from weitiao.tasks import classification as task
-    from weitiao.train.recipe import eval_batch_size
+    from weitiao.evaluate.scoring import score
+    from weitiao.runtime import eval_batch_size
 
     device = _device()
-    batch_size = eval_batch_size(batch_size, device.type == "cuda")
+    batch_size = eval_batch_size(batch_size or run.eval_batch_size, device.type == "cuda")
     try:
-        return task.predict_probs(model.to(device), enc, tokenizer.pad_token_id, len(names), multi, batch_size, device)
+        return score(run.model.to(device), run.task, enc, run.tokenizer.pad_token_id, len(run.names), run.opts, batch_size, device)
     except torch.OutOfMemoryError:
         smaller = max(1, batch_size // 2)
         raise TrainingStopped(f"out of memory scoring batches of {batch_size} on {device}; "
@@ -126,66 +144,61 @@ def scored(model, tokenizer, enc, names: list[str], multi: bool, batch_size: int
 
 def evaluate_file(run_dir: str, data_path: str, output: str | None = None, batch_size: int | None = None) -> dict:
     """Metrics of the run's model on a labelled file; prints and returns them."""
-    from weitiao.evaluate.metrics import classification_metrics, headline
-
     check_output(output)
-    cfg, model, tokenizer = load_run(run_dir)
-    names, multi = label_names(model), cfg.task.multi_label
-    enc = read_labelled(cfg, tokenizer, names, data_path, "--data")
-    report_truncated(enc, cfg.data.max_length)
-    probs, loss = scored(model, tokenizer, enc, names, multi, batch_size or cfg.training.eval_batch_size)
-    metrics = classification_metrics(probs, enc.labels, names, multi, cfg.task.threshold)
-    metrics["loss"] = loss
+    run = open_run(run_dir)
+    enc = read_labelled(run, data_path, "--data")
+    report_truncated(run, enc, len(getattr(enc, "words", enc)))
+    result = scored(run, enc, batch_size)
+    metrics = run.task.metrics(result.outputs, enc, run.names, run.opts)
+    metrics["loss"] = result.loss
     metrics["truncated"] = enc.truncated
-    print(json.dumps(headline(metrics) | {"n": metrics["n"], "truncated": enc.truncated}))
+    print(json.dumps(run.task.headline(metrics) | {"n": metrics["n"], "truncated": enc.truncated}))
     if output:
         Path(output).write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def predict(run_dir: str, texts: list[str] | None, file: str | None, output: str | None, batch_size: int | None = None) -> list[dict]:
-    """Label and probabilities for each text; JSON lines on stdout, or a .jsonl/.csv file.
+def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None, output: str | None, batch_size: int | None = None) -> list[dict]:
+    """The task's prediction for each input (a classifier: label and probabilities; a token
+    classifier: entities, words and tags); JSON lines on stdout, or a .jsonl/.csv file.
 
     Texts given with --text must not be empty; rows of a --file with an empty text are skipped
     and counted, as in training and `weitiao eval`.
     """
-    from weitiao.data.examples import Examples
-    from weitiao.tasks import classification as task
-
     check_output(output, (".jsonl", ".csv"))
-    if texts is not None:
-        empty = [i for i, t in enumerate(texts, 1) if not t.strip()]
-        if empty:
-            raise UserError("--text", f"text {empty[0]} is empty", "give non-empty texts")
-    cfg, model, tokenizer = load_run(run_dir)
-    names, multi = label_names(model), cfg.task.multi_label
-    if file:
-        ex = read_rows(cfg, file, "--file", None, multi)
-    else:
-        ex = Examples([t.strip() for t in texts], None, None, list(range(1, len(texts) + 1)), "--text")
-    enc = task.encode(tokenizer, ex, cfg.data.max_length)
-    report_truncated(enc, cfg.data.max_length)
-    probs, _ = scored(model, tokenizer, enc, names, multi, batch_size or cfg.training.eval_batch_size)
-    rows = []
-    for text, p in zip(ex.text, probs):
-        if multi:
-            label = [names[i] for i in range(len(names)) if p[i] >= cfg.task.threshold]
-        else:
-            label = names[int(p.argmax())]
-        rows.append({"text": text, "label": label, "probabilities": {n: round(float(x), 6) for n, x in zip(names, p)}})
-    _write_predictions(rows, output)
+    check_texts(texts)
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir)
+    rows = predict_rows(run, texts, file, batch_size)
+    _write_predictions(rows, output, run.task)
     return rows
 
 
-def _write_predictions(rows: list[dict], output: str | None) -> None:
+def check_texts(texts: list[str] | None) -> None:
+    if texts is not None:
+        empty = [i for i, t in enumerate(texts, 1) if not isinstance(t, str) or not t.strip()]
+        if empty:
+            raise UserError("--text", f"text {empty[0]} is empty", "give non-empty texts")
+
+
+def predict_rows(run: str | LoadedRun, texts: list[str] | None, file: str | None = None, batch_size: int | None = None) -> list[dict]:
+    """What `predict` prints, as a list (the Python API's `Run.predict`)."""
+    check_texts(texts)
+    run = open_run(run) if not isinstance(run, LoadedRun) else run
+    ex = read_rows(run, file, "--file", None) if file else run.task.examples_from_texts(list(texts), run.tokenizer)
+    enc = run.task.encode(run.tokenizer, ex, run.data.max_length, run.opts, run.names)
+    report_truncated(run, enc, len(ex))
+    result = scored(run, enc, batch_size)
+    return run.task.decode(result.outputs, enc, ex, run.names, run.opts)
+
+
+def _write_predictions(rows: list[dict], output: str | None, task) -> None:
     if output and output.lower().endswith(".csv"):
-        names = list(rows[0]["probabilities"]) if rows else []
+        header, cells = task.csv_columns(rows)
         with open(output, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["text", "label"] + [f"p_{n}" for n in names])
+            w.writerow(header)
             for r in rows:
-                label = ",".join(r["label"]) if isinstance(r["label"], list) else r["label"]
-                w.writerow([r["text"], label] + [r["probabilities"][n] for n in names])
+                w.writerow(cells(r))
         return
     out = open(output, "w", encoding="utf-8") if output else sys.stdout
     try:

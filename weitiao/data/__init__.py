@@ -1,10 +1,17 @@
-"""Data: read the configured files, settle the label set, clean, check leakage and split."""
+"""Data: read the configured files, settle the label set, clean, check leakage and split.
+
+What the rows of a file mean belongs to the task: it hands `load_data` a `Reader`. The
+default reads a text column (and a pair) with a label column (`ColumnReader`); a token
+classifier reads lists of words and tags. Cleaning, duplicates, leakage, the split and the
+report are the same for every task.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from weitiao.data.clean import clean_split, find_leakage
 from weitiao.data.examples import Examples, LabelSet, take_columns
@@ -20,6 +27,62 @@ class DataBundle:
     test: Examples | None
     labels: LabelSet
     report: dict = field(default_factory=dict)
+
+
+class Reader(Protocol):
+    """How a task turns data files into `Examples`."""
+
+    restrict_labels: bool  # settle the labels as those the kept training rows use (a fixed tag set: False)
+    stratify_name: str  # what the split stratifies by, for the report ("label", "entity types", ...)
+
+    def read(self, path: str, field: str, labels: LabelSet | None) -> tuple[Examples, LabelSet]:
+        """Read one file; `labels` None (the training file): settle the label set from it (or the config)."""
+
+    def read_inputs(self, path: str, field: str) -> Examples:
+        """Read one file of inputs to predict (no labels needed)."""
+
+    def check_labels(self, labels: LabelSet, field: str, path: str) -> None:
+        """Refuse a label set the task cannot learn from (one class; no entities)."""
+
+    def stratify_key(self, ex: Examples) -> list | None:
+        """One hashable key per example to stratify the split by, or None."""
+
+
+@dataclass
+class ColumnReader:
+    """A text column (and a pair) with a label column (one label per row, or several with `multi_label`)."""
+
+    data: object  # the `data` config section
+    multi_label: bool = False
+    restrict_labels: bool = True
+
+    @property
+    def stratify_name(self) -> str:
+        return "label set" if self.multi_label else "label"
+
+    def read(self, path: str, field: str, labels: LabelSet | None) -> tuple[Examples, LabelSet]:
+        ex, table = read_examples(path, field, self.data, labels, self.multi_label)
+        if labels is None:
+            labels = label_set(self.data, table, self.multi_label)
+            ex.labels = labels.encode([r.get(self.data.label_column) for r in table.rows], self.data.label_separator if self.multi_label else None, field, table)
+        return ex, labels
+
+    def read_inputs(self, path: str, field: str) -> Examples:
+        return read_examples(path, field, replace_section(self.data, label_column=None), None, self.multi_label)[0]
+
+    def check_labels(self, labels: LabelSet, field: str, path: str) -> None:
+        if len(labels) < 2 and not self.multi_label:
+            raise UserError("data.label_column", f"'{self.data.label_column}' in '{path}' has only {len(labels)} distinct label(s)", "a classifier needs at least 2 labels")
+
+    def stratify_key(self, ex: Examples) -> list | None:
+        from weitiao.data.split import stratify_key
+
+        return stratify_key(ex.labels)
+
+
+def replace_section(section, **values):
+    """A copy of a config section with some values changed (validation skipped: None is allowed here)."""
+    return section.model_copy(update=values)
 
 
 def read_examples(path: str, field_name: str, data, labels: LabelSet | None, multi_label: bool) -> tuple[Examples, Table]:
@@ -55,37 +118,39 @@ def _given_labels(names: list[str], field: str) -> LabelSet:
     return LabelSet(names)
 
 
-def load_data(data, multi_label: bool, seed: int) -> DataBundle:
+def load_data(data, multi_label: bool = False, seed: int = 0, reader: Reader | None = None) -> DataBundle:
     """Read, clean, check leakage and split as the `data` section says.
+
+    Args:
+        reader: how rows become examples (the task's); default: text and label columns.
 
     Raises:
         UserError: for any problem with the files, columns or labels; nothing is written.
     """
-    train, table = read_examples(data.train, "data.train", data, None, multi_label)
-    labels = label_set(data, table, multi_label)
-    train.labels = labels.encode([r.get(data.label_column) for r in table.rows], data.label_separator if multi_label else None, "data.train", table)
+    reader = reader or ColumnReader(data, multi_label)
+    train, labels = reader.read(data.train, "data.train", None)
 
     report: dict = {}
     train, report["train"] = clean_split(train, data.drop_duplicates)
     if len(train) == 0:  # before the split, which would only say that 0 rows are too few
         raise UserError("data.train", f"no training rows left after cleaning '{data.train}' ({report['train']})", "check that the text column holds text")
-    if not (data.labels or data.labels_file):  # the classes are the labels of the rows that are kept
+    if reader.restrict_labels and not (data.labels or data.labels_file):  # the classes are the labels of the rows that are kept
         labels, train.labels, unused = labels.restricted(train.labels)
         if unused:
             report["labels_only_on_dropped_rows"] = unused
     report = {"labels": len(labels), **report}
-    if len(labels) < 2 and not multi_label:
-        raise UserError("data.label_column", f"'{data.label_column}' in '{data.train}' has only {len(labels)} distinct label(s)", "a classifier needs at least 2 labels")
+    reader.check_labels(labels, "data.train", data.train)
     validation = test = None
     if data.validation:
-        validation, _ = read_examples(data.validation, "data.validation", data, labels, multi_label)
+        validation, _ = reader.read(data.validation, "data.validation", labels)
         validation, report["validation"] = clean_split(validation, drop_duplicates=False)
     if data.test:
-        test, _ = read_examples(data.test, "data.test", data, labels, multi_label)
+        test, _ = reader.read(data.test, "data.test", labels)
         test, report["test"] = clean_split(test, drop_duplicates=False)
     if validation is None:
         s = data.split
-        train, validation, split_test, stratified_by = split_examples(train, s.train, s.validation, s.test if test is None else 0.0, seed)
+        train, validation, split_test, stratified_by = split_examples(train, s.train, s.validation, s.test if test is None else 0.0, seed,
+                                                                      reader.stratify_key(train), reader.stratify_name)
         test = test if test is not None else split_test
         report["split"] = {"train": len(train), "validation": len(validation), "test": len(test) if test else 0, "seed": seed,
                            "stratified_by": stratified_by}

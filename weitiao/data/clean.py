@@ -11,7 +11,7 @@ from weitiao.data.examples import Examples
 
 def clean_split(ex: Examples, drop_duplicates: bool = True) -> tuple[Examples, dict[str, int]]:
     """Strip, drop empty texts and exact duplicates. Returns the kept rows and the counts."""
-    text = [t.strip() for t in ex.text]
+    text = [t.strip() if isinstance(t, str) else t for t in ex.text]  # a tuple of words (token tasks) stays as it is
     pair = [p.strip() for p in ex.pair] if ex.pair is not None else None
     stripped = sum(a != b for a, b in zip(text, ex.text))
     keep, seen, empty, dupes = [], set(), 0, 0
@@ -25,7 +25,7 @@ def clean_split(ex: Examples, drop_duplicates: bool = True) -> tuple[Examples, d
             continue
         seen.add(key)
         keep.append(i)
-    kept = Examples(text, pair, ex.labels, ex.lines, ex.source).subset(keep)
+    kept = Examples(text, pair, ex.labels, ex.lines, ex.source, meta=ex.meta).subset(keep)
     return kept, {"rows": len(ex), "stripped": stripped, "empty_dropped": empty, "duplicates_dropped": dupes, "kept": len(kept)}
 
 

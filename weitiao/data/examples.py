@@ -10,21 +10,24 @@ from weitiao.errors import UserError
 
 @dataclass
 class Examples:
-    """One split. `labels` holds ids (single-label) or lists of ids (multi-label), or None."""
+    """One split. `text` holds one input per example (a string; a tuple of words for token tasks);
+    `labels` ids (single-label), lists of ids (multi-label; a tag id per word), or None; `meta`
+    what a task keeps beside an input (the raw text a tuple of words came from, with spans)."""
 
-    text: list[str]
+    text: list
     pair: list[str] | None
     labels: list | None
     lines: list[int]
     source: str
     dropped: dict[str, int] = dc_field(default_factory=dict)
+    meta: list | None = None
 
     def __len__(self) -> int:
         return len(self.text)
 
     def subset(self, index: list[int]) -> "Examples":
         pick = lambda xs: None if xs is None else [xs[i] for i in index]  # noqa: E731
-        return Examples(pick(self.text), pick(self.pair), pick(self.labels), pick(self.lines), self.source, dict(self.dropped))
+        return Examples(pick(self.text), pick(self.pair), pick(self.labels), pick(self.lines), self.source, dict(self.dropped), pick(self.meta))
 
 
 def take_columns(table: Table, field: str, text_column: str, pair_column: str | None,

@@ -31,22 +31,25 @@ def stratify_key(labels: list | None) -> list | None:
     return key if len(set(key) - {-1}) > 0 else None  # all rare: nothing to stratify by
 
 
-def split_examples(ex: Examples, train: float, validation: float, test: float, seed: int) -> Split:
+def split_examples(ex: Examples, train: float, validation: float, test: float, seed: int,
+                   key: list | None = None, key_name: str | None = None) -> Split:
     """Split into train/validation/test with the given ratios (summing to 1), stratified by label
-    (multi-label: by label set) where every part can hold every key, else at random.
+    (multi-label: by label set; or by the given `key`, one per example, named `key_name`) where
+    every part can hold every key, else at random.
 
     Raises:
         UserError: too few rows to give every part at least one.
     """
     index = list(range(len(ex)))
-    key = stratify_key(ex.labels)
+    if key_name is None:
+        key, key_name = stratify_key(ex.labels), "label set" if ex.labels and isinstance(ex.labels[0], list) else "label"
     held = validation + test
     tr, rest, stratified = _split(index, held, seed, key, len(ex))
     if test > 0:
         rest_key = [key[i] for i in rest] if key else None
         va, te, stratified_rest = _split(rest, test / held, seed, rest_key, len(ex))
         stratified = stratified and stratified_rest
-    how = ("label set" if ex.labels and isinstance(ex.labels[0], list) else "label") if stratified else "none (too few rows per label)"
+    how = key_name if stratified else f"none (too few rows per {key_name})"
     if test <= 0:
         return Split(ex.subset(tr), ex.subset(rest), None, how)
     return Split(ex.subset(tr), ex.subset(va), ex.subset(te), how)

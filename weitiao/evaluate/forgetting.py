@@ -1,7 +1,7 @@
 """The forgetting probe: how well does the encoder still do an earlier task?
 
-`strategy.probe: runs/A` names a finished classification run. Its head and its validation
-data are kept; the encoder under that head is swapped for the current model's encoder, before
+`strategy.probe: runs/A` names a finished run of any task that has a metric. Its head and
+its validation data are kept; the encoder under that head is swapped for the current model's encoder, before
 training and after. "Fine-tune on B after A" then reports A's accuracy before and after, the
 number catastrophic forgetting is about (Kirkpatrick et al. 2017,
 https://arxiv.org/abs/1612.00796).
@@ -18,17 +18,15 @@ from weitiao.errors import UserError
 
 class ForgettingProbe:
     def __init__(self, run_dir: str, batch_size: int):
-        from weitiao.predict import label_names, load_run, read_labelled
+        from weitiao.predict import open_run, read_labelled
         from weitiao.strategies.layers import find_parts
 
         if not (Path(run_dir) / "model" / "config.json").is_file():
             raise UserError("strategy.probe", f"'{run_dir}' is not a finished run folder", "name a run folder written by `weitiao train` (with model/)")
-        cfg, self.model, self.tokenizer = load_run(run_dir)
-        self.names = label_names(self.model)
-        self.multi = cfg.task.multi_label
-        self.threshold = cfg.task.threshold
-        self.data = held_out(cfg, self.tokenizer, self.names) if cfg.data.validation is None else \
-            read_labelled(cfg, self.tokenizer, self.names, cfg.data.validation, "strategy.probe")
+        self.run = open_run(run_dir)
+        self.model, self.task = self.run.model, self.run.task
+        cfg = self.run.config
+        self.data = held_out(self.run) if cfg.data.validation is None else read_labelled(self.run, cfg.data.validation, "strategy.probe")
         self.batch_size = batch_size
         self.run_dir = run_dir
         base = self.model.base_model_prefix
@@ -45,9 +43,8 @@ class ForgettingProbe:
 
     @torch.no_grad()
     def score(self, encoder_state: dict, device) -> dict:
-        """Metrics of the probe run's head on its data, over the given encoder weights."""
-        from weitiao.evaluate.metrics import classification_metrics, headline
-        from weitiao.tasks import classification as task
+        """The probe run's headline metrics on its data, over the given encoder weights."""
+        from weitiao.evaluate.scoring import score
 
         encoder = getattr(self.model, self.model.base_model_prefix)
         mine = encoder.state_dict()
@@ -56,19 +53,19 @@ class ForgettingProbe:
         if bad:
             raise UserError("strategy.probe", f"the encoder of '{self.run_dir}' differs from this run's ({bad[0]})", "probe with a run of the same base model")
         encoder.load_state_dict(encoder_state, strict=False)
-        probs, loss = task.predict_probs(self.model.to(device), self.data, self.tokenizer.pad_token_id, len(self.names),
-                                         self.multi, self.batch_size, device)
-        metrics = headline(classification_metrics(probs, self.data.labels, self.names, self.multi, self.threshold))
-        return metrics | {"loss": loss}
+        run = self.run
+        scored = score(self.model.to(device), self.task, self.data, run.tokenizer.pad_token_id, len(run.names), run.opts, self.batch_size, device)
+        metrics = self.task.headline(self.task.metrics(scored.outputs, self.data, run.names, run.opts))
+        return metrics | {"loss": scored.loss}
 
 
-def held_out(cfg, tokenizer, names: list[str]):
+def held_out(run):
     """The validation rows a run split off its training file itself (no data.validation): the
     same seeded split again, so the probe scores rows that run never trained on."""
     from weitiao.data import load_data
-    from weitiao.tasks import classification as task
 
-    bundle = load_data(cfg.data, cfg.task.multi_label, cfg.training.seed)
-    if bundle.labels.names != names:
+    cfg = run.config
+    bundle = load_data(cfg.data, seed=cfg.training.seed, reader=run.task.reader(cfg.data, cfg.task))
+    if bundle.labels.names != run.names:
         raise UserError("strategy.probe", f"the labels of {cfg.data.train} no longer match the probe run's model", "probe a run whose data is unchanged")
-    return task.encode(tokenizer, bundle.validation, cfg.data.max_length)
+    return run.task.encode(run.tokenizer, bundle.validation, cfg.data.max_length, cfg.task, run.names)

@@ -90,9 +90,13 @@ def get_strategy(spec) -> Method:
     return method
 
 
-def apply_strategy(model, spec) -> Selection:
-    """Run the configured method, then the name-pattern modifiers (for non-peft methods)."""
-    selection = get_strategy(spec).select(model, spec)
+def apply_strategy(model, spec, task_type: str = "SEQ_CLS") -> Selection:
+    """Run the configured method, then the name-pattern modifiers (for non-peft methods).
+
+    `task_type`: peft's name for the task (`Task.peft_task_type`), for the peft methods.
+    """
+    method = get_strategy(spec)
+    selection = method.select(model, spec, task_type=task_type) if method.peft else method.select(model, spec)
     if not selection.peft:
         apply_patterns(selection.model, spec.include, spec.exclude, spec.freeze_embeddings)
     return selection

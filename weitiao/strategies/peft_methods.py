@@ -37,15 +37,12 @@ def norm_modules(model) -> list[str]:
     return sorted({name.split(".")[-1] for name, m in model.named_modules() if "Norm" in type(m).__name__ and name})
 
 
-def task_type(model) -> str:
-    return "CAUSAL_LM" if type(model).__name__.endswith("ForCausalLM") else "SEQ_CLS"
-
-
-def peft_config(method: str, spec, model):
+def peft_config(method: str, spec, model, task_type: str = "SEQ_CLS"):
     import peft
 
-    common = {"task_type": task_type(model)}
-    save = head_modules(model) if common["task_type"] == "SEQ_CLS" else None
+    common = {"task_type": task_type}
+    # Classifier heads are new: they train and are saved with the adapter.
+    save = head_modules(model) if task_type in ("SEQ_CLS", "TOKEN_CLS") else None
     targets = spec.target_modules
     if method in ("lora", "dora"):
         return peft.LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.lora_dropout, use_rslora=spec.rslora,
@@ -63,11 +60,11 @@ def peft_config(method: str, spec, model):
     raise AssertionError(method)
 
 
-def wrap(method: str, model, spec) -> Selection:
+def wrap(method: str, model, spec, task_type: str = "SEQ_CLS") -> Selection:
     import peft
 
     try:
-        wrapped = peft.get_peft_model(model, peft_config(method, spec, model))
+        wrapped = peft.get_peft_model(model, peft_config(method, spec, model, task_type))
     except ValueError as e:  # peft's messages for unknown target modules are good: pass them on
         raise UserError("strategy.target_modules", f"{method}: {str(e).splitlines()[0]}",
                         "set strategy.target_modules to module names of this model, or 'all-linear'") from None
@@ -75,7 +72,7 @@ def wrap(method: str, model, spec) -> Selection:
 
 
 def _register(method: str, options: tuple[str, ...]) -> None:
-    register(method, options, peft=True)(lambda model, spec: wrap(method, model, spec))
+    register(method, options, peft=True)(lambda model, spec, task_type="SEQ_CLS": wrap(method, model, spec, task_type))
 
 
 for _name, _options in (("lora", LORA_OPTIONS), ("dora", LORA_OPTIONS), ("ia3", ("target_modules",)),

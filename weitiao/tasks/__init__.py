@@ -1,1 +1,88 @@
-"""Tasks: each module builds its model, encodes data, collates batches, computes loss and metrics."""
+"""Tasks: one module each, registered by name in `TASKS` (duplicates refused).
+
+The recipe, the loop, the feature cache, `eval`/`predict` and the Python API ask the task;
+none of them names one. A task module must import cheaply (pydantic only at the top): the
+config schema is built from the registry, and a mistake in the config is reported before
+torch loads.
+
+Adding a task: a module with an object that satisfies `Task`, and one line in `load_all`.
+The registry test matrix (tests/test_tasks.py) then trains, saves, reloads and predicts it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any, Protocol
+
+from weitiao.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from weitiao.data import Reader
+
+
+class Task(Protocol):
+    """What the rest of weitiao asks of a task. `opts` is the task's validated `task:` section.
+
+    Data flows: table rows -> `Examples` (reader) -> `encode` -> rows of token ids (an "encoded"
+    object with `lengths`, `len()`, `subset(index)` and `truncated`) -> `collate` -> batches ->
+    logits -> (`loss`, `count_targets`) in training; -> `outputs` (one per encoded row) ->
+    `metrics` / `decode` in evaluation and prediction.
+    """
+
+    name: str
+    Options: type  # the pydantic section for `task:` (its `type` field is the discriminator)
+    data_keys: frozenset[str]  # data.* keys only this task reads (a key another task reads is refused here)
+    peft_task_type: str  # SEQ_CLS | TOKEN_CLS | CAUSAL_LM | SEQ_2_SEQ_LM
+    reads_one_position: bool  # the head reads one position of the last layer: gates last-layer pruning and first-token caching
+
+    def metric_names(self, opts) -> tuple[str, ...]: ...
+    def default_metric(self, opts) -> str: ...
+    def headline(self, metrics: dict) -> dict: ...  # the scalar metrics worth a log line
+    def summary(self, metrics: dict) -> str: ...  # the metrics line printed at the end
+    def describe(self, opts) -> str: ...  # the task in words, for errors
+    too_long: str  # what happens to inputs past data.max_length ("cut to ... ({n} tokens)"), and the fix
+    too_long_fix: str
+    def reader(self, data, opts) -> "Reader": ...  # reads examples and settles the label set (weitiao.data)
+    def processor(self, model_path: str): ...  # the tokenizer (image processor later), checked for what the task needs
+    def encode(self, processor, examples, max_length: int, opts, names: list[str]): ...
+    def build(self, model_path: str, label_names: list[str], opts, dropout: dict | None, attention: str | None,
+              pad_token_id: int | None) -> tuple[Any, set[str]]: ...  # (model, names of the parameters it added)
+    def collate(self, encoded, index: list[int], pad_id: int, num_labels: int, opts, multiple: int = 1) -> dict: ...
+    def loss(self, logits: "torch.Tensor", labels: "torch.Tensor", opts, label_smoothing: float) -> tuple["torch.Tensor", int]: ...
+    def count_targets(self, batch: dict) -> int: ...  # the count of `loss`, from the CPU batch (the loop needs it before the forward pass)
+    def outputs(self, logits: "torch.Tensor", encoded, index: list[int], opts) -> list: ...  # per row: what metrics and decode read (numpy)
+    def metrics(self, outputs: list, encoded, label_names: list[str], opts) -> dict: ...
+    def decode(self, outputs: list, encoded, examples, label_names: list[str], opts) -> list[dict]: ...  # `predict`'s objects
+    def csv_columns(self, rows: list[dict]) -> tuple[list[str], Any]: ...  # `predict --output x.csv`: header, row -> cells
+    def examples_from_texts(self, texts: list[str], processor) -> Any: ...  # `predict --text` inputs
+    def load(self, model_dir) -> Any: ...  # the trained model of a run folder
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add a task under `task.name`; a second task of the same name is refused."""
+    if task.name in TASKS:
+        raise ValueError(f"task '{task.name}' is registered twice")
+    TASKS[task.name] = task
+    return task
+
+
+def load_all() -> dict[str, Task]:
+    # Importing a task's module registers it: this line is the one list of them.
+    from weitiao.tasks import classification, token_classification  # noqa: F401
+
+    return TASKS
+
+
+def get_task(name: str) -> Task:
+    """The registered task `name`, else a UserError with a did-you-mean."""
+    load_all()
+    if name not in TASKS:
+        match = difflib.get_close_matches(str(name), list(TASKS), n=1, cutoff=0.5)
+        hint = f"did you mean '{match[0]}'?" if match else f"use one of {', '.join(sorted(TASKS))}"
+        raise UserError("task.type", f"unknown task {name!r}", hint)
+    return TASKS[name]

@@ -1,18 +1,25 @@
-"""Sequence classification, single-label (softmax + cross-entropy) and multi-label (sigmoid + BCE)."""
+"""Sequence classification, single-label (softmax + cross-entropy) and multi-label (sigmoid + BCE).
+
+The `Classification` task at the end is what the registry holds; the functions above it are
+its parts (and what tests and benchmarks call directly). torch loads inside them: this module
+is imported by the config schema.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
 from weitiao.data.examples import Examples
-from weitiao.errors import UserError
+from weitiao.schema import Section
+from weitiao.tasks import register_task
+from weitiao.tasks.text import DROPOUT_KEYS, ensure_pad_token, load_saved, load_tokenizer, with_head  # noqa: F401 (part of this module's API)
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
 
 @dataclass
@@ -36,62 +43,17 @@ class Encoded:
         return Encoded(pick(self.input_ids), pick(self.token_type_ids), pick(self.labels))
 
 
-# Config attributes that hold each kind of dropout, across the common architectures.
-DROPOUT_KEYS = {
-    "hidden": ("hidden_dropout_prob", "hidden_dropout", "dropout", "resid_pdrop"),
-    "attention": ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"),
-    "classifier": ("classifier_dropout", "seq_classif_dropout", "summary_first_dropout"),
-}
-
-
-def ensure_pad_token(tokenizer) -> int:
-    """The id batches are padded with, the same one the model is told (decoder classifiers pool the
-    last token that is not padding, so the two must agree). Tokenizers without a pad token
-    (GPT-2, Llama) pad with their end-of-sequence token, as transformers' examples do."""
-    if tokenizer.pad_token is None:
-        fallback = tokenizer.eos_token or tokenizer.unk_token
-        if fallback is None:
-            raise UserError("model", "its tokenizer has no pad, end-of-sequence or unknown token to pad batches with",
-                            "save the tokenizer with a pad_token set")
-        tokenizer.pad_token = fallback
-    return tokenizer.pad_token_id
-
-
 def build_model(path: str, label_names: list[str], multi_label: bool, dropout: dict | None = None,
                 attention: str | None = None, pad_token_id: int | None = None):
     """A pretrained encoder with a fresh classification head, labels named in its config.
 
-    Args:
-        dropout: {"hidden" | "attention" | "classifier": p} overrides (None entries ignored).
-        attention: attn_implementation while training ("eager", "sdpa"); None: the library's choice.
-        pad_token_id: the id batches are padded with (`ensure_pad_token`); None: the config's own, else its EOS.
-
     Returns:
-        (model, names of the newly initialised parameters: the head).
+        (model, names of the newly initialised parameters: the head). See `text.with_head`.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(
-        path,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={n: i for i, n in enumerate(label_names)},
-        problem_type="multi_label_classification" if multi_label else "single_label_classification",
-    )
-    for kind, p in (dropout or {}).items():
-        if p is not None:
-            for key in DROPOUT_KEYS[kind]:
-                if hasattr(config, key) or kind == "classifier":
-                    setattr(config, key, p)
-    if pad_token_id is not None:
-        config.pad_token_id = pad_token_id  # decoder classifiers find the last token by it
-    elif getattr(config, "pad_token_id", None) is None:
-        config.pad_token_id = getattr(config, "eos_token_id", None) or 0
-    # A model fine-tuned before (runs/a/model) brings a head of another shape: it is replaced.
-    extra = {"attn_implementation": attention} if attention else {}
-    model, info = AutoModelForSequenceClassification.from_pretrained(path, config=config, output_loading_info=True,
-                                                                     ignore_mismatched_sizes=True, **extra)
-    return model, set(info["missing_keys"]) | {m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])}
+    return with_head(AutoModelForSequenceClassification, path, label_names, dropout, attention, pad_token_id,
+                     problem_type="multi_label_classification" if multi_label else "single_label_classification")
 
 
 def encode(tokenizer, ex: Examples, max_length: int) -> Encoded:
@@ -115,6 +77,8 @@ def collate(data: Encoded, index: list[int], pad_id: int, num_labels: int, multi
         input_ids, attention_mask (and token_type_ids): [batch, longest]; labels: [batch]
         (long) or [batch, num_labels] (float 0/1 for multi-label).
     """
+    import torch
+
     longest = max(len(data.input_ids[i]) for i in index)
     longest = -(-longest // multiple) * multiple
     ids = torch.full((len(index), longest), pad_id, dtype=torch.long)
@@ -134,7 +98,9 @@ def collate(data: Encoded, index: list[int], pad_id: int, num_labels: int, multi
     return batch
 
 
-def label_tensor(labels: list, num_labels: int, multi_label: bool) -> torch.Tensor:
+def label_tensor(labels: list, num_labels: int, multi_label: bool) -> "torch.Tensor":
+    import torch
+
     if not multi_label:
         return torch.tensor(labels, dtype=torch.long)
     target = torch.zeros((len(labels), num_labels))
@@ -147,6 +113,8 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, label
             reduction: str = "mean") -> torch.Tensor:
     """logits: [batch, num_labels]; the loss per example (multi-label: averaged over the labels),
     then its mean or ("sum") its sum over the batch."""
+    import torch.nn.functional as F
+
     if multi_label:
         if label_smoothing:
             labels = labels * (1 - label_smoothing) + 0.5 * label_smoothing
@@ -155,66 +123,131 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, label
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction=reduction)
 
 
-def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+def probabilities(logits: "torch.Tensor", multi_label: bool) -> "torch.Tensor":
+    import torch
+
     return torch.sigmoid(logits.float()) if multi_label else torch.softmax(logits.float(), dim=-1)
 
 
-@torch.no_grad()
 def predict_probs(model, data: Encoded, pad_id: int, num_labels: int, multi_label: bool,
                   batch_size: int, device, forward=None) -> tuple["np.ndarray", float | None]:
-    """Probabilities for every example, in input order, and the mean loss when labels exist.
-
-    Batches are sorted by length (least padding); results are put back in input order.
-    `forward(model, inputs, index) -> logits` replaces the plain call (the feature cache uses it).
-    """
+    """Probabilities for every example, in input order ([n, num_labels]), and the mean loss when labels exist."""
     import numpy as np
 
-    from weitiao.data.batching import sorted_batches
+    from weitiao.evaluate.scoring import score
 
-    was_training = model.training
-    model.eval()
-    probs = np.zeros((len(data), num_labels), dtype=np.float32)
-    loss_sum = 0.0
-    for index in sorted_batches(data.lengths, batch_size):
-        batch = {k: v.to(device) for k, v in collate(data, index, pad_id, num_labels, multi_label).items()}
-        labels = batch.pop("labels", None)
-        logits = forward(model, batch, index) if forward else model(**batch).logits
-        probs[index] = probabilities(logits, multi_label).cpu().numpy()
-        if labels is not None:
-            loss_sum += loss_fn(logits, labels, multi_label).item() * len(index)
-    model.train(was_training)
-    return probs, (loss_sum / len(data) if data.labels is not None and len(data) else None)
+    scored = score(model, TASK, data, pad_id, num_labels, Options(multi_label=multi_label), batch_size, device, forward)
+    probs = np.stack(scored.outputs) if scored.outputs else np.zeros((0, num_labels), dtype=np.float32)
+    return probs, (scored.loss if data.labels is not None and len(data) else None)
 
 
 def build_model_from_run(model_dir) -> object:
-    """The trained model saved in a run folder.
+    """The trained classifier saved in a run folder (see `text.load_saved`)."""
+    from transformers import AutoModelForSequenceClassification
 
-    A plain transformers folder for full, partial and merged-peft runs; a peft adapter folder
-    for prompt-learning methods (virtual tokens cannot be merged); a folder with bottleneck
-    adapters (weights under `*.proj` / `*.adapter`) rebuilt with weitiao's adapter modules.
-    """
-    from pathlib import Path
+    return load_saved(AutoModelForSequenceClassification, model_dir)
 
-    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    model_dir = Path(model_dir)
-    config = AutoConfig.from_pretrained(str(model_dir))
-    if (model_dir / "adapter_config.json").is_file():
-        import json
+class Options(Section):
+    """The `task:` section of a classifier."""
 
-        from peft import PeftModel
+    type: Literal["classification"] = "classification"
+    multi_label: bool = False
+    threshold: float = Field(0.5, gt=0, lt=1)  # multi-label decision threshold on sigmoid
 
-        base_path = json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base = AutoModelForSequenceClassification.from_pretrained(base_path, config=config, ignore_mismatched_sizes=True)
-        return PeftModel.from_pretrained(base, str(model_dir))
-    adapter = getattr(config, "weitiao_adapter", None)
-    if adapter:
-        from safetensors.torch import load_file
 
-        from weitiao.strategies.adapter import insert_adapters
+class Classification:
+    """One label (softmax) or several (sigmoid) per text or text pair."""
 
-        model = AutoModelForSequenceClassification.from_config(config)
-        insert_adapters(model, adapter["size"], adapter["type"])
-        model.load_state_dict(load_file(str(model_dir / "model.safetensors")), strict=True)
-        return model
-    return AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    name = "classification"
+    Options = Options
+    data_keys = frozenset({"text_column", "text_pair_column", "label_column", "label_separator"})
+    peft_task_type = "SEQ_CLS"
+    reads_one_position = True  # BERT-style heads read the first token; the cache and pruning check the model too
+
+    def describe(self, opts) -> str:
+        return "multi-label classification" if opts.multi_label else "classification"
+
+    def metric_names(self, opts) -> tuple[str, ...]:
+        from weitiao.tasks.classification_metrics import MULTI_LABEL, SINGLE_LABEL
+
+        return MULTI_LABEL if opts.multi_label else SINGLE_LABEL
+
+    def default_metric(self, opts) -> str:
+        """Single-label: accuracy. Multi-label: micro-F1 (exact-set accuracy is too strict to pick by)."""
+        return "f1_micro" if opts.multi_label else "accuracy"
+
+    def headline(self, metrics: dict) -> dict:
+        keys = ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc", "loss")
+        return {k: metrics[k] for k in keys if metrics.get(k) is not None}
+
+    def summary(self, metrics: dict) -> str:
+        keys = ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc")
+        return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
+
+    too_long = "cut to data.max_length ({n} tokens)"
+    too_long_fix = "raise data.max_length to keep more of them"
+
+    def reader(self, data, opts):
+        from weitiao.data import ColumnReader
+
+        return ColumnReader(data, opts.multi_label)
+
+    def processor(self, model_path: str):
+        return load_tokenizer(model_path)
+
+    def encode(self, tokenizer, examples: Examples, max_length: int, opts, names: list[str]) -> Encoded:
+        return encode(tokenizer, examples, max_length)
+
+    def build(self, model_path, label_names, opts, dropout=None, attention=None, pad_token_id=None):
+        return build_model(model_path, label_names, opts.multi_label, dropout, attention, pad_token_id)
+
+    def collate(self, encoded: Encoded, index: list[int], pad_id: int, num_labels: int, opts, multiple: int = 1) -> dict:
+        return collate(encoded, index, pad_id, num_labels, opts.multi_label, multiple)
+
+    def loss(self, logits, labels, opts, label_smoothing: float = 0.0):
+        """(sum over the batch's examples, number of examples)."""
+        return loss_fn(logits, labels, opts.multi_label, label_smoothing, reduction="sum"), len(labels)
+
+    def count_targets(self, batch: dict) -> int:
+        return len(batch["labels"])
+
+    def outputs(self, logits, encoded, index, opts) -> list:
+        return list(probabilities(logits, opts.multi_label).cpu().numpy())
+
+    def metrics(self, outputs: list, encoded: Encoded, label_names: list[str], opts) -> dict:
+        import numpy as np
+
+        from weitiao.tasks.classification_metrics import classification_metrics
+
+        probs = np.stack(outputs) if outputs else np.zeros((0, len(label_names)), dtype=np.float32)
+        return classification_metrics(probs, encoded.labels, label_names, opts.multi_label, opts.threshold)
+
+    def decode(self, outputs: list, encoded, examples: Examples, label_names: list[str], opts) -> list[dict]:
+        rows = []
+        for text, p in zip(examples.text, outputs):
+            if opts.multi_label:
+                label = [label_names[i] for i in range(len(label_names)) if p[i] >= opts.threshold]
+            else:
+                label = label_names[int(p.argmax())]
+            rows.append({"text": text, "label": label, "probabilities": {n: round(float(x), 6) for n, x in zip(label_names, p)}})
+        return rows
+
+    def csv_columns(self, rows: list[dict]) -> tuple[list[str], object]:
+        """The header of `predict --output x.csv` and a function from one decoded row to its cells."""
+        names = list(rows[0]["probabilities"]) if rows else []
+
+        def cells(r: dict) -> list:
+            label = ",".join(r["label"]) if isinstance(r["label"], list) else r["label"]
+            return [r["text"], label] + [r["probabilities"][n] for n in names]
+
+        return ["text", "label"] + [f"p_{n}" for n in names], cells
+
+    def examples_from_texts(self, texts: list[str], tokenizer) -> Examples:
+        return Examples([t.strip() for t in texts], None, None, list(range(1, len(texts) + 1)), "--text")
+
+    def load(self, model_dir):
+        return build_model_from_run(model_dir)
+
+
+TASK = register_task(Classification())

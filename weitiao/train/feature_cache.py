@@ -10,9 +10,10 @@ rotary embeddings, pooling and head. The frozen part always runs in eval mode (w
 a frozen bottom as a feature extractor, cached or not), which is what makes the cache exact.
 
 Storage: one flat float32 [total_tokens, hidden] array plus offsets; in memory when it fits
-`max_bytes`, else a memory-mapped file in the run folder. When every layer is frozen (head_only)
-and the model's classification head reads only the first token (BERT-style pooling, listed in
-FIRST_TOKEN_HEADS), only that token's vector is kept: one row per example instead of one per token.
+`max_bytes`, else a memory-mapped file in the run folder. When every layer is frozen (head_only),
+the task reads one position (a sequence classifier, not a token classifier) and the model's head
+reads the first token (BERT-style pooling, listed in FIRST_TOKEN_HEADS), only that token's
+vector is kept: one row per example instead of one per token.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 from weitiao.strategies.layers import find_layer_stack, find_parts, unwrap
 
 
-# Model types whose sequence-classification head reads only position 0 of the last layer's output
+# Model types whose sequence-level head reads only position 0 of the last layer's output
 # (pooler or classifier on hidden[:, 0]); read off their transformers modeling files.
 FIRST_TOKEN_HEADS = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "albert", "mpnet"}
 
@@ -93,9 +94,11 @@ class FeatureCache:
     Args:
         model: the (plain, not peft) model whose layers 0..k-1 and embeddings are frozen.
         k: number of frozen layers (from `frozen_bottom`).
+        one_position: the task's head reads one position (`Task.reads_one_position`); a token
+            classifier reads them all, and every token's features are kept.
     """
 
-    def __init__(self, model: nn.Module, k: int):
+    def __init__(self, model: nn.Module, k: int, one_position: bool = True):
         self.model = model
         self.k = k
         self.stack_name, self.stack = find_layer_stack(unwrap(model))
@@ -104,7 +107,7 @@ class FeatureCache:
         self.bytes = 0
         self.report: dict = {}
         model_type = getattr(unwrap(model).config, "model_type", None)
-        self.first_token_only = k == len(self.stack) and model_type in FIRST_TOKEN_HEADS
+        self.first_token_only = one_position and k == len(self.stack) and model_type in FIRST_TOKEN_HEADS
 
     @torch.no_grad()
     def build(self, name: str, batches, make_inputs, lengths: list[int], device, folder: Path | None, max_bytes: int) -> None:
@@ -121,13 +124,14 @@ class FeatureCache:
             lengths = [1] * len(lengths)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum(lengths)
-        width = unwrap(self.model).config.hidden_size
-        size = int(offsets[-1]) * width * 4
-        if size > max_bytes and folder is not None:
-            store = np.lib.format.open_memmap(folder / f"feature_cache_{name}.npy", mode="w+", dtype=np.float32, shape=(int(offsets[-1]), width))
-        else:
-            store = np.empty((int(offsets[-1]), width), dtype=np.float32)
-        captured = {}
+        store, captured = None, {}
+
+        def allocate(width: int) -> np.ndarray:
+            """The store, once the first batch shows the features' width (not always config.hidden_size)."""
+            shape = (int(offsets[-1]), width)
+            if shape[0] * width * 4 > max_bytes and folder is not None:
+                return np.lib.format.open_memmap(folder / f"feature_cache_{name}.npy", mode="w+", dtype=np.float32, shape=shape)
+            return np.empty(shape, dtype=np.float32)
 
         def grab(module, args, output):
             self.as_tuple = isinstance(output, tuple)
@@ -145,13 +149,14 @@ class FeatureCache:
                 except _Stop:
                     pass
                 h = captured.pop("h").float().cpu().numpy()
+                store = allocate(h.shape[-1]) if store is None else store
                 for row, i in enumerate(index):
                     store[offsets[i] : offsets[i + 1]] = h[row, : lengths[i]]
         finally:
             handle.remove()
             self.model.train(was_training)
         self.splits[name] = (store, offsets)
-        self.bytes += size
+        self.bytes += store.nbytes
 
     def batch(self, name: str, index: list[int], longest: int) -> torch.Tensor:
         """Cached features of these examples, zero-padded: [len(index), longest, hidden] ([len(index), 1, hidden]

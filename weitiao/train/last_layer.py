@@ -1,4 +1,4 @@
-"""The last layer computes only what the classification head reads.
+"""The last layer computes only what a one-position head reads.
 
 A BERT-style sequence classifier reads one position of the last layer's output: the first
 token (the pooler or the classifier takes hidden[:, 0]). The last layer's queries, attention

@@ -1,46 +1,22 @@
 """`weitiao train`: setup -> train -> finish, the way one run goes.
 
 Everything that can fail on the user's input (config, data, model name, run folder) is
-checked before the run folder is created, so a mistake writes nothing.
+checked before the run folder is created, so a mistake writes nothing. The recipe knows no
+task by name: it asks the task the config names (weitiao/tasks/) for everything task-shaped.
+`train` is the entry point that reads the config; below `prepare`, functions take plain values.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from weitiao.config import RunConfig, dump_config
 from weitiao.errors import UserError
-
-
-def say(msg: str = "") -> None:
-    print(msg, flush=True)
-
-
-def pick_device(device: str, mixed_precision: str | None) -> tuple[bool, str]:
-    """Whether to use CUDA, and the mixed precision to train with.
-
-    An unset `training.mixed_precision` takes `accelerate launch`'s (its config file sets
-    ACCELERATE_MIXED_PRECISION), else "no"; the YAML wins when it names one. Mixed precision is
-    refused on CPU, where it would only slow things down.
-    """
-    import torch
-
-    cuda = torch.cuda.is_available() and device != "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("training.device", "'cuda' was asked for but no CUDA GPU is visible", "set training.device: auto or cpu")
-    launched = os.environ.get("ACCELERATE_MIXED_PRECISION") if mixed_precision is None else None
-    effective = mixed_precision or launched or "no"
-    if effective != "no" and not cuda:
-        if launched:
-            raise UserError("accelerate launch mixed_precision", f"'{launched}' on CPU: half-precision matmuls are ~200x slower than fp32 on CPUs",
-                            "set mixed_precision: 'no' in the accelerate config, or training.mixed_precision: no in the YAML")
-        raise UserError("training.mixed_precision", f"'{mixed_precision}' on CPU: half-precision matmuls are ~200x slower than fp32 on CPUs",
-                        "set training.mixed_precision: no (it is only used on GPUs)")
-    return cuda, effective
+from weitiao.runtime import eval_batch_size, pick_device, quiet_hf, say  # noqa: F401 (pick_device, quiet_hf: part of this module's API)
+from weitiao.train.saving import load_best, merge_adapter, save_adapter, save_model  # noqa: F401
 
 
 def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None = None, force: bool = False) -> Path:
@@ -57,7 +33,7 @@ def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None
     else:
         run_dir = check_run_dir(cfg.output.dir, name, overwrite)
     setup = prepare(cfg)  # data, strategy, device, model, probe, parameter groups: all user errors surface here
-    return fit(cfg, setup, run_dir, overwrite, setup["cuda"], checkpoint)
+    return fit(cfg, setup, run_dir, overwrite, setup.cuda, checkpoint)
 
 
 def find_checkpoint(cfg: RunConfig, resume: str, name: str | None, force: bool) -> tuple[Path, Path]:
@@ -76,73 +52,76 @@ def find_checkpoint(cfg: RunConfig, resume: str, name: str | None, force: bool) 
     return run_dir, folder
 
 
-def quiet_hf() -> None:
-    """Silence the per-file progress bars of loading and saving; weitiao prints its own."""
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging
+@dataclass
+class Prepared:
+    """What `prepare` builds from the config, for `fit` to train."""
 
-    import warnings
+    task: object  # the registered Task
+    opts: object  # its `task:` section
+    data: object  # DataBundle
+    tokenizer: object
+    encoded: dict  # split -> the task's encoded rows
+    selection: object  # strategies.Selection: the model to train and how its trainable set changes
+    model_path: str
+    cuda: bool
+    mixed_precision: str
+    new_names: set[str]  # the parameters the task added (its head)
+    probe: object | None  # ForgettingProbe
+    probe_before: dict | None
+    pruned_last_layer: bool
+    groups: list[dict]  # optimizer parameter groups
+    l2sp: object | None
 
-    disable_progress_bars()
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices between libraries
 
-
-def prepare(cfg: RunConfig) -> dict:
+def prepare(cfg: RunConfig) -> Prepared:
     from weitiao.data import load_data
+    from weitiao.tasks import get_task
 
+    task, opts = get_task(cfg.task.type), cfg.task
     # The data first: it needs no torch, so a mistake in it is reported at once.
-    multi = cfg.task.multi_label
-    data = load_data(cfg.data, multi, cfg.training.seed)
+    data = load_data(cfg.data, seed=cfg.training.seed, reader=task.reader(cfg.data, opts))
 
     import torch
-    from transformers import AutoTokenizer
 
     from weitiao.evaluate.forgetting import ForgettingProbe
     from weitiao.models import resolve_model
     from weitiao.strategies import apply_strategy, get_strategy
     from weitiao.strategies.l2sp import l2sp_for
     from weitiao.strategies.lr_groups import build_param_groups
-    from weitiao.tasks import classification as task
+    from weitiao.tasks.text import ensure_pad_token
     from weitiao.train.last_layer import prune_last_layer
 
     quiet_hf()
-    if cfg.training.num_threads:
-        torch.set_num_threads(cfg.training.num_threads)
-    get_strategy(cfg.strategy)  # an unknown method or a misplaced option fails before the model loads
-    cuda, mixed_precision = pick_device(cfg.training.device, cfg.training.mixed_precision)
-    path = resolve_model(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    pad_id = task.ensure_pad_token(tokenizer)
-    check_max_length(path, cfg.model, cfg.data.max_length, tokenizer.model_max_length)
-    encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length)
-               for split, ex in (("train", data.train), ("validation", data.validation), ("test", data.test)) if ex is not None}
-    torch.manual_seed(cfg.training.seed)  # the new head's initial weights
-    attention = cfg.training.attention if cfg.training.attention != "auto" else (None if cuda else "eager")
-    data.report["truncated"] = {split: enc.truncated for split, enc in encoded.items()} | {"max_length": cfg.data.max_length}
-    model, new_names = task.build_model(path, data.labels.names, multi, cfg.strategy.dropout.model_dump(), attention, pad_id)
-    if cfg.training.gradient_checkpointing:
-        enable_checkpointing(model)
-    pruned = cfg.training.prune_last_layer and prune_last_layer(model)
-    probe = before = None
-    if cfg.strategy.probe:
-        probe = ForgettingProbe(cfg.strategy.probe, eval_batch_size(cfg.training.eval_batch_size, cuda))
-        before = probe.score(probe.encoder_state(model), torch.device("cuda" if cuda else "cpu"))  # where `after` is scored
-    selection = apply_strategy(model, cfg.strategy)
     s, t = cfg.strategy, cfg.training
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    get_strategy(s)  # an unknown method or a misplaced option fails before the model loads
+    cuda, mixed_precision = pick_device(t.device, t.mixed_precision)
+    path = resolve_model(cfg.model)
+    tokenizer = task.processor(path)
+    pad_id = ensure_pad_token(tokenizer)
+    check_max_length(path, cfg.model, cfg.data.max_length, tokenizer.model_max_length)
+    names = data.labels.names
+    encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length, opts, names)
+               for split, ex in (("train", data.train), ("validation", data.validation), ("test", data.test)) if ex is not None}
+    torch.manual_seed(t.seed)  # the new head's initial weights
+    attention = t.attention if t.attention != "auto" else (None if cuda else "eager")
+    data.report["truncated"] = {split: enc.truncated for split, enc in encoded.items()} | {"max_length": cfg.data.max_length}
+    model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, pad_id)
+    if t.gradient_checkpointing:
+        enable_checkpointing(model)
+    # Only where the task reads one position (a sequence classifier): a token classifier needs every output.
+    pruned = t.prune_last_layer and task.reads_one_position and prune_last_layer(model)
+    probe = before = None
+    if s.probe:
+        probe = ForgettingProbe(s.probe, eval_batch_size(t.eval_batch_size, cuda))
+        before = probe.score(probe.encoder_state(model), torch.device("cuda" if cuda else "cpu"))  # where `after` is scored
+    selection = apply_strategy(model, s, task.peft_task_type)
     groups = build_param_groups(selection.model, selection.all_trainable_later or None, t.lr, t.weight_decay,
                                 s.layer_lr_decay, s.head_lr, s.lr_overrides)
     l2sp = l2sp_for(selection.model, new_names, s.l2sp, s.l2sp_beta, only={id(p) for g in groups for p in g["params"]})
-    return {"data": data, "tokenizer": tokenizer, "encoded": encoded, "selection": selection, "model_path": path, "cuda": cuda,
-            "mixed_precision": mixed_precision, "new_names": new_names, "probe": probe, "probe_before": before,
-            "pruned_last_layer": pruned, "groups": groups, "l2sp": l2sp}
-
-
-def eval_batch_size(configured: int | None, cuda: bool) -> int:
-    """training.eval_batch_size, else 128 on a GPU and 32 on a CPU (where larger batches score
-    slower: MiniLM on SST-2 dev, 2.7 s at 32 against 3.2 s at 128, measured with 2 threads)."""
-    return configured or (128 if cuda else 32)
+    return Prepared(task, opts, data, tokenizer, encoded, selection, path, cuda, mixed_precision, new_names, probe, before,
+                    pruned, groups, l2sp)
 
 
 def check_max_length(path: str, name: str, max_length: int, usable: int | None) -> None:
@@ -160,7 +139,7 @@ def check_max_length(path: str, name: str, max_length: int, usable: int | None) 
                         f"set data.max_length to {min(limits)} or less")
 
 
-def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool, checkpoint: Path | None = None) -> Path:
+def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: bool, checkpoint: Path | None = None) -> Path:
     """Create (or reopen, to resume) the run folder, lock it, and train into it.
 
     Under `accelerate launch` only the main process writes the folder; all of them train.
@@ -171,7 +150,7 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
     from weitiao.train.run_folder import MetricsLog, NewRunFolder, NullLog, RunLock, write_env
 
     t = cfg.training
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=setup["mixed_precision"])
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=setup.mixed_precision)
     main = accelerator.is_main_process
     lock = folder = None
     try:
@@ -179,7 +158,7 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
             if checkpoint is None:
                 folder = NewRunFolder(run_dir, overwrite)
                 (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-                write_env(run_dir, t.seed, str(accelerator.device), accelerator.num_processes, setup["mixed_precision"])
+                write_env(run_dir, t.seed, str(accelerator.device), accelerator.num_processes, setup.mixed_precision)
             lock = RunLock(run_dir)
         accelerator.wait_for_everyone()
         log = MetricsLog(run_dir / "metrics.jsonl") if main else NullLog()
@@ -190,7 +169,7 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
                 log = MetricsLog(log.path)
             log.write({"step": meta["step"], "resumed_from": checkpoint.name})
         else:
-            log.write({"data": setup["data"].report})
+            log.write({"data": setup.data.report})
         return _fit(cfg, setup, run_dir, accelerator, log, checkpoint, started=folder.started if folder else lambda: None)
     except BaseException:
         if lock:
@@ -204,7 +183,7 @@ def fit(cfg: RunConfig, setup: dict, run_dir: Path, overwrite: bool, cuda: bool,
             lock.release()
 
 
-def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoint: Path | None, started) -> Path:
+def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, checkpoint: Path | None, started) -> Path:
     from weitiao.data.batching import length_grouped_batches, padding_fraction
     from weitiao.strategies.lr_groups import lr_table
     from weitiao.strategies.report import parameter_table
@@ -212,32 +191,36 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
     from weitiao.train.loop import train_loop
     from weitiao.train.resume import config_hash, data_fingerprint
 
-    data, tokenizer, encoded, selection = setup["data"], setup["tokenizer"], setup["encoded"], setup["selection"]
+    task, opts, encoded, selection, tokenizer = setup.task, setup.opts, setup.encoded, setup.selection, setup.tokenizer
     model, t, s = selection.model, cfg.training, cfg.strategy
-    names, multi, pad_id = data.labels.names, cfg.task.multi_label, tokenizer.pad_token_id
+    names, pad_id = setup.data.labels.names, tokenizer.pad_token_id
     main, world = accelerator.is_main_process, accelerator.num_processes
     tell = say if main else (lambda msg="": None)
 
-    groups, l2sp = setup["groups"], setup["l2sp"]
-
     tell(f"run folder: {run_dir}")
-    tell(f"data: {json.dumps(data.report)}")
-    tell(f"strategy: {strategy_line(cfg)}; model: {cfg.model}; device: {accelerator.device}" + (f" x {world} processes" if world > 1 else ""))
+    tell(f"data: {json.dumps(setup.data.report)}")
+    tell(f"task: {task.describe(opts)}; strategy: {strategy_line(s)}; model: {cfg.model}; device: {accelerator.device}"
+         + (f" x {world} processes" if world > 1 else ""))
     tell(parameter_table(model))
-    if setup["pruned_last_layer"]:
+    if setup.pruned_last_layer:
         tell("last layer: the head reads only the first token, so that layer computes only its output "
              "(keys and values still from every token; training.prune_last_layer: false turns this off)")
-    tell("learning rates:\n" + lr_table(groups))
+    tell("learning rates:\n" + lr_table(setup.groups))
 
+    # On a GPU a step costs little compute but every new sequence length costs kernel selection and
+    # allocations: lengths rounded up to 8 keep the shapes few (measured in docs/benchmarks.md).
+    multiple = t.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
+    steps = TaskSteps(task, opts, encoded, names, pad_id, accelerator, eval_batch_size(t.eval_batch_size, accelerator.device.type == "cuda"),
+                      s.label_smoothing, multiple)
     lengths = encoded["train"].lengths
     if t.auto_batch_size:
-        t = auto_batch(model, encoded["train"], lengths, t, pad_id, len(names), multi, accelerator, tell)
+        t = auto_batch(model, steps, lengths, t, accelerator, tell)
     epoch_batches = lambda epoch: length_grouped_batches(lengths, t.batch_size, t.seed, epoch, group=t.group_by_length)  # noqa: E731
     tell(f"padding in training batches: {100 * padding_fraction(lengths, epoch_batches(0)):.1f}%")
 
-    cache, k = None, (frozen_bottom(model) if selection.on_progress is None else 0)
+    k = frozen_bottom(model) if selection.on_progress is None else 0
     if k and t.feature_cache:
-        cache = build_feature_cache(model, k, encoded, pad_id, len(names), multi, t, accelerator.device, run_dir, log, tell)
+        steps.cache = build_feature_cache(model, k, steps, task.reads_one_position, t, accelerator.device, run_dir, log, tell)
     frozen = frozen_modules(model, k) if k else []
 
     def train_mode(m):
@@ -252,35 +235,33 @@ def _fit(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, checkpoin
             save_model(m, tokenizer, run_dir / "model")
             steps.best_validation = steps.latest_validation  # exactly this model's scores: finish need not score it again
 
-    steps = ClassifierSteps(cfg, encoded, names, pad_id, cache, accelerator)
     started()  # the old run folder (replaced with --overwrite) goes now, not before
-    result = train_loop(model, accelerator, param_groups=groups, epoch_batches=epoch_batches, make_batch=steps.make_batch,
-                        compute_loss=steps.loss, count_targets=steps.count_targets, penalty=l2sp.penalty if l2sp else None,
+    result = train_loop(model, accelerator, param_groups=setup.groups, epoch_batches=epoch_batches, make_batch=steps.make_batch,
+                        compute_loss=steps.loss, count_targets=steps.count_targets, penalty=setup.l2sp.penalty if setup.l2sp else None,
                         evaluate=steps.validation_headline, save_best=save_best,
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
                         checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data)}, train_mode=train_mode)
     if main:
-        finish(cfg, setup, run_dir, accelerator, log, steps, result, cache)
+        finish(setup, run_dir, accelerator, log, steps, result, t.metric, s.probe, cfg.data.max_length)
     return run_dir
 
 
-class ClassifierSteps:
-    """What the loop asks of a classification run: batches from indices, the loss of a batch,
-    metrics of a split. With a feature cache, the frozen bottom's output is replayed."""
+class TaskSteps:
+    """What the loop asks of a run: batches from indices, the loss of a batch, metrics of a split,
+    each answered by the task. With a feature cache, the frozen bottom's output is replayed."""
 
-    def __init__(self, cfg: RunConfig, encoded: dict, names: list[str], pad_id: int, cache, accelerator):
-        self.cfg, self.encoded, self.names, self.pad_id = cfg, encoded, names, pad_id
-        self.multi = cfg.task.multi_label
-        self.cache, self.accelerator = cache, accelerator
+    def __init__(self, task, opts, encoded: dict, names: list[str], pad_id: int, accelerator, eval_batch: int,
+                 label_smoothing: float = 0.0, multiple: int = 1):
+        self.task, self.opts, self.encoded, self.names, self.pad_id = task, opts, encoded, names, pad_id
+        self.accelerator, self.eval_batch, self.label_smoothing, self.multiple = accelerator, eval_batch, label_smoothing, multiple
+        self.cache = None
         self.latest_validation = self.best_validation = None  # full metrics of the last evaluation, and of the saved best model
-        # On a GPU a step costs little compute but every new sequence length costs kernel selection and
-        # allocations: lengths rounded up to 8 keep the shapes few (measured in docs/benchmarks.md).
-        self.multiple = cfg.training.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
+
+    def collate(self, split: str, index: list[int], multiple: int = 1) -> dict:
+        return self.task.collate(self.encoded[split], index, self.pad_id, len(self.names), self.opts, multiple)
 
     def make_batch(self, index: list[int]) -> dict:
-        from weitiao.tasks import classification as task
-
-        batch = task.collate(self.encoded["train"], index, self.pad_id, len(self.names), self.multi, self.multiple)
+        batch = self.collate("train", index, self.multiple)
         if self.cache:
             batch["cache_index"] = list(index)  # stays on the host (the loop moves only tensors)
         return batch
@@ -293,32 +274,25 @@ class ClassifierSteps:
             return m(**batch).logits
 
     def loss(self, m, batch: dict):
-        """The loss summed over the batch's examples (the loop normalizes over the accumulation window)."""
-        from weitiao.tasks import classification as task
-
+        """The loss summed over the batch's targets (the loop normalizes over the accumulation window)."""
         labels = batch.pop("labels")
-        return task.loss_fn(self.logits(m, batch), labels, self.multi, self.cfg.strategy.label_smoothing, reduction="sum")
+        return self.task.loss(self.logits(m, batch), labels, self.opts, self.label_smoothing)[0]
 
-    @staticmethod
-    def count_targets(batch: dict) -> int:
-        return len(batch["labels"])
+    def count_targets(self, batch: dict) -> int:
+        return self.task.count_targets(batch)
 
     def validation_headline(self, m) -> dict:
-        from weitiao.evaluate.metrics import headline
-
         self.latest_validation = self.evaluate(m, "validation")
-        return headline(self.latest_validation)
+        return self.task.headline(self.latest_validation)
 
     def evaluate(self, m, split: str, shard: bool = True) -> dict:
-        """Every process scores every world-th example; the pieces are gathered (each once).
+        """Every process scores every world-th row; the pieces are gathered (each once).
 
         With shard=False (the final scores, main process only) this process scores them all.
         """
-        import numpy as np
         from accelerate.utils import gather_object
 
-        from weitiao.evaluate.metrics import classification_metrics
-        from weitiao.tasks import classification as task
+        from weitiao.evaluate.scoring import score
         from weitiao.train.memory import release_host_memory
 
         release_host_memory()  # what the training steps freed, before evaluation allocates its own
@@ -328,44 +302,47 @@ class ClassifierSteps:
         mine = list(range(acc.process_index, len(enc), world)) if shard else list(range(len(enc)))
         cached = self.cache is not None and split in self.cache.splits
         forward = (lambda model_, batch, idx: self.logits(model_, batch, split, [mine[j] for j in idx])) if cached else None
-        probs_mine, loss_mine = task.predict_probs(acc.unwrap_model(m), enc.subset(mine), self.pad_id, len(self.names), self.multi,
-                                                   eval_batch_size(self.cfg.training.eval_batch_size, acc.device.type == "cuda"), acc.device, forward)
-        piece = (mine, probs_mine, (loss_mine or 0.0) * len(mine))
-        pieces = gather_object([piece]) if shard else [piece]
-        probs = np.zeros((len(enc), len(self.names)), dtype=np.float32)
-        for index, p, _ in pieces:
-            probs[index] = p
-        metrics = classification_metrics(probs, enc.labels, self.names, self.multi, self.cfg.task.threshold)
-        metrics["loss"] = sum(piece[2] for piece in pieces) / max(len(enc), 1)
+        scored = score(acc.unwrap_model(m), self.task, enc.subset(mine) if shard else enc, self.pad_id, len(self.names), self.opts,
+                       self.eval_batch, acc.device, forward)
+        pieces = gather_object([(mine, scored)]) if shard else [(mine, scored)]
+        outputs: list = [None] * len(enc)
+        for index, part in pieces:
+            for i, out in zip(index, part.outputs):
+                outputs[i] = out
+        metrics = self.task.metrics(outputs, enc, self.names, self.opts)
+        count = sum(part.count for _, part in pieces)
+        metrics["loss"] = sum(part.loss_sum for _, part in pieces) / max(count, 1)
         release_host_memory()  # evaluation batches are larger than training ones: give their buffers back
         return metrics
 
 
-def finish(cfg: RunConfig, setup: dict, run_dir: Path, accelerator, log, steps: ClassifierSteps, result, cache) -> None:
+def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, result, metric: str, probe_run: str | None,
+           max_length: int) -> None:
     """Main process, after training: the best model into model/, its final scores, metrics.json."""
-    from weitiao.evaluate.metrics import headline
     from weitiao.train.memory import release_host_memory
 
+    task = setup.task
     accelerator.free_memory()  # the optimizer state goes before the final scoring
     release_host_memory()
-    model = accelerator.unwrap_model(setup["selection"].model)
+    model = accelerator.unwrap_model(setup.selection.model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    best = merge_adapter(model, run_dir, setup["tokenizer"]) if setup["selection"].peft else load_best(model, run_dir / "model")
+    best = merge_adapter(model, run_dir, setup.tokenizer) if setup.selection.peft else load_best(model, run_dir / "model", task.load)
     best.eval()
     # The saved best model of a full or partial run was scored on the validation split when it was picked
     # (the same weights); a merged adapter differs from what trained by float error, so it is scored again.
     final = {split: steps.best_validation if split == "validation" and steps.best_validation is not None else steps.evaluate(best, split, shard=False)
              for split in ("validation", "test") if split in steps.encoded}
-    final["train"] = train_report(result, cfg.training.metric, cache, trainable, setup["pruned_last_layer"])
-    probe = setup["probe"]
+    final["train"] = train_report(result, metric, steps.cache, trainable, setup.pruned_last_layer)
+    probe = setup.probe
     if probe:
-        before, after = setup["probe_before"], probe.score(probe.encoder_state(best), accelerator.device)
-        final["probe"] = {"run": cfg.strategy.probe, "before": before, "after": after}
-        say(f"forgetting probe ({cfg.strategy.probe}): " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in after if k in ("accuracy", "f1_micro")))
-    final["truncated"] = setup["data"].report["truncated"]
+        before, after = setup.probe_before, probe.score(probe.encoder_state(best), accelerator.device)
+        final["probe"] = {"run": probe_run, "before": before, "after": after}
+        say(f"forgetting probe ({probe_run}): " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in after if k != "loss" and after[k] is not None))
+    final["truncated"] = setup.data.report["truncated"]
     (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
-    log.write({"final": {k: headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
-    summarize(final, run_dir, {split: len(enc) for split, enc in steps.encoded.items()})
+    log.write({"final": {k: task.headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
+    summarize(task, final, run_dir, {split: len(setup.data.train if split == "train" else getattr(setup.data, split)) for split in steps.encoded},
+              max_length)
 
 
 def enable_checkpointing(model) -> None:
@@ -385,28 +362,25 @@ def train_report(result, metric: str, cache, trainable: int, pruned_last_layer: 
             "trainable_params": trainable, "pruned_last_layer": pruned_last_layer}
 
 
-def build_feature_cache(model, k: int, encoded: dict, pad_id: int, num_labels: int, multi: bool, t, device, run_dir: Path, log, say):
+def build_feature_cache(model, k: int, steps: TaskSteps, one_position: bool, t, device, run_dir: Path, log, say):
     """Compute the frozen bottom's output for the training and validation examples, once."""
-    import time
-
     from weitiao.data.batching import sorted_batches
-    from weitiao.tasks import classification as task
     from weitiao.train.feature_cache import FeatureCache
     from weitiao.train.memory import release_host_memory
 
-    cache = FeatureCache(model.to(device), k)
+    cache = FeatureCache(model.to(device), k, one_position)
     seconds = {}
     for split in ("train", "validation"):
         start = time.perf_counter()
-        enc = encoded[split]
+        enc = steps.encoded[split]
         # Training-size batches: the pass keeps no activations, so this never needs more memory than a training step
-        cache.build(split, sorted_batches(enc.lengths, t.batch_size), lambda idx, enc=enc: task.collate(enc, idx, pad_id, num_labels, multi),
+        cache.build(split, sorted_batches(enc.lengths, t.batch_size), lambda idx, split=split: steps.collate(split, idx),
                     enc.lengths, device, run_dir, int(t.feature_cache_memory_gb * 2**30))
         seconds[split] = round(time.perf_counter() - start, 2)
     layers = len(cache.stack)
     # Without the cache every epoch after the first runs the same frozen forward pass again (about what
     # building the training split took), and so does every evaluation of the validation split.
-    n_train = len(encoded["train"])
+    n_train = len(steps.encoded["train"])
     epochs = t.max_steps * t.batch_size * t.grad_accum / max(n_train, 1) if t.max_steps else t.epochs
     evals = (epochs * n_train / (t.batch_size * t.grad_accum) / t.eval_every) if t.eval_every else epochs
     saved = max(0.0, epochs - 1) * seconds["train"] + max(0.0, evals - 1) * seconds["validation"]
@@ -422,11 +396,10 @@ def build_feature_cache(model, k: int, encoded: dict, pad_id: int, num_labels: i
     return cache
 
 
-def auto_batch(model, train_enc, lengths, t, pad_id: int, num_labels: int, multi: bool, accelerator, say):
-    """training.auto_batch_size: on a GPU, the largest batch of the longest texts that fits."""
+def auto_batch(model, steps: TaskSteps, lengths: list[int], t, accelerator, say):
+    """training.auto_batch_size: on a GPU, the largest batch of the longest inputs that fits."""
     import torch
 
-    from weitiao.tasks import classification as task
     from weitiao.train.memory import fit_batch_size
 
     if accelerator.device.type != "cuda":
@@ -436,10 +409,9 @@ def auto_batch(model, train_enc, lengths, t, pad_id: int, num_labels: int, multi
     model.to(accelerator.device)
 
     def try_batch(size: int) -> None:
-        batch = {k: v.to(accelerator.device) for k, v in task.collate(train_enc, longest[:size], pad_id, num_labels, multi).items()}
-        labels = batch.pop("labels")
+        batch = {k: v.to(accelerator.device) for k, v in steps.collate("train", longest[:size]).items()}
         with accelerator.autocast():
-            task.loss_fn(model(**batch).logits, labels, multi).backward()
+            steps.loss(model, batch).backward()
         model.zero_grad(set_to_none=True)
 
     size, accum = fit_batch_size(try_batch, t.batch_size, t.grad_accum)
@@ -449,104 +421,20 @@ def auto_batch(model, train_enc, lengths, t, pad_id: int, num_labels: int, multi
     return t.model_copy(update={"batch_size": size, "grad_accum": accum})
 
 
-def strategy_line(cfg: RunConfig) -> str:
-    """The strategy in one line: the method and every option set beside it."""
-    s = cfg.strategy
+def strategy_line(s) -> str:
+    """The strategy section in one line: the method and every option set beside it."""
     options = {k: getattr(s, k) for k in sorted(s.model_fields_set - {"method"})}
     return s.method + (" (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else "")
 
 
-def save_adapter(model, tokenizer, target: Path) -> None:
-    """A peft adapter folder (PeftModel.save_pretrained: adapter_config.json + weights, head included)."""
-    _atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
-
-
-def merge_adapter(peft_model, run_dir: Path, tokenizer):
-    """Load the best adapter (adapter/) into the trained peft model, merge it in place, write model/.
-
-    Merging into the model that trained (not a fresh copy of the base) keeps one model in
-    memory. Prompt-learning methods (prefix, prompt, P-tuning) add virtual tokens that no
-    weight can absorb: their model/ is the adapter beside the base model's config (with the
-    label names), loaded by `build_model_from_run` (peft needed).
-
-    Returns:
-        The model that model/ holds, ready to score.
-    """
-    from peft import set_peft_model_state_dict
-    from peft.utils import ModulesToSaveWrapper
-    from safetensors.torch import load_file
-
-    adapter = run_dir / "adapter"
-    set_peft_model_state_dict(peft_model, load_file(str(adapter / "adapter_model.safetensors")))
-    if peft_model.peft_config["default"].is_prompt_learning:
-        def write(tmp: Path) -> None:
-            shutil.copytree(adapter, tmp)
-            peft_model.get_base_model().config.save_pretrained(tmp)
-        _atomic_folder(run_dir / "model", write)
-        return peft_model
-    merged = peft_model.merge_and_unload()
-    # Some methods (LN tuning in peft 0.21) leave the saved head wrapped after merging: unwrap it.
-    for name, module in list(merged.named_modules()):
-        if isinstance(module, ModulesToSaveWrapper):
-            parent, _, child = name.rpartition(".")
-            setattr(merged.get_submodule(parent) if parent else merged, child, module.modules_to_save["default"])
-    save_model(merged, tokenizer, run_dir / "model")
-    return merged
-
-
-def load_best(model, model_dir: Path):
-    """The best weights (model/) into the model that trained, so that no second copy is built.
-
-    Tensor by tensor from the file, skipping the frozen parameters (bitwise what is in memory
-    already): the peak grows by one tensor, not by a second model.
-    """
-    import torch
-    from safetensors import safe_open
-
-    weights = model_dir / "model.safetensors"
-    own = model.state_dict()
-    if weights.is_file():
-        with safe_open(str(weights), "pt") as f:
-            keys = list(f.keys())
-            if set(keys) <= own.keys():  # tied weights may be absent from the file
-                frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-                with torch.no_grad():
-                    for key in keys:
-                        if key not in frozen:
-                            own[key].copy_(f.get_tensor(key))
-                return model
-    from weitiao.tasks.classification import build_model_from_run  # a sharded save, or keys it does not know
-
-    return build_model_from_run(model_dir)
-
-
-def save_model(model, tokenizer, target: Path) -> None:
-    """Write a Hugging Face model folder atomically (temp folder, then rename)."""
-    _atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
-
-
-def _atomic_folder(target: Path, write) -> None:
-    """Call `write(tmp)` to fill a temporary folder, then swap it in for `target`."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def summarize(final: dict, run_dir: Path, sizes: dict[str, int]) -> None:
+def summarize(task, final: dict, run_dir: Path, sizes: dict[str, int], max_length: int) -> None:
     v, tr, cut = final["validation"], final["train"], final["truncated"]
-    parts = [f"{k}={v[k]:.4f}" for k in ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc") if v.get(k) is not None]
     say("")
-    say(f"validation: {', '.join(parts)} (n={v['n']})")
+    say(f"validation: {task.summary(v)} (n={v['n']})")
     if "test" in final:
-        te = final["test"]
-        say("test: " + ", ".join(f"{k}={te[k]:.4f}" for k in ("accuracy", "f1_macro", "f1_micro", "subset_accuracy") if te.get(k) is not None))
+        say(f"test: {task.summary(final['test'])}")
     say(f"time: {tr['seconds']:.1f}s for {tr['steps']} steps ({tr['samples_per_s']:.1f} samples/s)")
     if any(cut.get(split) for split in sizes):
-        say(f"cut to data.max_length ({cut['max_length']} tokens): " + ", ".join(f"{cut[s]} of {n} {s} texts" for s, n in sizes.items())
-            + " (raise data.max_length to keep more of them)")
+        say(f"{task.too_long.format(n=max_length)}: " + ", ".join(f"{cut[s]} of {n} {s} inputs" for s, n in sizes.items())
+            + f" ({task.too_long_fix})")
     say(f"run folder: {run_dir}  (model in {run_dir / 'model'})")

@@ -72,22 +72,6 @@ def _multi_label(probs: np.ndarray, labels: list, names: list[str], threshold: f
     }
 
 
-# The scalar metrics each kind of classifier produces (what training.metric may name), and the
-# default that picks the best model.
+# The scalar metrics each kind of classifier produces (what training.metric may name).
 SINGLE_LABEL = ("accuracy", "f1_macro", "f1_micro", "roc_auc", "loss")
 MULTI_LABEL = ("f1_micro", "f1_macro", "subset_accuracy", "roc_auc", "loss")
-HEADLINE = ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc", "loss")
-
-
-def metric_names(multi_label: bool) -> tuple[str, ...]:
-    return MULTI_LABEL if multi_label else SINGLE_LABEL
-
-
-def default_metric(multi_label: bool) -> str:
-    """Single-label: accuracy. Multi-label: micro-F1 (exact-set accuracy is too strict to pick by)."""
-    return "f1_micro" if multi_label else "accuracy"
-
-
-def headline(metrics: dict) -> dict:
-    """The scalar metrics worth a log line."""
-    return {k: metrics[k] for k in HEADLINE if metrics.get(k) is not None}

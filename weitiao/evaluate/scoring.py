@@ -1,0 +1,43 @@
+"""Score encoded rows with a model: the task's outputs for every row, in input order, and the loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Scored:
+    outputs: list  # one per encoded row, as the task's `outputs` makes them
+    loss_sum: float  # summed over `count` targets; 0.0 without labels
+    count: int
+
+    @property
+    def loss(self) -> float | None:
+        return self.loss_sum / self.count if self.count else None
+
+
+@torch.no_grad()
+def score(model, task, enc, pad_id: int, num_labels: int, opts, batch_size: int, device, forward=None) -> Scored:
+    """Run `model` over every row of `enc` (batches sorted by length: least padding).
+
+    `forward(model, inputs, index) -> logits` replaces the plain call (the feature cache uses it).
+    """
+    from weitiao.data.batching import sorted_batches
+
+    was_training = model.training
+    model.eval()
+    outputs: list = [None] * len(enc)
+    loss_sum, count = 0.0, 0
+    for index in sorted_batches(enc.lengths, batch_size):
+        batch = {k: v.to(device) for k, v in task.collate(enc, index, pad_id, num_labels, opts).items()}
+        labels = batch.pop("labels", None)
+        logits = forward(model, batch, index) if forward else model(**batch).logits
+        for i, out in zip(index, task.outputs(logits, enc, index, opts)):
+            outputs[i] = out
+        if labels is not None:
+            total, n = task.loss(logits, labels, opts, 0.0)
+            loss_sum, count = loss_sum + total.item(), count + n
+    model.train(was_training)
+    return Scored(outputs, loss_sum, count)

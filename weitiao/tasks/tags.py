@@ -1,0 +1,115 @@
+"""Tag schemes for token classification: IOB1, IOB2 and BIOES; reading, checking, converting
+and repairing tag sequences. Pure Python (no torch): the data reader and the metrics use it.
+
+A tag is "O" or PREFIX-TYPE with PREFIX one of B, I (IOB1/IOB2) or B, I, E, S (BIOES).
+weitiao trains on IOB2 or BIOES; IOB1 (an entity starts with I- unless it follows one of the
+same type) is converted to IOB2 when read, so strict entity scoring applies.
+"""
+
+from __future__ import annotations
+
+SCHEMES = ("IOB1", "IOB2", "BIOES")
+PREFIXES = {"IOB1": "BI", "IOB2": "BI", "BIOES": "BIES"}
+
+
+def split_tag(tag: str) -> tuple[str, str | None]:
+    """'B-person' -> ('B', 'person'); 'O' -> ('O', None); anything else -> ('', None)."""
+    if tag == "O":
+        return "O", None
+    prefix, dash, kind = tag.partition("-")
+    if dash and prefix in ("B", "I", "E", "S") and kind:
+        return prefix, kind
+    return "", None
+
+
+def starts_without_begin(tags: list[str]) -> int | None:
+    """Index of the first I- tag that does not continue an entity of its type (IOB1 style), or None."""
+    prev_kind = None
+    for i, tag in enumerate(tags):
+        prefix, kind = split_tag(tag)
+        if prefix == "I" and prev_kind != kind:
+            return i
+        prev_kind = kind if prefix in ("B", "I") else None
+    return None
+
+
+def iob1_to_iob2(tags: list[str]) -> list[str]:
+    """An I-X that does not continue an X entity begins one: B-X. The identity on valid IOB2."""
+    out, prev_kind = [], None
+    for tag in tags:
+        prefix, kind = split_tag(tag)
+        out.append(f"B-{kind}" if prefix == "I" and prev_kind != kind else tag)
+        prev_kind = kind if prefix in ("B", "I") else None
+    return out
+
+
+def bioes_error(tags: list[str]) -> int | None:
+    """Index of the first tag that breaks BIOES (B/I must be followed by I/E of the same type;
+    I/E must follow B/I of the same type), or None."""
+    open_kind = None
+    for i, tag in enumerate(tags):
+        prefix, kind = split_tag(tag)
+        if prefix in ("I", "E"):
+            if open_kind != kind:
+                return i
+        elif open_kind is not None:
+            return i  # O, B or S while an entity is still open
+        open_kind = kind if prefix in ("B", "I") else None
+    return len(tags) - 1 if open_kind is not None and tags else None
+
+
+def entity_spans(tags: list[str]) -> list[tuple[int, int, str]]:
+    """(start, end, type) of every entity, read leniently (the repair rule): B- and S- begin an
+    entity; an I- or E- that does not continue an entity of its type begins one; E- and S- end
+    one. Works for IOB1, IOB2 and BIOES."""
+    spans, start, open_kind = [], None, None
+    for i, tag in enumerate(tags):
+        prefix, kind = split_tag(tag)
+        continues = prefix in ("I", "E") and open_kind == kind
+        if not continues and open_kind is not None:
+            spans.append((start, i, open_kind))
+            open_kind = None
+        if prefix in ("B", "S") or (prefix in ("I", "E") and not continues):
+            start, open_kind = i, kind
+        if prefix in ("E", "S") and open_kind is not None:
+            spans.append((start, i + 1, open_kind))
+            open_kind = None
+    if open_kind is not None:
+        spans.append((start, len(tags), open_kind))
+    return spans
+
+
+def tags_from_spans(spans: list[tuple[int, int, str]], n: int, scheme: str) -> list[str]:
+    tags = ["O"] * n
+    for start, end, kind in spans:
+        if scheme == "BIOES" and end - start == 1:
+            tags[start] = f"S-{kind}"
+            continue
+        tags[start] = f"B-{kind}"
+        for i in range(start + 1, end):
+            tags[i] = f"I-{kind}"
+        if scheme == "BIOES":
+            tags[end - 1] = f"E-{kind}"
+    return tags
+
+
+def repair(tags: list[str], scheme: str) -> list[str]:
+    """A predicted sequence made valid in `scheme` (IOB2 or BIOES) by the rule of `entity_spans`."""
+    return tags_from_spans(entity_spans(tags), len(tags), scheme)
+
+
+def tag_names(kinds: list[str], scheme: str) -> list[str]:
+    """The label set for these entity types: O, then each type's tags in prefix order."""
+    return ["O"] + [f"{p}-{k}" for k in sorted(kinds) for p in PREFIXES[scheme]]
+
+
+def subword_tags(tag: str, pieces: int, scheme: str) -> list[str]:
+    """The tags of a word's sub-words when every sub-word is labelled: the entity goes on across
+    them (B- on the first piece, I- after; in BIOES the word's end stays E-, a single word S- -> B I.. E)."""
+    prefix, kind = split_tag(tag)
+    if pieces == 1 or prefix == "O":
+        return [tag] * pieces
+    inner = [f"I-{kind}"] * (pieces - 2)
+    first = {"B": f"B-{kind}", "S": f"B-{kind}"}.get(prefix, f"I-{kind}")
+    last = {"E": f"E-{kind}", "S": f"E-{kind}"}.get(prefix, f"I-{kind}") if scheme == "BIOES" else f"I-{kind}"
+    return [first, *inner, last]

@@ -1,0 +1,102 @@
+"""What text tasks share: the pad token, dropout settings, a pretrained body with a new head,
+and reloading a run's saved model (plain, peft adapter, or with bottleneck adapters)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from weitiao.errors import UserError
+
+# Config attributes that hold each kind of dropout, across the common architectures.
+DROPOUT_KEYS = {
+    "hidden": ("hidden_dropout_prob", "hidden_dropout", "dropout", "resid_pdrop"),
+    "attention": ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"),
+    "classifier": ("classifier_dropout", "seq_classif_dropout", "summary_first_dropout"),
+}
+
+
+def ensure_pad_token(tokenizer) -> int:
+    """The id batches are padded with, the same one the model is told (decoder classifiers pool the
+    last token that is not padding, so the two must agree). Tokenizers without a pad token
+    (GPT-2, Llama) pad with their end-of-sequence token, as transformers' examples do."""
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise UserError("model", "its tokenizer has no pad, end-of-sequence or unknown token to pad batches with",
+                            "save the tokenizer with a pad_token set")
+        tokenizer.pad_token = fallback
+    return tokenizer.pad_token_id
+
+
+def with_head(auto_class, path: str, label_names: list[str], dropout: dict | None, attention: str | None,
+              pad_token_id: int | None, **config_kwargs):
+    """A pretrained body from `path` with a fresh head for `label_names`, built by `auto_class`
+    (AutoModelForSequenceClassification, AutoModelForTokenClassification).
+
+    Args:
+        dropout: {"hidden" | "attention" | "classifier": p} overrides (None entries ignored).
+        attention: attn_implementation while training ("eager", "sdpa"); None: the library's choice.
+        pad_token_id: the id batches are padded with (`ensure_pad_token`); None: the config's own, else its EOS.
+
+    Returns:
+        (model, names of the newly initialised parameters: the head).
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                                        label2id={n: i for i, n in enumerate(label_names)}, **config_kwargs)
+    for kind, p in (dropout or {}).items():
+        if p is not None:
+            for key in DROPOUT_KEYS[kind]:
+                if hasattr(config, key) or kind == "classifier":
+                    setattr(config, key, p)
+    if pad_token_id is not None:
+        config.pad_token_id = pad_token_id  # decoder classifiers find the last token by it
+    elif getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = getattr(config, "eos_token_id", None) or 0
+    # A model fine-tuned before (runs/a/model) brings a head of another shape: it is replaced.
+    extra = {"attn_implementation": attention} if attention else {}
+    model, info = auto_class.from_pretrained(path, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **extra)
+    return model, set(info["missing_keys"]) | {m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])}
+
+
+def load_saved(auto_class, model_dir):
+    """The trained model saved in a run folder.
+
+    A plain transformers folder for full, partial and merged-peft runs; a peft adapter folder
+    for prompt-learning methods (virtual tokens cannot be merged); a folder with bottleneck
+    adapters (weights under `*.proj` / `*.adapter`) rebuilt with weitiao's adapter modules.
+    """
+    from transformers import AutoConfig
+
+    model_dir = Path(model_dir)
+    config = AutoConfig.from_pretrained(str(model_dir))
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base_path = json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = auto_class.from_pretrained(base_path, config=config, ignore_mismatched_sizes=True)
+        return PeftModel.from_pretrained(base, str(model_dir))
+    adapter = getattr(config, "weitiao_adapter", None)
+    if adapter:
+        from safetensors.torch import load_file
+
+        from weitiao.strategies.adapter import insert_adapters
+
+        model = auto_class.from_config(config)
+        insert_adapters(model, adapter["size"], adapter["type"])
+        model.load_state_dict(load_file(str(model_dir / "model.safetensors")), strict=True)
+        return model
+    return auto_class.from_pretrained(str(model_dir))
+
+
+def load_tokenizer(path: str, need_fast: bool = False):
+    """The model's tokenizer; `need_fast`: word ids of sub-words are needed (token tasks)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if need_fast and not tokenizer.is_fast:
+        raise UserError("model", f"'{path}' has no fast tokenizer (tokenizer.json), which token classification needs to align tags with sub-words",
+                        "use a model with a fast tokenizer, or save one with AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(folder)")
+    return tokenizer
