@@ -211,7 +211,7 @@ class RunConfig(Section):
         v = {"type": v} if isinstance(v, str) else v
         if isinstance(v, dict):
             v = {"type": "classification", **v}
-            get_task(v["type"])
+            v["type"] = get_task(v["type"]).name  # refused with a did-you-mean, or an alias resolved
         return v
 
     @field_validator("strategy", mode="before")
@@ -244,6 +244,18 @@ def expand_strategy(v: Any) -> Any:
 # Loading
 
 
+def config_from(config: str | Path | dict, overrides: dict | None = None) -> RunConfig:
+    """The Python API's door: a YAML path or the same mapping, with {dotted key: value} overrides."""
+    import copy
+
+    if not isinstance(config, (dict, str, Path)):
+        raise UserError("config", f"a {type(config).__name__} is not a config", "pass the path of a YAML file, or a dict of the same sections")
+    raw = copy.deepcopy(config) if isinstance(config, dict) else read_yaml(Path(config))
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, str(key), value)
+    return validate(raw, source="config" if isinstance(config, dict) else str(config))
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read a YAML config, apply `key.sub=value` overrides, validate.
 
@@ -253,7 +265,14 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     Raises:
         UserError: a missing file, invalid YAML, an unknown key or a value of the wrong type.
     """
-    path = Path(path)
+    raw = read_yaml(Path(path))
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, source=str(path))
+
+
+def read_yaml(path: Path) -> dict:
+    """A config file's mapping of sections, unvalidated."""
     if not path.is_file():
         raise UserError("config", f"file '{path}' does not exist", "give the path to a YAML config such as examples/sst2.yaml")
     try:
@@ -266,9 +285,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raise UserError(f"config {path}{where}", f"invalid YAML: {yaml_problem(e)}", "check the indentation and quoting there") from None
     if not isinstance(raw, dict):
         raise UserError("config", f"'{path}' does not hold a mapping of sections", "start from examples/sst2.yaml")
-    for item in overrides:
-        apply_override(raw, item)
-    return validate(raw, source=str(path))
+    return raw
 
 
 def parse_yaml(text: str) -> Any:
@@ -299,7 +316,12 @@ def apply_override(raw: dict, item: str) -> None:
     except yaml.YAMLError as e:
         raise UserError("--set", f"the value in {item!r} is not valid YAML ({yaml_problem(e)})",
                         "quote it, e.g. --set 'data.labels=[neg, pos]'") from None
-    parts = key.strip().split(".")
+    set_dotted(raw, key.strip(), value)
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """raw["a"]["b"]["c"] = value for the key "a.b.c", creating sections (and expanding shorthands) on the way."""
+    parts = key.split(".")
     node = raw
     for part in parts[:-1]:
         child = node.get(part)

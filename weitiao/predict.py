@@ -118,8 +118,9 @@ def read_labelled(run: LoadedRun, path: str, field: str):
 
 
 def report_truncated(run: LoadedRun, enc, n: int) -> None:
+    """A note (stderr) on the inputs longer than data.max_length, in the task's words."""
     if enc.truncated:
-        note(f"{enc.truncated} of {n} inputs were longer than data.max_length: " + run.task.too_long.format(n=run.data.max_length))
+        note(run.task.too_long_note.format(k=enc.truncated, n=n, m=run.data.max_length))
 
 
 def scored(run: LoadedRun, enc, batch_size: int | None):
@@ -147,7 +148,7 @@ def evaluate_file(run_dir: str, data_path: str, output: str | None = None, batch
     check_output(output)
     run = open_run(run_dir)
     enc = read_labelled(run, data_path, "--data")
-    report_truncated(run, enc, len(getattr(enc, "words", enc)))
+    report_truncated(run, enc, enc.examples)
     result = scored(run, enc, batch_size)
     metrics = run.task.metrics(result.outputs, enc, run.names, run.opts)
     metrics["loss"] = result.loss

@@ -44,6 +44,7 @@ class Task(Protocol):
     def describe(self, opts) -> str: ...  # the task in words, for errors
     too_long: str  # what happens to inputs past data.max_length ("cut to ... ({n} tokens)"), and the fix
     too_long_fix: str
+    too_long_note: str  # eval/predict's note: "{k} of {n} texts were longer than ... ({m} tokens) ..."
     def reader(self, data, opts) -> "Reader": ...  # reads examples and settles the label set (weitiao.data)
     def processor(self, model_path: str): ...  # the tokenizer (image processor later), checked for what the task needs
     def encode(self, processor, examples, max_length: int, opts, names: list[str]): ...
@@ -61,6 +62,7 @@ class Task(Protocol):
 
 
 TASKS: dict[str, Task] = {}
+ALIASES = {"ner": "token_classification", "text_classification": "classification", "sequence_classification": "classification"}
 
 
 def register_task(task: Task) -> Task:
@@ -81,8 +83,14 @@ def load_all() -> dict[str, Task]:
 def get_task(name: str) -> Task:
     """The registered task `name`, else a UserError with a did-you-mean."""
     load_all()
+    name = ALIASES.get(name, name) if isinstance(name, str) else name
     if name not in TASKS:
         match = difflib.get_close_matches(str(name), list(TASKS), n=1, cutoff=0.5)
         hint = f"did you mean '{match[0]}'?" if match else f"use one of {', '.join(sorted(TASKS))}"
         raise UserError("task.type", f"unknown task {name!r}", hint)
     return TASKS[name]
+
+
+def canonical_name(name):
+    """A task name with its alias resolved (`ner` -> `token_classification`)."""
+    return ALIASES.get(name, name) if isinstance(name, str) else name

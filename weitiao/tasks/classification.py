@@ -38,6 +38,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @property
+    def examples(self) -> int:
+        """Examples encoded (one row each)."""
+        return len(self.input_ids)
+
     def subset(self, index: list[int]) -> "Encoded":
         pick = lambda xs: None if xs is None else [xs[i] for i in index]  # noqa: E731
         return Encoded(pick(self.input_ids), pick(self.token_type_ids), pick(self.labels))
@@ -186,6 +191,7 @@ class Classification:
         return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
 
     too_long = "cut to data.max_length ({n} tokens)"
+    too_long_note = "{k} of {n} texts were longer than data.max_length ({m} tokens) and were cut to it"
     too_long_fix = "raise data.max_length to keep more of them"
 
     def reader(self, data, opts):

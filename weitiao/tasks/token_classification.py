@@ -262,6 +262,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @property
+    def examples(self) -> int:
+        """Sentences encoded (a long one is several rows)."""
+        return len(self.words)
+
     def subset(self, index: list[int]) -> "Encoded":
         pick = lambda xs: None if xs is None else [xs[i] for i in index]  # noqa: E731
         return Encoded(pick(self.input_ids), pick(self.labels), pick(self.reads), pick(self.sentence), self.words, self.gold)
@@ -448,6 +453,7 @@ class TokenClassification:
     peft_task_type = "TOKEN_CLS"
     reads_one_position = False
     too_long = "split into overlapping windows of data.max_length ({n} tokens) and merged back"
+    too_long_note = "{k} of {n} sentences were longer than data.max_length ({m} tokens): split into overlapping windows and merged back"
     too_long_fix = "nothing was cut; raise data.max_length for fewer windows"
 
     def describe(self, opts) -> str:

@@ -1,0 +1,113 @@
+"""The task registry: every registered task x a representative set of strategies, on MiniLM and
+small synthetic data (a keyword decides the label; names and cities are the entities).
+
+Parametrized over the registry itself: a new task must add a small data set to TASK_DATA (the
+test fails until it does), and is then trained, saved, reloaded and scored here. For each
+pair: the training loss falls, model/ is written, and the reloaded run scores its validation
+file exactly as training scored it (metrics.json).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from helpers import write_config
+from weitiao.tasks import TASKS, get_task, load_all, register_task
+
+load_all()
+
+# strategy -> (config, learning rate)
+STRATEGIES = {"full": ("full", 1e-4), "head_only": ("head_only", 3e-3), "freeze_bottom": ({"freeze_bottom": 4}, 2e-4),
+              "lora": ({"method": "lora", "r": 4}, 1e-3), "adapter": ({"method": "adapter", "adapter_size": 8}, 1e-3)}
+NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
+CITIES = ["paris", "london", "tokyo", "berlin", "madrid", "oslo"]
+FILLER = ["the", "a", "we", "saw", "today", "and", "then", "went", "home", "it", "was", "in", "on"]
+
+
+def classification_data(folder: Path, rng: random.Random) -> dict:
+    """Sentiment by a keyword among filler words: learnable by a tiny model in a few steps."""
+    def rows(n):
+        out = []
+        for _ in range(n):
+            label = rng.choice(["pos", "neg"])
+            words = rng.sample(FILLER, 5) + [rng.choice(["great", "lovely", "superb"] if label == "pos" else ["awful", "dull", "bad"])]
+            rng.shuffle(words)
+            out.append(json.dumps({"text": " ".join(words), "label": label}))
+        return out
+
+    for split, n in (("train", 160), ("dev", 40)):
+        (folder / f"{split}.jsonl").write_text("\n".join(rows(n)) + "\n")
+    return {"data": {"train": str(folder / "train.jsonl"), "validation": str(folder / "dev.jsonl"), "max_length": 32}}
+
+
+def token_classification_data(folder: Path, rng: random.Random) -> dict:
+    """Person and location names among filler words, in CoNLL (IOB2)."""
+    def sentence():
+        words, tags = [], []
+        for _ in range(rng.randint(4, 9)):
+            r = rng.random()
+            if r < 0.2:
+                words += [rng.choice(NAMES), rng.choice(NAMES)]
+                tags += ["B-person", "I-person"]
+            elif r < 0.35:
+                words.append(rng.choice(CITIES))
+                tags.append("B-location")
+            else:
+                words.append(rng.choice(FILLER))
+                tags.append("O")
+        return "\n".join(f"{w}\t{t}" for w, t in zip(words, tags))
+
+    for split, n in (("train", 160), ("dev", 40)):
+        (folder / f"{split}.conll").write_text("\n\n".join(sentence() for _ in range(n)) + "\n")
+    return {"task": "token_classification", "data": {"train": str(folder / "train.conll"), "validation": str(folder / "dev.conll"), "max_length": 32}}
+
+
+TASK_DATA = {"classification": classification_data, "token_classification": token_classification_data}
+
+
+def test_every_registered_task_has_test_data():
+    assert set(TASKS) <= set(TASK_DATA), f"add a small data set for {sorted(set(TASKS) - set(TASK_DATA))} to TASK_DATA"
+
+
+def test_a_task_registered_twice_is_refused():
+    with pytest.raises(ValueError, match="registered twice"):
+        register_task(get_task("classification"))
+
+
+def test_an_unknown_task_type_gets_a_did_you_mean():
+    from weitiao.config import validate
+    from weitiao.errors import UserError
+
+    with pytest.raises(UserError, match="did you mean 'token_classification'"):
+        validate({"data": {"train": "x"}, "task": "token_clasification"})
+    assert validate({"data": {"train": "x"}, "task": "ner"}).task.type == "token_classification"
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("task", sorted(TASK_DATA))
+def test_task_trains_saves_reloads_and_scores_the_same(task, strategy, tmp_path):
+    from weitiao.cli import main
+    from weitiao.predict import evaluate_file
+
+    cfg = TASK_DATA[task](tmp_path, random.Random(0))
+    method, lr = STRATEGIES[strategy]
+    cfg = {"version": 1, "model": "minilm", **cfg, "strategy": method,
+           "training": {"epochs": 3, "batch_size": 16, "lr": lr, "log_every": 1, "progress": False, "warmup_ratio": 0.0},
+           "output": {"dir": str(tmp_path / "runs")}}
+    assert main(["train", str(write_config(tmp_path / "run.yaml", cfg)), "--name", "r"]) == 0
+    run = tmp_path / "runs" / "r"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r and "step" in r]
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.8 * first, f"{task} / {strategy}: loss {first:.3f} -> {last:.3f}"
+    assert (run / "model" / "config.json").is_file()
+
+    saved = json.loads((run / "metrics.json").read_text())["validation"]
+    again = evaluate_file(str(run), cfg["data"]["validation"])
+    metric = get_task(task).default_metric(get_task(task).Options())
+    assert again[metric] == pytest.approx(saved[metric], abs=1e-6)
+    assert again["loss"] == pytest.approx(saved["loss"], rel=1e-4, abs=1e-5)

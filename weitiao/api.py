@@ -1,0 +1,95 @@
+"""The Python API, beside the command line (for notebooks and scripts).
+
+    import weitiao
+    run = weitiao.train("examples/sst2.yaml", overrides={"training.epochs": 1})
+    run.metrics["validation"]["accuracy"]
+    run.predict(["a gripping, funny film"])      # the objects `weitiao predict` prints
+    weitiao.load("runs/demo").predict([...])
+
+Every mistake the CLI reports in one line raises `WeitiaoError` with that same line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from weitiao.errors import TrainingStopped, UserError
+
+
+class WeitiaoError(Exception):
+    """What went wrong, in the one line the CLI prints; `exit_code`: the CLI's (2 bad input, 3 stopped)."""
+
+    def __init__(self, line: str, exit_code: int):
+        super().__init__(line)
+        self.exit_code = exit_code
+
+
+def _plain_errors(fn):
+    """Turn weitiao's own errors into WeitiaoError (one type, the CLI's line)."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            raise WeitiaoError(e.line(), 2) from None
+        except TrainingStopped as e:
+            raise WeitiaoError(str(e), 3) from None
+
+    return call
+
+
+class Run:
+    """A finished run folder: its path, its metrics and a `predict` that keeps the model loaded."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._loaded = None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def metrics(self) -> dict:
+        """metrics.json: validation (and test) scores, the training summary, the probe."""
+        return json.loads((self.path / "metrics.json").read_text())
+
+    @_plain_errors
+    def predict(self, inputs: list[str] | str, batch_size: int | None = None) -> list[dict]:
+        """One object per input, in order, as `weitiao predict` prints them."""
+        from weitiao.predict import open_run, predict_rows
+
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, (list, tuple)) or not inputs:
+            raise UserError("inputs", f"{type(inputs).__name__} {inputs!r:.40} is not a list of texts", "pass a non-empty list of strings")
+        if self._loaded is None:
+            self._loaded = open_run(str(self.path))
+        return predict_rows(self._loaded, list(inputs), None, batch_size)
+
+
+@_plain_errors
+def train(config: str | Path | dict, name: str | None = None, overrides: dict | None = None, overwrite: bool = False) -> Run:
+    """Fine-tune as `config` (a YAML path, or the same sections as a dict) says, with `overrides`
+    ({"training.lr": 3e-5}: dotted keys as `--set` takes them). Returns the finished run."""
+    from weitiao.config import config_from
+    from weitiao.train.recipe import train as run_training
+
+    cfg = config_from(config, overrides)
+    stem = Path(config).stem if not isinstance(config, dict) else "run"
+    name = name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Run(run_training(cfg, name, overwrite))
+
+
+@_plain_errors
+def load(run_dir: str | Path) -> Run:
+    """A finished run folder (with model/ and metrics.json) as a `Run`."""
+    path = Path(run_dir)
+    if not (path / "config.yaml").is_file():
+        raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`, e.g. runs/demo")
+    if not (path / "model" / "config.json").is_file() or not (path / "metrics.json").is_file():
+        raise UserError("run_dir", f"'{run_dir}' has no finished model (model/ or metrics.json is missing)", "let the run finish, or resume it")
+    return Run(path)
