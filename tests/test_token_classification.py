@@ -12,7 +12,8 @@ from weitiao.config import DataConfig
 from weitiao.data import load_data
 from weitiao.errors import UserError
 from weitiao.tasks import tags as T
-from weitiao.tasks.token_classification import TagReader, encode, windows
+from weitiao.tasks.tag_reader import TagReader
+from weitiao.tasks.token_classification import encode, windows
 
 
 def conll(path, sentences: list[list[tuple[str, str]]], docstart: bool = False) -> str:
@@ -185,3 +186,14 @@ def test_a_long_sentence_becomes_windows_and_every_word_is_read_once(tokenizer, 
     assert enc.truncated == 1 and len(enc) > 3 and max(enc.lengths) <= 32
     read_words = sorted((enc.sentence[r], w) for r, rows in enumerate(enc.reads) for _, w in rows)
     assert read_words == sorted({(k, w) for k, n in enumerate(enc.words) for w in range(n)})
+
+
+def test_a_saved_dataset_with_tag_ids_uses_its_classlabel_names(tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    features = Features({"tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=names))})
+    ds = Dataset.from_dict({"tokens": [["John", "Smith", "in", "Oslo"], ["Ann", "left"]], "ner_tags": [[1, 2, 0, 3], [1, 0]]}, features=features)
+    ds.save_to_disk(str(tmp_path / "ds"))
+    data, _ = read(tmp_path, str(tmp_path / "ds"), tags_column="ner_tags")
+    assert [data.labels.names[i] for i in data.train.labels[0]] == ["B-PER", "I-PER", "O", "B-LOC"]

@@ -28,15 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="metrics of a trained run on any labelled file")
     ev.add_argument("run_dir")
-    ev.add_argument("--data", required=True, help="labelled file with the run's text and label columns")
+    ev.add_argument("--data", required=True, help="labelled file with the run's columns (text and label; words and tags)")
     ev.add_argument("--output", help="write the metrics as JSON here too")
     ev.add_argument("--batch-size", type=int, help="examples scored at once (default: training.eval_batch_size)")
 
-    pr = sub.add_parser("predict", help="labels and probabilities for new texts")
+    pr = sub.add_parser("predict", help="the task's prediction for new texts (labels and probabilities; entities)")
     pr.add_argument("run_dir")
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", help="one or more texts")
-    src.add_argument("--file", help="a data file with the run's text column")
+    src.add_argument("--file", help="a data file with the run's text column (token classification: words, e.g. CoNLL)")
     pr.add_argument("--output", help="write predictions here (.jsonl or .csv); default: print JSON lines")
     pr.add_argument("--batch-size", type=int, help="texts scored at once (default: training.eval_batch_size)")
     return parser

@@ -175,10 +175,12 @@ def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None,
 
 
 def check_texts(texts: list[str] | None) -> None:
-    if texts is not None:
-        empty = [i for i, t in enumerate(texts, 1) if not isinstance(t, str) or not t.strip()]
-        if empty:
-            raise UserError("--text", f"text {empty[0]} is empty", "give non-empty texts")
+    """Refuse an input that is not a string, or is empty (before the model loads)."""
+    for i, t in enumerate(texts or [], 1):
+        if not isinstance(t, str):
+            raise UserError("--text", f"text {i} is a {type(t).__name__}, not a string", "give texts as strings")
+        if not t.strip():
+            raise UserError("--text", f"text {i} is empty", "give non-empty texts")
 
 
 def predict_rows(run: str | LoadedRun, texts: list[str] | None, file: str | None = None, batch_size: int | None = None) -> list[dict]:

@@ -28,6 +28,7 @@ class Table:
     lines: list[int]  # 1-based line (text formats) or record number of each row
     path: str
     has_header: bool = True
+    class_names: dict[str, list[str]] | None = None  # a saved dataset's ClassLabel names, per column (ids -> names)
 
 
 def detect_format(path: Path, field: str) -> str:
@@ -191,7 +192,17 @@ def _read_hf(p: Path, field: str) -> Table:
     if not isinstance(ds, Dataset):
         raise UserError(field, f"'{p}' holds several splits {list(ds)}", f"point at one split folder, e.g. '{p}/{next(iter(ds))}'")
     rows = ds.to_list()
-    return Table(list(ds.column_names), rows, list(range(1, len(rows) + 1)), str(p))
+    return Table(list(ds.column_names), rows, list(range(1, len(rows) + 1)), str(p), class_names=_class_names(ds.features))
+
+
+def _class_names(features) -> dict[str, list[str]]:
+    """Columns stored as ClassLabel ids (or lists of them, as NER tags are), with their names."""
+    out = {}
+    for column, feature in features.items():
+        inner = getattr(feature, "feature", feature)  # Sequence(ClassLabel) / List(ClassLabel)
+        if getattr(inner, "names", None):
+            out[column] = list(inner.names)
+    return out
 
 
 def shown_names(names: list[str]) -> str:
