@@ -23,5 +23,5 @@ def test_the_readme_python_example_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "data.train: file 'missing.csv' does not exist; fix:" in out
     accuracy = float(re.search(r"api-demo (0\.\d+)", out).group(1))
-    assert accuracy > 0.6  # 400 sentences, one epoch: well above the 0.51 of always answering the majority class
+    assert accuracy > 0.7  # 2,000 sentences, one epoch: well above the 0.51 of always answering the majority class
     assert "'label': 'positive'" in out

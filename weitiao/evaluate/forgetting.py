@@ -33,13 +33,16 @@ class ForgettingProbe:
         self.head = tuple(p[len(base) + 1 :] for p in find_parts(self.model).head if p.startswith(base + "."))
 
     def encoder_state(self, model) -> dict:
-        """The encoder weights of `model` without its head (a peft model: its frozen base weights;
-        score merged models to see what adapters changed)."""
-        from weitiao.strategies.layers import unwrap
+        """The encoder weights of `model` without its head or the probe run's (a peft model: its frozen
+        base weights; score merged models to see what adapters changed). A pooler that only one of the two
+        has (a sequence classifier probing a token classifier's run) is a head, not the encoder."""
+        from weitiao.strategies.layers import find_parts, unwrap
 
         base = unwrap(model)
+        prefix = base.base_model_prefix + "."
+        heads = self.head + tuple(p[len(prefix):] for p in find_parts(base).head if p.startswith(prefix))
         encoder = getattr(base, base.base_model_prefix)
-        return {k: v for k, v in encoder.state_dict().items() if not k.startswith(self.head)}
+        return {k: v for k, v in encoder.state_dict().items() if not k.startswith(heads)}
 
     @torch.no_grad()
     def score(self, encoder_state: dict, device) -> dict:
