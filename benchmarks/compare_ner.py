@@ -13,8 +13,12 @@ final dev predictions are scored with seqeval in strict mode (IOB2).
     .venv/bin/python benchmarks/compare_ner.py                 # ~10 minutes on 2 cores
     .venv/bin/python benchmarks/compare_ner.py --quick         # tiny: tests the script
     .venv/bin/python benchmarks/compare_ner.py --repeats 2     # sides alternated each repeat
+    .venv/bin/python benchmarks/compare_ner.py --strategy train_top --lr 2e-4   # bottom 4 layers frozen
 
-Writes benchmarks/results/compare_ner.{md,json}.
+Writes benchmarks/results/compare_ner.{md,json} (compare_ner-train_top.* for --strategy train_top).
+With train_top the Trainer side sets requires_grad=False on the embeddings and layers 0-3
+(what its users do); weitiao computes their output once per sentence (the feature cache,
+every token's vector kept) and trains the top 2 layers and the classifier on it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WNUT = ROOT.parent / "shared" / "data" / "wnut17"
+TOP = 2  # train_top: layers trained
 
 
 def trainer_side(args) -> None:
@@ -80,7 +85,11 @@ def trainer_side(args) -> None:
     set_seed(args.seed)
     model = AutoModelForTokenClassification.from_pretrained(args.model, num_labels=len(names), id2label=dict(enumerate(names)),
                                                             label2id=index, attn_implementation="eager")
-    targs = TrainingArguments(output_dir=args.work, per_device_train_batch_size=32, per_device_eval_batch_size=32, learning_rate=5e-5,
+    if args.strategy == "train_top":
+        top = [f"bert.encoder.layer.{i}." for i in range(model.config.num_hidden_layers - TOP, model.config.num_hidden_layers)]
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith(tuple(top) + ("classifier.",))
+    targs = TrainingArguments(output_dir=args.work, per_device_train_batch_size=32, per_device_eval_batch_size=32, learning_rate=args.lr,
                               num_train_epochs=args.epochs, warmup_steps=0.06,  # transformers 5: a float below 1 is a ratio
                               weight_decay=0.01, lr_scheduler_type="linear",
                               eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1",
@@ -102,8 +111,9 @@ def weitiao_config(args, work: Path) -> Path:
     data = {"train": args.train, "validation": args.dev, "format": "conll", "max_length": args.max_length, "drop_duplicates": False}
     if args.quick:
         data["train_limit"] = 64
-    cfg = {"version": 1, "model": args.model, "task": "token_classification", "data": data, "strategy": "full",
-           "training": {"epochs": args.epochs, "batch_size": 32, "lr": 5e-5, "seed": args.seed, "num_threads": args.threads,
+    strategy = "full" if args.strategy == "full" else {"method": "train_top", "layers": TOP}
+    cfg = {"version": 1, "model": args.model, "task": "token_classification", "data": data, "strategy": strategy,
+           "training": {"epochs": args.epochs, "batch_size": 32, "lr": args.lr, "seed": args.seed, "num_threads": args.threads,
                         "progress": False, "attention": "eager"},
            "output": {"dir": str(work / "runs")}}
     path = work / "wnut17.yaml"
@@ -132,6 +142,8 @@ def main() -> None:
     ap.add_argument("--dev", default=str(WNUT / "emerging.dev.conll"))
     ap.add_argument("--model", default=None, help="model folder (default: the bundled MiniLM)")
     ap.add_argument("--epochs", type=float, default=3)
+    ap.add_argument("--strategy", choices=["full", "train_top"], default="full")
+    ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
@@ -150,7 +162,7 @@ def main() -> None:
         return trainer_side(args)
 
     out = Path(args.out)
-    work = out / "work-ner"
+    work = out / "work-ner" / args.strategy
     work.mkdir(parents=True, exist_ok=True)
     config = weitiao_config(args, work)
     rows = []
@@ -167,7 +179,8 @@ def main() -> None:
                 res = work / f"trainer-r{r}.json"
                 cmd = [sys.executable, __file__, "--trainer-child", "--work", str(work / "trainer"), "--result", str(res), "--model", args.model,
                        "--train", args.train, "--dev", args.dev, "--epochs", str(args.epochs), "--max-length", str(args.max_length),
-                       "--seed", str(args.seed), "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+                       "--seed", str(args.seed), "--threads", str(args.threads), "--strategy", args.strategy, "--lr", str(args.lr)] \
+                    + (["--quick"] if args.quick else [])
                 result[side] = run_child(cmd, work / f"trainer-r{r}.log", args.threads)
                 child = json.loads(res.read_text())
                 result[side] |= {"f1": child["f1"], "train_s": round(child["train_seconds"], 1)}
@@ -176,10 +189,10 @@ def main() -> None:
         result["speedup_wall"] = round(result["trainer"]["wall_s"] / result["weitiao"]["wall_s"], 2)
         result["speedup_train"] = round(result["trainer"]["train_s"] / result["weitiao"]["train_s"], 2)
         rows.append(result)
-    stem = "compare_ner-quick" if args.quick else "compare_ner"
+    stem = "compare_ner" + ("" if args.strategy == "full" else f"-{args.strategy}") + ("-quick" if args.quick else "")
     (out / f"{stem}.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if not k.startswith(("trainer", "work", "result"))},
                                                   "runs": rows}, indent=2))
-    lines = ["# NER on WNUT 2017 (MiniLM, 3 epochs, batch 32): weitiao vs Trainer (run_ner recipe)", "",
+    lines = [f"# NER on WNUT 2017 (MiniLM, {args.strategy}, {args.epochs:g} epochs, batch 32, lr {args.lr:g}): weitiao vs Trainer (run_ner recipe)", "",
              f"`{shlex.join(['benchmarks/compare_ner.py', *sys.argv[1:]])}`, {args.threads} threads", "",
              "| repeat | order | weitiao wall s | Trainer wall s | wall ratio | train ratio | weitiao RSS MB | Trainer RSS MB | weitiao dev F1 | Trainer dev F1 |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -15,7 +15,7 @@ from pydantic import Field
 from weitiao.data.examples import Examples
 from weitiao.schema import Section
 from weitiao.tasks import register_task
-from weitiao.tasks.text import DROPOUT_KEYS, ensure_pad_token, load_saved, load_tokenizer, with_head  # noqa: F401 (part of this module's API)
+from weitiao.tasks.text import DROPOUT_KEYS, ensure_pad_token, load_saved, load_tokenizer, pad_rows, with_head  # noqa: F401 (part of this module's API)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,22 +82,10 @@ def collate(data: Encoded, index: list[int], pad_id: int, num_labels: int, multi
         input_ids, attention_mask (and token_type_ids): [batch, longest]; labels: [batch]
         (long) or [batch, num_labels] (float 0/1 for multi-label).
     """
-    import torch
-
-    longest = max(len(data.input_ids[i]) for i in index)
-    longest = -(-longest // multiple) * multiple
-    ids = torch.full((len(index), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(index), longest), dtype=torch.long)
-    types = torch.zeros((len(index), longest), dtype=torch.long) if data.token_type_ids is not None else None
-    for row, i in enumerate(index):
-        n = len(data.input_ids[i])
-        ids[row, :n] = torch.tensor(data.input_ids[i])
-        mask[row, :n] = 1
-        if types is not None:
-            types[row, :n] = torch.tensor(data.token_type_ids[i])
+    ids, mask = pad_rows(data.input_ids, index, pad_id, multiple)
     batch = {"input_ids": ids, "attention_mask": mask}
-    if types is not None:
-        batch["token_type_ids"] = types
+    if data.token_type_ids is not None:
+        batch["token_type_ids"] = pad_rows(data.token_type_ids, index, 0, multiple)[0]
     if data.labels is not None:
         batch["labels"] = label_tensor([data.labels[i] for i in index], num_labels, multi_label)
     return batch

@@ -100,3 +100,20 @@ def load_tokenizer(path: str, need_fast: bool = False):
         raise UserError("model", f"'{path}' has no fast tokenizer (tokenizer.json), which token classification needs to align tags with sub-words",
                         "use a model with a fast tokenizer, or save one with AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(folder)")
     return tokenizer
+
+
+def pad_rows(rows: list[list[int]], index: list[int], fill: int, multiple: int = 1):
+    """The chosen rows padded with `fill` to the longest among them (rounded up to `multiple`).
+
+    Returns:
+        ([batch, longest] long tensor, [batch, longest] attention mask: 1 on real tokens).
+    """
+    import torch
+
+    longest = -(-max(len(rows[i]) for i in index) // multiple) * multiple
+    out = torch.full((len(index), longest), fill, dtype=torch.long)
+    mask = torch.zeros((len(index), longest), dtype=torch.long)
+    for row, i in enumerate(index):
+        out[row, :len(rows[i])] = torch.tensor(rows[i])
+        mask[row, :len(rows[i])] = 1
+    return out, mask

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -22,7 +22,7 @@ from weitiao.schema import Section
 from weitiao.tasks import register_task
 from weitiao.tasks import tags as T
 from weitiao.tasks.tag_reader import TagReader, label_scheme
-from weitiao.tasks.text import ensure_pad_token, load_saved, load_tokenizer, with_head
+from weitiao.tasks.text import ensure_pad_token, load_saved, load_tokenizer, pad_rows, with_head
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +58,6 @@ class Encoded:
     gold: list[list[int]] | None  # per sentence: a tag id per word
     truncated: int = 0  # sentences split into windows
     unread: int = 0  # words the tokenizer gives no sub-word (they are predicted O)
-    extra: dict = field(default_factory=dict)
 
     @property
     def lengths(self) -> list[int]:
@@ -172,21 +171,10 @@ def _row_labels(tokens, word_of, starts, a, gold, names, index, scheme, all_subw
 
 def collate(data: Encoded, index: list[int], pad_id: int, multiple: int = 1) -> dict:
     """input_ids, attention_mask: [batch, longest] (rounded up to `multiple`); labels: [batch, longest], -100 on padding."""
-    import torch
-
-    longest = -(-max(len(data.input_ids[i]) for i in index) // multiple) * multiple
-    ids = torch.full((len(index), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(index), longest), dtype=torch.long)
-    labels = torch.full((len(index), longest), -100, dtype=torch.long) if data.labels is not None else None
-    for row, i in enumerate(index):
-        n = len(data.input_ids[i])
-        ids[row, :n] = torch.tensor(data.input_ids[i])
-        mask[row, :n] = 1
-        if labels is not None:
-            labels[row, :n] = torch.tensor(data.labels[i])
+    ids, mask = pad_rows(data.input_ids, index, pad_id, multiple)
     batch = {"input_ids": ids, "attention_mask": mask}
-    if labels is not None:
-        batch["labels"] = labels
+    if data.labels is not None:
+        batch["labels"] = pad_rows(data.labels, index, -100, multiple)[0]
     return batch
 
 
