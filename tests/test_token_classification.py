@@ -197,3 +197,26 @@ def test_a_saved_dataset_with_tag_ids_uses_its_classlabel_names(tmp_path):
     ds.save_to_disk(str(tmp_path / "ds"))
     data, _ = read(tmp_path, str(tmp_path / "ds"), tags_column="ner_tags")
     assert [data.labels.names[i] for i in data.train.labels[0]] == ["B-PER", "I-PER", "O", "B-LOC"]
+
+
+def test_without_validation_the_split_keeps_entity_types_in_every_part(tmp_path):
+    people = [[("Ann", "B-PER"), ("ran", "O")]] * 40
+    places = [[("in", "O"), ("Oslo", "B-LOC")]] * 40
+    sentences = [[(w + str(i), t) for w, t in s] for i, s in enumerate(people + places)]  # no duplicates
+    cfg = DataConfig(train=conll(tmp_path / "t.conll", sentences))
+    data = load_data(cfg, seed=0, reader=TagReader(cfg))
+    assert data.report["split"]["stratified_by"] == "entity types"
+    for part in (data.validation, data.test):
+        kinds = {data.labels.names[i] for x in part.labels for i in x}
+        assert {"B-PER", "B-LOC"} <= kinds
+
+
+def test_tags_listed_in_a_labels_file_and_conll_refused_for_classification(tmp_path):
+    from weitiao.config import validate
+
+    (tmp_path / "tags.txt").write_text("O\nB-PER\nI-PER\nB-LOC\nI-LOC\nB-ORG\nI-ORG\nB-MISC\nI-MISC\n")
+    data, _ = read(tmp_path, conll(tmp_path / "t.conll", [S1, S2]), labels_file=str(tmp_path / "tags.txt"))
+    assert data.labels.names[-2:] == ["B-MISC", "I-MISC"]
+    cfg = validate({"data": {"train": str(tmp_path / "t.conll"), "format": "conll"}})
+    with pytest.raises(UserError, match="data.format: 'conll' files hold words and tags .* fix: set task: token_classification"):
+        load_data(cfg.data)

@@ -140,12 +140,24 @@ class TagReader:
         return [Sentence(s.words, [names[t] for t in s.tags], s.line, s.tag_lines) for s in sentences]
 
     def _given_labels(self, field: str) -> LabelSet | None:
-        if not self.data.labels:
+        """The tag set of data.labels or data.labels_file (one tag per line), if given."""
+        key, names = "data.labels", self.data.labels
+        if not names and self.data.labels_file:
+            from weitiao.data.sources import read_utf8
+
+            key, path = "data.labels_file", Path(self.data.labels_file)
+            if not path.is_file():
+                raise UserError(key, f"file '{path}' does not exist", "give a text file with one tag per line")
+            names = [line.strip() for line in read_utf8(path, key).splitlines() if line.strip()]
+        if not names:
             return None
-        bad = next((n for n in self.data.labels if not T.split_tag(str(n))[0]), None)
+        bad = next((n for n in names if not T.split_tag(str(n))[0]), None)
         if bad is not None:
-            raise UserError("data.labels", f"{bad!r} is not a tag", "list tags such as O, B-PER, I-PER")
-        return LabelSet(self.data.labels)
+            raise UserError(key, f"{bad!r} is not a tag", "list tags such as O, B-PER, I-PER")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UserError(key, f"tag {twice[0]!r} is listed more than once", "list each tag once, in id order")
+        return LabelSet(names)
 
     def _detect(self, sentences: list[Sentence], path: str, field: str) -> str:
         """The scheme of the training data: as configured, else BIOES when E-/S- occur, IOB1 when an
