@@ -200,9 +200,10 @@ def test_a_saved_dataset_with_tag_ids_uses_its_classlabel_names(tmp_path):
 
 
 def test_without_validation_the_split_keeps_entity_types_in_every_part(tmp_path):
-    people = [[("Ann", "B-PER"), ("ran", "O")]] * 40
+    people = [[("Ann", "B-PER"), ("Lee", "I-PER"), ("ran", "O")]] * 40
     places = [[("in", "O"), ("Oslo", "B-LOC")]] * 40
-    sentences = [[(w + str(i), t) for w, t in s] for i, s in enumerate(people + places)]  # no duplicates
+    both = [[("Ann", "B-PER"), ("in", "O"), ("Oslo", "B-LOC")]] * 20
+    sentences = [[(w + str(i), t) for w, t in s] for i, s in enumerate(people + places + both)]  # no duplicates
     cfg = DataConfig(train=conll(tmp_path / "t.conll", sentences))
     data = load_data(cfg, seed=0, reader=TagReader(cfg))
     assert data.report["split"]["stratified_by"] == "entity types"
@@ -220,3 +221,77 @@ def test_tags_listed_in_a_labels_file_and_conll_refused_for_classification(tmp_p
     cfg = validate({"data": {"train": str(tmp_path / "t.conll"), "format": "conll"}})
     with pytest.raises(UserError, match="data.format: 'conll' files hold words and tags .* fix: set task: token_classification"):
         load_data(cfg.data)
+
+
+def test_words_of_raw_text_carry_exact_spans_for_byte_level_and_sentencepiece_pre_tokenizers():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from weitiao.tasks.token_classification import words_of
+
+    text = "John Smith lives in Paris, France."
+    for pre in (pre_tokenizers.ByteLevel(add_prefix_space=False), pre_tokenizers.Metaspace(), pre_tokenizers.BertPreTokenizer()):
+        tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre
+        words, spans = words_of(text, PreTrainedTokenizerFast(tokenizer_object=tok))
+        assert words == ("John", "Smith", "lives", "in", "Paris", ",", "France", "."), type(pre).__name__
+        assert all(text[a:b] == w for w, (a, b) in zip(words, spans))
+
+
+def test_an_incomplete_tag_set_in_data_labels_is_refused(tmp_path):
+    train = conll(tmp_path / "t.conll", [[("Ann", "S-PER"), ("ran", "O")]])
+    with pytest.raises(UserError, match=r"data.labels: lacks 'S-PER': BIOES needs B-, I-, E-, S- for every entity type"):
+        read(tmp_path, train, labels=["O", "B-PER", "I-PER", "E-PER"])
+
+
+def test_tag_ids_are_named_by_a_labels_file_and_a_conflict_with_stored_names_is_refused(tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"tokens": ["Ann", "ran"], "tags": [1, 0]}) + "\n")
+    (tmp_path / "tags.txt").write_text("O\nB-PER\nI-PER\n")
+    data, _ = read(tmp_path, str(path), labels_file=str(tmp_path / "tags.txt"))
+    assert [data.labels.names[i] for i in data.train.labels[0]] == ["B-PER", "O"]
+    features = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=["O", "B-LOC", "I-LOC"]))})
+    Dataset.from_dict({"tokens": [["Oslo"]], "tags": [[1]]}, features=features).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(UserError, match="differ from the tag names stored with"):
+        read(tmp_path, str(tmp_path / "ds"), labels=["O", "B-PER", "I-PER"])
+
+
+@pytest.mark.parametrize("content, expect", [
+    ("1\u00a0000\tO\nAnn\tB-PER\n", ("1\u00a0000", "Ann")),  # a no-break space inside a token
+    ("Ann B-PER\rran O\r\rLee B-PER\r", ("Ann", "ran")),  # old Mac line ends
+    ("Ann\tB-PER\t\nran\tO\n", ("Ann", "ran")),  # a trailing tab
+])
+def test_conll_lines_are_split_on_tabs_or_spaces_only(tmp_path, content, expect):
+    path = tmp_path / "t.conll"
+    path.write_text(content, encoding="utf-8", newline="")
+    data, _ = read(tmp_path, str(path))
+    assert data.train.text[0] == expect
+
+
+def test_an_empty_token_is_refused(tmp_path):
+    path = tmp_path / "t.conll"
+    path.write_text("\tB-PER\nran\tO\n")
+    with pytest.raises(UserError, match="line 1 has an empty token"):
+        read(tmp_path, str(path))
+
+
+def test_prompt_tuning_is_refused_for_a_token_classifier(tmp_path):
+    from helpers import tiny_bert
+    from weitiao.config import StrategyConfig
+    from weitiao.strategies import apply_strategy
+    from weitiao.tasks import get_task
+
+    task = get_task("token_classification")
+    model, _ = task.build(str(tiny_bert(tmp_path / "bert")), ["O", "B-X", "I-X"], task.Options())
+    with pytest.raises(UserError, match="strategy.method: 'prompt' puts virtual tokens in front of the words"):
+        apply_strategy(model, StrategyConfig(method="prompt"), task.peft_task_type)
+    assert apply_strategy(model, StrategyConfig(method="prefix"), task.peft_task_type).peft
+
+
+def test_predict_refuses_a_text_that_is_not_valid_unicode_before_loading_anything(tmp_path, capsys):
+    from weitiao.cli import main
+
+    assert main(["predict", str(tmp_path / "no-run"), "--text", "ok", "bad \udcff byte"]) == 2
+    assert "--text: text 2 holds '\\udcff', which is not valid Unicode" in capsys.readouterr().err

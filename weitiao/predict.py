@@ -181,6 +181,10 @@ def check_texts(texts: list[str] | None) -> None:
             raise UserError("--text", f"text {i} is a {type(t).__name__}, not a string", "give texts as strings")
         if not t.strip():
             raise UserError("--text", f"text {i} is empty", "give non-empty texts")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: bytes that were not UTF-8 in argv, or a JSON escape
+            raise UserError("--text", f"text {i} holds {t[e.start]!r}, which is not valid Unicode", "pass the text as UTF-8") from None
 
 
 def predict_rows(run: str | LoadedRun, texts: list[str] | None, file: str | None = None, batch_size: int | None = None) -> list[dict]:

@@ -44,8 +44,8 @@ class Reader(Protocol):
     def check_labels(self, labels: LabelSet, field: str, path: str) -> None:
         """Refuse a label set the task cannot learn from (one class; no entities)."""
 
-    def stratify_key(self, ex: Examples) -> list | None:
-        """One hashable key per example to stratify the split by, or None."""
+    def stratify_key(self, ex: Examples, names: list[str]) -> list | None:
+        """One key (an int) per example to stratify the split by, or None; `names`: the label set."""
 
 
 @dataclass
@@ -74,7 +74,7 @@ class ColumnReader:
         if len(labels) < 2 and not self.multi_label:
             raise UserError("data.label_column", f"'{self.data.label_column}' in '{path}' has only {len(labels)} distinct label(s)", "a classifier needs at least 2 labels")
 
-    def stratify_key(self, ex: Examples) -> list | None:
+    def stratify_key(self, ex: Examples, names: list[str]) -> list | None:
         from weitiao.data.split import stratify_key
 
         return stratify_key(ex.labels)
@@ -150,7 +150,7 @@ def load_data(data, multi_label: bool = False, seed: int = 0, reader: Reader | N
     if validation is None:
         s = data.split
         train, validation, split_test, stratified_by = split_examples(train, s.train, s.validation, s.test if test is None else 0.0, seed,
-                                                                      reader.stratify_key(train), reader.stratify_name)
+                                                                      reader.stratify_key(train, labels.names), reader.stratify_name)
         test = test if test is not None else split_test
         report["split"] = {"train": len(train), "validation": len(validation), "test": len(test) if test else 0, "seed": seed,
                            "stratified_by": stratified_by}

@@ -50,7 +50,13 @@ def _as_text(value, table: Table, i: int, field: str, column: str) -> str:
         return ""
     if isinstance(value, (dict, list)):
         raise UserError(field, f"'{table.path}' line {table.lines[i]}: column '{column}' holds a {type(value).__name__}, not text", "give plain text in that column")
-    return str(value)
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate from a JSON escape ("\udcff"): no tokenizer reads it
+        raise UserError(field, f"'{table.path}' line {table.lines[i]}: column '{column}' holds {text[e.start]!r}, which is not valid Unicode",
+                        "fix or drop that row") from None
+    return text
 
 
 MAX_LABELS = 100_000  # more distinct labels than this are record ids or timestamps, not classes

@@ -63,6 +63,10 @@ def peft_config(method: str, spec, model, task_type: str = "SEQ_CLS"):
 def wrap(method: str, model, spec, task_type: str = "SEQ_CLS") -> Selection:
     import peft
 
+    if task_type == "TOKEN_CLS" and method in ("prompt", "ptuning"):
+        raise UserError("strategy.method", f"'{method}' puts virtual tokens in front of the words, and a token classifier would tag them too",
+                        "use prefix (its virtual tokens are keys and values only), lora, dora, ia3 or adapter")
+
     try:
         wrapped = peft.get_peft_model(model, peft_config(method, spec, model, task_type))
     except ValueError as e:  # peft's messages for unknown target modules are good: pass them on

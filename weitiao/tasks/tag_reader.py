@@ -4,6 +4,7 @@ the label set settled. Every refusal names the file, the line and the fix."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,17 +30,21 @@ def read_conll(path: str, field: str, need_tags: bool = True) -> list[Sentence]:
     if not p.is_file():
         raise UserError(field, f"file '{path}' does not exist", "check the path (relative paths start from the current directory)")
     sentences, words, tags, lines = [], [], [], []
-    for n, line in enumerate(read_utf8(p, field).split("\n"), start=1):
-        line = line.rstrip("\r")
-        if not line.strip():
+    text = read_utf8(p, field).replace("\r\n", "\n").replace("\r", "\n")  # Windows and old Mac line ends
+    for n, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip(" \t")
+        if not line.strip(" \t"):
             if words:
                 sentences.append(Sentence(words, tags, lines[0], lines))
                 words, tags, lines = [], [], []
             continue
-        cols = [c for c in line.split("\t")] if "\t" in line else line.split()
-        cols = [c.strip() for c in cols]
+        # Tabs when the line has one (a token may then hold spaces), else spaces; never other Unicode
+        # whitespace, which can sit inside a token ("1\u00a0000").
+        cols = [c.strip(" ") for c in line.split("\t")] if "\t" in line else re.split(r" +", line.strip(" "))
         if cols[0].startswith("-DOCSTART-"):
             continue
+        if not cols[0]:
+            raise UserError(field, f"'{path}' line {n} has an empty token before its tag ({line!r})", "give the token, or remove the line")
         if need_tags and (len(cols) < 2 or not cols[-1]):
             raise UserError(field, f"'{path}' line {n} has one column ({line.strip()!r}); a CoNLL line is 'token<TAB>tag'",
                             "add the tag after the token, or leave a blank line between sentences")
@@ -75,9 +80,9 @@ def read_rows(path: str, field: str, data, need_tags: bool = True) -> tuple[list
             raise UserError(field, f"'{path}' line {line} is an empty sentence (no words)", "drop that row, or give it words and tags")
         if len(words) != len(tags):
             raise UserError(field, f"'{path}' line {line} has {len(words)} words but {len(tags)} tags", "give one tag per word")
-        bad = next((w for w in words if not isinstance(w, str) or not w.strip()), None)
+        bad = next((w for w in words if not isinstance(w, str) or not w.strip() or not _encodable(w)), None)
         if bad is not None:
-            raise UserError(field, f"'{path}' line {line}: word {bad!r} is not a non-empty string", "give every word as text")
+            raise UserError(field, f"'{path}' line {line}: word {bad!r} is not a non-empty string of valid Unicode", "give every word as text")
         out.append(Sentence([w.strip() for w in words], list(tags), line))
     return out, (table.class_names or {}).get(data.tags_column)
 
@@ -130,7 +135,11 @@ class TagReader:
         """Tags stored as ids become names: data.labels, else the dataset's own ClassLabel names."""
         if not any(isinstance(t, int) and not isinstance(t, bool) for s in sentences for t in s.tags):
             return [Sentence(s.words, [str(t).strip() for t in s.tags], s.line, s.tag_lines) for s in sentences]
-        names = self.data.labels or stored
+        given = self._given_labels(field)
+        if given is not None and stored and given.names != stored:
+            raise UserError("data.labels", f"{given.names} differ from the tag names stored with '{path}' ({stored})",
+                            "remove data.labels (the stored names are used), or list the same names in the same order")
+        names = given.names if given is not None else stored
         if not names:
             raise UserError("data.labels", f"the tags in '{path}' are ids, not names", "list the tag names in id order in data.labels, e.g. [O, B-PER, I-PER]")
         for s in sentences:
@@ -157,6 +166,12 @@ class TagReader:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise UserError(key, f"tag {twice[0]!r} is listed more than once", "list each tag once, in id order")
+        scheme = label_scheme(names)
+        kinds = sorted({T.split_tag(n)[1] for n in names if T.split_tag(n)[1]})
+        missing = [t for t in T.tag_names(kinds, scheme) if t not in names]
+        if missing:  # a repaired prediction may need any tag of the scheme
+            raise UserError(key, f"lacks {missing[0]!r}: {scheme} needs {', '.join(p + '-' for p in T.PREFIXES[scheme])} for every entity type, and O",
+                            f"add {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
         return LabelSet(names)
 
     def _detect(self, sentences: list[Sentence], path: str, field: str) -> str:
@@ -201,9 +216,22 @@ class TagReader:
         if len(labels) < 2:
             raise UserError(field, f"'{path}' has no entity types", "give data with tagged entities")
 
-    def stratify_key(self, ex: Examples) -> list | None:
-        """The set of entity types in each sentence (B-/S- tags), so that rare types reach every part."""
-        return None if ex.labels is None else [tuple(sorted(set(i for i in x if i))) for x in ex.labels]
+    def stratify_key(self, ex: Examples, names: list[str]) -> list | None:
+        """The set of entity types in each sentence, so that rare types reach every part (a set seen
+        only once shares the key of the rare ones; see `split.stratify_key`)."""
+        from weitiao.data.split import stratify_key
+
+        kinds = [T.split_tag(n)[1] for n in names]
+        return None if ex.labels is None else stratify_key([sorted({kinds[i] for i in x if kinds[i]}) for x in ex.labels])
+
+
+def _encodable(text: str) -> bool:
+    """False for a string holding a lone surrogate (a JSON "\\udcff"), which no tokenizer can read."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _line(s: Sentence, i: int) -> int:

@@ -195,12 +195,15 @@ def word_probs(outputs: list, enc: Encoded) -> list:
 
 
 def predicted_tags(probs, names: list[str]) -> tuple[list[str], list[float]]:
-    """The tags of one sentence, repaired (see module docstring), and each word's probability of its tag."""
+    """The tags of one sentence, repaired (see module docstring), and each word's score: the
+    probability of its entity type (all of that type's tags together; O for O), which a repair
+    that turns I-X into B-X leaves as it was."""
     scheme = label_scheme(names)
     raw = [names[int(p.argmax())] if p.any() else "O" for p in probs]
     tags = T.repair(raw, scheme)
-    index = {n: i for i, n in enumerate(names)}
-    return tags, [float(p[index[t]]) if p.any() else 1.0 for p, t in zip(probs, tags)]
+    kinds = [T.split_tag(n)[1] for n in names]
+    scores = [float(sum(x for x, k in zip(p, kinds) if k == T.split_tag(t)[1])) if p.any() else 1.0 for p, t in zip(probs, tags)]
+    return tags, scores
 
 
 def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict:
@@ -225,16 +228,34 @@ def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str) ->
 
 
 def words_of(text: str, tokenizer) -> tuple[tuple[str, ...], list[tuple[int, int]]]:
-    """The words of a raw string as the model's tokenizer splits them before sub-words (whitespace
-    and punctuation for BERT), with their character spans: text[start:end] is the word."""
+    """The words of a raw string, with their character spans (text[start:end] is the word): as the
+    model's tokenizer splits it before sub-words (whitespace and punctuation for BERT, so that
+    transformers' pipeline sees the same words), then without the leading space that byte-level
+    and SentencePiece pre-tokenizers keep, and with punctuation split off as CoNLL data has it
+    (BERT's rule: ASCII symbols and Unicode punctuation; a no-op on BERT's own words)."""
     pre = tokenizer.backend_tokenizer.pre_tokenizer
-    found = pre.pre_tokenize_str(text) if pre is not None else []
-    spans = [(a, b) for _, (a, b) in found if text[a:b].strip()] if found else []
-    if not spans:
-        import re
-
-        spans = [m.span() for m in re.finditer(r"\S+", text)]
+    found = [span for _, span in pre.pre_tokenize_str(text)] if pre is not None else [(0, len(text))]
+    spans = []
+    for a, b in found:
+        start = None
+        for i in range(a, b + 1):
+            ch = text[i] if i < b else " "
+            if ch.isspace() or _is_punctuation(ch):
+                if start is not None:
+                    spans.append((start, i))
+                start = None
+                if not ch.isspace():
+                    spans.append((i, i + 1))
+            elif start is None:
+                start = i
     return tuple(text[a:b] for a, b in spans), spans
+
+
+def _is_punctuation(ch: str) -> bool:
+    import unicodedata
+
+    cp = ord(ch)
+    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch).startswith("P")
 
 
 class TokenClassification:

@@ -18,12 +18,18 @@ from weitiao.errors import UserError
 
 # Keys that change how a run is shown, not what it computes.
 COSMETIC = {("training", "progress"), ("training", "log_every"), ("output", "dir")}
+# Keys added after checkpoints were written, with their defaults: left out of the hash while at
+# the default, so that a checkpoint from before they existed still resumes.
+ADDED = {("data", "tokens_column"): "tokens", ("data", "tags_column"): "tags"}
 
 
 def _comparable(cfg_dict: dict) -> dict:
     out = json.loads(json.dumps(cfg_dict))
     for section, key in COSMETIC:
         out.get(section, {}).pop(key, None)
+    for (section, key), default in ADDED.items():
+        if out.get(section, {}).get(key) == default:
+            out[section].pop(key)
     return out
 
 
