@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -122,18 +120,14 @@ def weitiao_config(args, work: Path) -> Path:
 
 
 def run_child(cmd: list[str], log: Path, threads: int) -> dict:
-    """One side in its own process: wall time and peak RSS (os.wait4: this child's own rusage)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS=str(threads))
-    with open(log, "w") as f:
-        f.write("$ " + shlex.join(cmd) + "\n\n")
-        f.flush()
-        start = time.perf_counter()
-        child = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
-    rc = os.waitstatus_to_exitcode(status)
-    if rc != 0:
-        sys.exit(f"{cmd[2:4]} failed (exit {rc}); see {log}")
-    return {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    """One side in its own process (compare_trainer's runner: wall time and the child's own peak RSS)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from compare_trainer import run_child as run
+
+    result = run(cmd, log, threads)
+    if result["rc"] != 0:
+        sys.exit(f"{cmd[2:4]} failed (exit {result['rc']}); see {log}")
+    return {"wall_s": round(result["wall_s"], 1), "peak_rss_mb": round(result["peak_rss_mb"])}
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from weitiao.schema import Section
 from weitiao.tasks import register_task
 from weitiao.tasks import tags as T
 from weitiao.tasks.tag_reader import TagReader, label_scheme
-from weitiao.tasks.text import ensure_pad_token, load_saved, load_tokenizer, pad_rows, with_head
+from weitiao.tasks.text import load_saved, load_tokenizer, pad_rows, with_head
 
 if TYPE_CHECKING:
     import torch
@@ -368,4 +368,4 @@ def _joined(words: list[str]) -> tuple[str, list[tuple[int, int]]]:
 
 
 TASK = register_task(TokenClassification())
-__all__ = ["TASK", "Options", "TagReader", "encode", "collate", "ensure_pad_token"]
+__all__ = ["TASK", "Options", "TagReader", "encode", "collate"]
