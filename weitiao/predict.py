@@ -41,7 +41,6 @@ def open_run(run_dir: str) -> LoadedRun:
     from weitiao.config import load_config
     from weitiao.runtime import quiet_hf
     from weitiao.tasks import get_task
-    from weitiao.tasks.text import ensure_pad_token
 
     root = Path(run_dir)
     if not (root / "config.yaml").is_file():
@@ -57,8 +56,9 @@ def open_run(run_dir: str) -> LoadedRun:
 
         prune_last_layer(model)  # the same predictions, a sixth less work on a 6-layer BERT
     tokenizer = task.processor(str(root / "model"))
-    if model.config.pad_token_id is None or tokenizer.pad_token is None:
-        model.config.pad_token_id = ensure_pad_token(tokenizer)  # runs saved before the pad token was settled
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad  # runs saved before the pad token was settled
     return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, label_names(model), cfg)
 
 
@@ -136,7 +136,7 @@ def scored(run: LoadedRun, enc, batch_size: int | None):
     device = _device()
     batch_size = eval_batch_size(batch_size or run.eval_batch_size, device.type == "cuda")
     try:
-        return score(run.model.to(device), run.task, enc, run.tokenizer.pad_token_id, len(run.names), run.opts, batch_size, device)
+        return score(run.model.to(device), run.task, enc, getattr(run.tokenizer, "pad_token_id", None) or 0, len(run.names), run.opts, batch_size, device)
     except torch.OutOfMemoryError:
         smaller = max(1, batch_size // 2)
         raise TrainingStopped(f"out of memory scoring batches of {batch_size} on {device}; "

@@ -46,7 +46,7 @@ class Task(Protocol):
     too_long_fix: str
     too_long_note: str  # eval/predict's note: "{k} of {n} texts were longer than ... ({m} tokens) ..."
     def reader(self, data, opts) -> "Reader": ...  # reads examples and settles the label set (weitiao.data)
-    def processor(self, model_path: str): ...  # the tokenizer (image processor later), checked for what the task needs
+    def processor(self, model_path: str, model_name: str | None = None, max_length: int | None = None): ...  # tokenizer / image processor, checked
     def encode(self, processor, examples, max_length: int, opts, names: list[str]): ...
     def build(self, model_path: str, label_names: list[str], opts, dropout: dict | None, attention: str | None,
               pad_token_id: int | None) -> tuple[Any, set[str]]: ...  # (model, names of the parameters it added)

@@ -187,8 +187,8 @@ class Classification:
 
         return ColumnReader(data, opts.multi_label)
 
-    def processor(self, model_path: str):
-        return load_tokenizer(model_path)
+    def processor(self, model_path: str, model_name: str | None = None, max_length: int | None = None):
+        return load_tokenizer(model_path, model_name, max_length)
 
     def encode(self, tokenizer, examples: Examples, max_length: int, opts, names: list[str]) -> Encoded:
         return encode(tokenizer, examples, max_length)

@@ -288,14 +288,12 @@ class TokenClassification:
     def reader(self, data, opts) -> TagReader:
         return TagReader(data, opts.scheme)
 
-    def processor(self, model_path: str):
-        tokenizer = load_tokenizer(model_path, need_fast=True)
+    def processor(self, model_path: str, model_name: str | None = None, max_length: int | None = None):
+        tokenizer = load_tokenizer(model_path, model_name, max_length, need_fast=True)
         try:
             tokenizer([["a", "b"]], is_split_into_words=True)
         except Exception:  # byte-level BPE (RoBERTa, GPT-2) reads pre-split words only with a prefix space
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(model_path, add_prefix_space=True)
+            tokenizer = load_tokenizer(model_path, model_name, max_length, need_fast=True, add_prefix_space=True)
         return tokenizer
 
     def encode(self, tokenizer, examples: Examples, max_length: int, opts, names: list[str]) -> Encoded:

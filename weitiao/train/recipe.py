@@ -88,7 +88,6 @@ def prepare(cfg: RunConfig) -> Prepared:
     from weitiao.strategies import apply_strategy, get_strategy
     from weitiao.strategies.l2sp import l2sp_for
     from weitiao.strategies.lr_groups import build_param_groups
-    from weitiao.tasks.text import ensure_pad_token
     from weitiao.train.last_layer import prune_last_layer
 
     quiet_hf()
@@ -98,16 +97,14 @@ def prepare(cfg: RunConfig) -> Prepared:
     get_strategy(s)  # an unknown method or a misplaced option fails before the model loads
     cuda, mixed_precision = pick_device(t.device, t.mixed_precision)
     path = resolve_model(cfg.model)
-    tokenizer = task.processor(path)
-    pad_id = ensure_pad_token(tokenizer)
-    check_max_length(path, cfg.model, cfg.data.max_length, tokenizer.model_max_length)
+    tokenizer = task.processor(path, cfg.model, cfg.data.max_length)  # checked: a pad token, positions for data.max_length
     names = data.labels.names
     encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length, opts, names)
                for split, ex in (("train", data.train), ("validation", data.validation), ("test", data.test)) if ex is not None}
     torch.manual_seed(t.seed)  # the new head's initial weights
     attention = t.attention if t.attention != "auto" else (None if cuda else "eager")
     data.report["truncated"] = {split: enc.truncated for split, enc in encoded.items()} | {"max_length": cfg.data.max_length}
-    model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, pad_id)
+    model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, getattr(tokenizer, "pad_token_id", None))
     if t.gradient_checkpointing:
         enable_checkpointing(model)
     # Only where the task reads one position (a sequence classifier): a token classifier needs every output.
@@ -122,21 +119,6 @@ def prepare(cfg: RunConfig) -> Prepared:
     l2sp = l2sp_for(selection.model, new_names, s.l2sp, s.l2sp_beta, only={id(p) for g in groups for p in g["params"]})
     return Prepared(task, opts, data, tokenizer, encoded, selection, path, cuda, mixed_precision, new_names, probe, before,
                     pruned, groups, l2sp)
-
-
-def check_max_length(path: str, name: str, max_length: int, usable: int | None) -> None:
-    """Refuse a data.max_length past the positions the model has (an IndexError mid-training otherwise).
-
-    `usable`: the tokenizer's model_max_length (RoBERTa-style models keep 2 of their positions
-    for padding, and their tokenizer says how many are left; a huge number means unset).
-    """
-    from transformers import AutoConfig
-
-    positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
-    limits = [n for n in (positions, usable) if isinstance(n, int) and 0 < n < 1_000_000]
-    if limits and max_length > min(limits):
-        raise UserError("data.max_length", f"{max_length} tokens is more than model '{name}' can read ({min(limits)} positions)",
-                        f"set data.max_length to {min(limits)} or less")
 
 
 def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: bool, checkpoint: Path | None = None) -> Path:
@@ -193,7 +175,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
 
     task, opts, encoded, selection, tokenizer = setup.task, setup.opts, setup.encoded, setup.selection, setup.tokenizer
     model, t, s = selection.model, cfg.training, cfg.strategy
-    names, pad_id = setup.data.labels.names, tokenizer.pad_token_id
+    names, pad_id = setup.data.labels.names, getattr(tokenizer, "pad_token_id", None) or 0
     main, world = accelerator.is_main_process, accelerator.num_processes
     tell = say if main else (lambda msg="": None)
 
