@@ -22,7 +22,7 @@ load_all()
 
 # strategy -> (config, learning rate)
 STRATEGIES = {"full": ("full", 1e-4), "head_only": ("head_only", 3e-3), "freeze_bottom": ({"freeze_bottom": 4}, 2e-4),
-              "lora": ({"method": "lora", "r": 4}, 1e-3), "adapter": ({"method": "adapter", "adapter_size": 8}, 1e-3)}
+              "lora": ({"method": "lora", "r": 4, "target_modules": "all-linear"}, 1e-3), "adapter": ({"method": "adapter", "adapter_size": 8}, 1e-3)}
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
 CITIES = ["paris", "london", "tokyo", "berlin", "madrid", "oslo"]
 FILLER = ["the", "a", "we", "saw", "today", "and", "then", "went", "home", "it", "was", "in", "on"]
@@ -66,7 +66,29 @@ def token_classification_data(folder: Path, rng: random.Random) -> dict:
     return {"task": "token_classification", "data": {"train": str(folder / "train.conll"), "validation": str(folder / "dev.conll"), "max_length": 32}}
 
 
-TASK_DATA = {"classification": classification_data, "token_classification": token_classification_data}
+def image_classification_data(folder: Path, rng: random.Random) -> dict:
+    """Reddish against bluish noisy squares (an ImageFolder of PNGs), on a tiny ViT built from a config."""
+    import numpy as np
+    from PIL import Image
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    noise = np.random.default_rng(rng.randrange(2**32))
+    for split, n in (("train", 80), ("dev", 20)):
+        for label, channel in (("red", 0), ("blue", 2)):
+            (folder / split / label).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = noise.integers(0, 60, (16, 16, 3), dtype=np.uint8)
+                pixels[..., channel] += 190
+                Image.fromarray(pixels).save(folder / split / label / f"{i}.png")
+    model = folder / "vit"
+    ViTModel(ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=64),
+             add_pooling_layer=False).save_pretrained(model)
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(model)
+    return {"model": str(model), "task": "image_classification", "data": {"train": str(folder / "train"), "validation": str(folder / "dev")}}
+
+
+TASK_DATA = {"classification": classification_data, "token_classification": token_classification_data,
+             "image_classification": image_classification_data}
 
 
 def test_every_registered_task_has_test_data():
@@ -152,20 +174,22 @@ def test_task_resumes_exactly_after_a_kill(task, tmp_path):
 
 @pytest.mark.parametrize("task", sorted(TASK_DATA))
 def test_the_forgetting_probe_measures_any_task(task, tmp_path):
-    """Run A of each task, then a classifier B trained from A's model with `probe: A`: before
-    training, the probe scores A's own encoder, so it must give A's validation score exactly."""
+    """Run A of each task, then a run B of the same task on other data, trained from A's model with
+    `probe: A`: before training, the probe scores A's own encoder, so it must give A's validation score."""
     from weitiao.cli import main
 
     from helpers import tiny_bert
 
-    (tmp_path / "a").mkdir()
-    a = {"version": 1, "model": str(tiny_bert(tmp_path / "bert")), **TASK_DATA[task](tmp_path / "a", random.Random(2)),
-         "training": {"max_steps": 6, "batch_size": 16, "lr": 1e-3, "progress": False}, "output": {"dir": str(tmp_path / "runs")}}
-    assert main(["train", str(write_config(tmp_path / "a.yaml", a)), "--name", "A"]) == 0
-    b = {"version": 1, "model": str(tmp_path / "runs" / "A" / "model"), **classification_data(tmp_path, random.Random(3)),
-         "strategy": {"method": "full", "probe": str(tmp_path / "runs" / "A")},
-         "training": {"max_steps": 4, "batch_size": 16, "lr": 1e-2, "progress": False}, "output": {"dir": str(tmp_path / "runs")}}
-    assert main(["train", str(write_config(tmp_path / "b.yaml", b)), "--name", "B"]) == 0
+    runs = {}
+    for name, seed in (("A", 2), ("B", 3)):
+        (tmp_path / name).mkdir()
+        runs[name] = {"version": 1, "model": str(tiny_bert(tmp_path / "bert")) if name == "A" else str(tmp_path / "runs" / "A" / "model"),
+                      **TASK_DATA[task](tmp_path / name, random.Random(seed)),
+                      "training": {"max_steps": 6, "batch_size": 16, "lr": 1e-3, "progress": False}, "output": {"dir": str(tmp_path / "runs")}}
+        if name == "B":
+            runs[name]["model"] = str(tmp_path / "runs" / "A" / "model")
+            runs[name]["strategy"] = {"method": "full", "probe": str(tmp_path / "runs" / "A")}
+        assert main(["train", str(write_config(tmp_path / f"{name}.yaml", runs[name])), "--name", name]) == 0
     metric = get_task(task).default_metric(get_task(task).Options())
     own = json.loads((tmp_path / "runs" / "A" / "metrics.json").read_text())["validation"]
     probe = json.loads((tmp_path / "runs" / "B" / "metrics.json").read_text())["probe"]

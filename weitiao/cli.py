@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir")
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", help="one or more texts")
+    src.add_argument("--image", nargs="+", help="one or more image files (image classification runs)")
     src.add_argument("--file", help="a data file with the run's text column (token classification: words, e.g. CoNLL)")
     pr.add_argument("--output", help="write predictions here (.jsonl or .csv); default: print JSON lines")
     pr.add_argument("--batch-size", type=int, help="texts scored at once (default: training.eval_batch_size)")
@@ -82,7 +83,7 @@ def run(argv: list[str] | None = None) -> int:
         elif args.command == "predict":
             from weitiao.predict import predict
 
-            predict(args.run_dir, args.text, args.file, args.output, _positive(args.batch_size))
+            predict(args.run_dir, args.text if args.image is None else args.image, args.file, args.output, _positive(args.batch_size))
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2

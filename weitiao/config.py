@@ -54,6 +54,7 @@ class DataConfig(Section):
     label_separator: str = Field(",", min_length=1)  # multi-label: several labels in one cell
     tokens_column: str = "tokens"  # token classification: a list of words per row
     tags_column: str = "tags"  # token classification: a list of tags per row, one per word
+    image_column: str = "image"  # image classification from a table: image paths (relative to the table's folder)
     max_length: int = Field(128, ge=8, le=8192)
     train_limit: int | None = Field(None, ge=1)  # seeded random subset of the training rows
     split: SplitConfig = SplitConfig()

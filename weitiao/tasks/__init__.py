@@ -36,6 +36,7 @@ class Task(Protocol):
     data_keys: frozenset[str]  # data.* keys only this task reads (a key another task reads is refused here)
     peft_task_type: str  # SEQ_CLS | TOKEN_CLS | CAUSAL_LM | SEQ_2_SEQ_LM
     reads_one_position: bool  # the head reads one position of the last layer: gates last-layer pruning and first-token caching
+    feature_cache: bool  # its inputs are token sequences whose frozen-bottom features the cache can store
 
     def metric_names(self, opts) -> tuple[str, ...]: ...
     def default_metric(self, opts) -> str: ...
@@ -75,7 +76,7 @@ def register_task(task: Task) -> Task:
 
 def load_all() -> dict[str, Task]:
     # Importing a task's module registers it: this line is the one list of them.
-    from weitiao.tasks import classification, token_classification  # noqa: F401
+    from weitiao.tasks import classification, image_classification, token_classification  # noqa: F401
 
     return TASKS
 

@@ -156,6 +156,7 @@ class Classification:
     Options = Options
     data_keys = frozenset({"text_column", "text_pair_column", "label_column", "label_separator"})
     peft_task_type = "SEQ_CLS"
+    feature_cache = True  # a frozen bottom's output per token can be cached
     reads_one_position = True  # BERT-style heads read the first token; the cache and pruning check the model too
 
     def describe(self, opts) -> str:

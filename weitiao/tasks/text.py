@@ -86,9 +86,22 @@ def load_saved(auto_class, model_dir):
 
         model = auto_class.from_config(config)
         insert_adapters(model, adapter["size"], adapter["type"])
-        model.load_state_dict(load_file(str(model_dir / "model.safetensors")), strict=True)
+        model.load_state_dict(_current_names(model, load_file(str(model_dir / "model.safetensors"))), strict=True)
         return model
     return auto_class.from_pretrained(str(model_dir))
+
+
+def _current_names(model, state: dict) -> dict:
+    """A saved state dict under the parameter names `model` has now. transformers 5 renames some
+    architectures' modules (ViT: encoder.layer.N.attention.attention.query -> layers.N.attention.q_proj)
+    and saves the old names; its loader renames them back, which a state dict loaded by hand needs too."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:  # transformers 4: no renamings
+        return state
+    renamings = [t for t in get_model_conversion_mapping(model) if isinstance(t, WeightRenaming)]
+    return {rename_source_key(key, renamings, [])[0]: value for key, value in state.items()} if renamings else state
 
 
 def load_tokenizer(path: str, name: str | None = None, max_length: int | None = None, need_fast: bool = False, **kwargs):

@@ -265,6 +265,7 @@ class TokenClassification:
     Options = Options
     data_keys = frozenset({"tokens_column", "tags_column"})
     peft_task_type = "TOKEN_CLS"
+    feature_cache = True  # a frozen bottom's output per token can be cached
     reads_one_position = False
     too_long = "split into overlapping windows of data.max_length ({n} tokens) and merged back"
     too_long_note = "{k} of {n} sentences were longer than data.max_length ({m} tokens): split into overlapping windows and merged back"

@@ -104,6 +104,15 @@ def prepare(cfg: RunConfig) -> Prepared:
     torch.manual_seed(t.seed)  # the new head's initial weights
     attention = t.attention if t.attention != "auto" else (None if cuda else "eager")
     data.report["truncated"] = {split: enc.truncated for split, enc in encoded.items()} | {"max_length": cfg.data.max_length}
+    skipped = {split: getattr(enc, "skipped", []) for split, enc in encoded.items()}
+    if any(skipped.values()):  # images that could not be decoded
+        data.report["unreadable"] = {split: len(bad) for split, bad in skipped.items()}
+        for split, bad in skipped.items():
+            for file, reason in bad[:3]:
+                say(f"skipped unreadable {split} file '{file}' ({reason})")
+    if len(encoded["train"]) == 0 or len(encoded["validation"]) == 0:
+        split = "train" if len(encoded["train"]) == 0 else "validation"
+        raise UserError(f"data.{split}", f"none of the {split} files could be read", "check the paths and that the files are images")
     model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, getattr(tokenizer, "pad_token_id", None))
     if t.gradient_checkpointing:
         enable_checkpointing(model)
@@ -172,6 +181,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     from weitiao.train.feature_cache import frozen_bottom, frozen_modules
     from weitiao.train.loop import train_loop
     from weitiao.train.resume import config_hash, data_fingerprint
+    import torch
 
     task, opts, encoded, selection, tokenizer = setup.task, setup.opts, setup.encoded, setup.selection, setup.tokenizer
     model, t, s = selection.model, cfg.training, cfg.strategy
@@ -201,9 +211,13 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     tell(f"padding in training batches: {100 * padding_fraction(lengths, epoch_batches(0)):.1f}%")
 
     k = frozen_bottom(model) if selection.on_progress is None else 0
-    if k and t.feature_cache:
+    if k and t.feature_cache and task.feature_cache:
         steps.cache = build_feature_cache(model, k, steps, task.reads_one_position, t, accelerator.device, run_dir, log, tell)
     frozen = frozen_modules(model, k) if k else []
+
+    # Batch norms whose weights are frozen keep their pretrained statistics (eval mode), wherever they are.
+    frozen += [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               and not any(p.requires_grad for p in m.parameters())]
 
     def train_mode(m):
         m.train()

@@ -1,0 +1,218 @@
+"""Image classification: one label (softmax) or several (sigmoid) per image.
+
+Data: an ImageFolder (one sub-folder per class) or a table (CSV/TSV/JSONL/JSON/Parquet) with an
+image path column (`data.image_column`, relative to the table's folder) and a label column.
+Images are decoded once, before training, into uint8 arrays at the model's input size
+(weitiao/data/images.py); a file that cannot be decoded is skipped and counted. Batches are
+normalized as the model was pretrained (its preprocessor_config.json). Models: the bundled
+EfficientNet-Lite0 (`model: efficientnet_lite0`) or a local transformers image classifier folder.
+Loss, metrics and outputs are the text classifier's (tasks/classification.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from weitiao.data.examples import Examples, LabelSet
+from weitiao.errors import UserError
+from weitiao.schema import Section
+from weitiao.tasks import register_task
+from weitiao.tasks import classification as cls
+
+
+class Options(Section):
+    """The `task:` section of an image classifier."""
+
+    type: Literal["image_classification"] = "image_classification"
+    multi_label: bool = False
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+@dataclass
+class ImageReader:
+    """An ImageFolder, or a table of image paths and labels (read as the text classifier reads its columns)."""
+
+    data: object
+    multi_label: bool = False
+    restrict_labels: bool = True
+
+    @property
+    def stratify_name(self) -> str:
+        return "label set" if self.multi_label else "label"
+
+    def _columns(self):
+        from weitiao.data import ColumnReader
+
+        return ColumnReader(self.data.model_copy(update={"text_column": self.data.image_column, "text_pair_column": None}), self.multi_label)
+
+    def read(self, path: str, field: str, labels: LabelSet | None) -> tuple[Examples, LabelSet]:
+        if not _is_folder(path):
+            ex, labels = self._columns().read(path, field, labels)
+            return _relative_to(ex, path), labels
+        from weitiao.data.images import image_folder
+
+        paths, names, _ = image_folder(path, field)
+        if labels is None:
+            labels = LabelSet(self.data.labels or sorted(set(names)))
+        unknown = sorted(set(names) - set(labels.names))
+        if unknown:
+            raise UserError(field, f"'{path}' has a class folder {unknown[0]!r} that is not a label of this run ({labels.names})",
+                            "rename or remove that folder, or list every class in data.labels")
+        ids = [labels.index[n] if not self.multi_label else [labels.index[n]] for n in names]
+        return Examples(paths, None, ids, list(range(1, len(paths) + 1)), path), labels
+
+    def read_inputs(self, path: str, field: str) -> Examples:
+        if _is_folder(path):
+            from weitiao.data.images import image_folder
+
+            paths = image_folder(path, field)[0]
+            return Examples(paths, None, None, list(range(1, len(paths) + 1)), path)
+        return _relative_to(self._columns().read_inputs(path, field), path)
+
+    def check_labels(self, labels: LabelSet, field: str, path: str) -> None:
+        if len(labels) < 2 and not self.multi_label:
+            raise UserError(field, f"'{path}' has only {len(labels)} class(es) {labels.names}", "a classifier needs at least 2 classes")
+
+    def stratify_key(self, ex: Examples, names: list[str]) -> list | None:
+        from weitiao.data.split import stratify_key
+
+        return stratify_key(ex.labels)
+
+
+def _is_folder(path: str) -> bool:
+    p = Path(path)
+    return p.is_dir() and not (p / "dataset_info.json").is_file() and not (p / "state.json").is_file()
+
+
+def _relative_to(ex: Examples, table: str) -> Examples:
+    """Image paths of a table are relative to the table's folder (absolute ones stay)."""
+    base = Path(table).parent
+    ex.text = [str(base / p) if p and not Path(p).is_absolute() else p for p in ex.text]
+    return ex
+
+
+@dataclass
+class Encoded:
+    """Decoded images (uint8 [n, 3, size, size]) and their labels; `skipped`: (path, reason) of the undecodable."""
+
+    images: np.ndarray
+    labels: list | None
+    mean: tuple
+    std: tuple
+    kept: list[int]  # the examples these rows are (unreadable ones are skipped)
+    skipped: list[tuple[str, str]]
+    truncated: int = 0
+
+    @property
+    def lengths(self) -> list[int]:
+        return [1] * len(self.images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def examples(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: list[int]) -> "Encoded":
+        labels = None if self.labels is None else [self.labels[i] for i in index]
+        return Encoded(self.images[index], labels, self.mean, self.std, [self.kept[i] for i in index], [])
+
+
+class ImageClassification:
+    """A label (or several) per image."""
+
+    name = "image_classification"
+    Options = Options
+    data_keys = frozenset({"image_column", "label_column", "label_separator"})
+    peft_task_type = "SEQ_CLS"  # peft's name for "a head on a pooled output": saved with the adapter
+    reads_one_position = False  # pooled over the whole feature map: no first-token tricks
+    feature_cache = False  # the cache stores token sequences; image feature maps are not cached yet
+    # Images are resized to the model's input, never cut: nothing is ever "too long".
+    too_long = "longer than data.max_length ({n})"
+    too_long_fix = "images are resized, not cut"
+    too_long_note = "{k} of {n} images were longer than data.max_length ({m})"
+
+    def describe(self, opts) -> str:
+        return "multi-label image classification" if opts.multi_label else "image classification"
+
+    metric_names = cls.Classification.metric_names
+    default_metric = cls.Classification.default_metric
+    headline = cls.Classification.headline
+    summary = cls.Classification.summary
+
+    def reader(self, data, opts) -> ImageReader:
+        return ImageReader(data, opts.multi_label)
+
+    def processor(self, model_path: str, model_name: str | None = None, max_length: int | None = None):
+        from weitiao.tasks.image_models import PROCESSOR_FILE, ImageProcessor
+
+        if not (Path(model_path) / PROCESSOR_FILE).is_file():
+            raise UserError("model", f"'{model_name or model_path}' has no {PROCESSOR_FILE} (its image size, mean and std)",
+                            "save the model's image processor beside it (AutoImageProcessor.from_pretrained(...).save_pretrained(folder))")
+        return ImageProcessor.from_pretrained(model_path)
+
+    def encode(self, processor, examples: Examples, max_length: int, opts, names: list[str]) -> Encoded:
+        from weitiao.data.images import load_images
+
+        images, kept, skipped = load_images(list(examples.text), processor.size, processor.resize, processor.resample)
+        labels = None if examples.labels is None else [examples.labels[i] for i in kept]
+        return Encoded(images, labels, processor.mean, processor.std, kept, skipped)
+
+    def build(self, model_path, label_names, opts, dropout=None, attention=None, pad_token_id=None):
+        from weitiao.tasks.image_models import build_image_model
+
+        return build_image_model(model_path, label_names, opts.multi_label, (dropout or {}).get("classifier"))
+
+    def collate(self, encoded: Encoded, index: list[int], pad_id: int, num_labels: int, opts, multiple: int = 1) -> dict:
+        """pixel_values: [batch, 3, size, size] float, normalized; labels as the text classifier's."""
+        import torch
+
+        mean = torch.tensor(encoded.mean).view(1, 3, 1, 1)
+        std = torch.tensor(encoded.std).view(1, 3, 1, 1)
+        batch = {"pixel_values": (torch.from_numpy(encoded.images[index]).float() / 255 - mean) / std}
+        if encoded.labels is not None:
+            batch["labels"] = cls.label_tensor([encoded.labels[i] for i in index], num_labels, opts.multi_label)
+        return batch
+
+    def loss(self, logits, labels, opts, label_smoothing: float = 0.0):
+        return cls.loss_fn(logits, labels, opts.multi_label, label_smoothing, reduction="sum"), len(labels)
+
+    def count_targets(self, batch: dict) -> int:
+        return len(batch["labels"])
+
+    def outputs(self, logits, encoded, index, opts) -> list:
+        return list(cls.probabilities(logits, opts.multi_label).cpu().numpy())
+
+    def metrics(self, outputs: list, encoded: Encoded, label_names: list[str], opts) -> dict:
+        metrics = cls.TASK.metrics(outputs, encoded, label_names, opts)
+        metrics["unreadable_images"] = len(encoded.skipped)
+        return metrics
+
+    def decode(self, outputs: list, encoded: Encoded, examples: Examples, label_names: list[str], opts) -> list[dict]:
+        kept = Examples([examples.text[i] for i in encoded.kept], None, None, [], examples.source)
+        rows = cls.TASK.decode(outputs, encoded, kept, label_names, opts)
+        return [{"image": r.pop("text"), **r} for r in rows]
+
+    def csv_columns(self, rows: list[dict]):
+        header, cells = cls.TASK.csv_columns([{"text": r["image"], **r} for r in rows[:1]])
+        return ["image"] + header[1:], lambda r: cells({"text": r["image"], **r})
+
+    def examples_from_texts(self, paths: list[str], processor) -> Examples:
+        missing = next((p for p in paths if not Path(p).is_file()), None)
+        if missing is not None:
+            raise UserError("--image", f"file '{missing}' does not exist", "give paths of image files")
+        return Examples(list(paths), None, None, list(range(1, len(paths) + 1)), "--image")
+
+    def load(self, model_dir):
+        from weitiao.tasks.image_models import load_image_model
+
+        return load_image_model(model_dir)
+
+
+TASK = register_task(ImageClassification())
