@@ -192,4 +192,4 @@ def test_every_example_config_loads(path):
     for name in ("train", "validation", "test", "labels_file"):
         value = getattr(cfg.data, name)
         if value:  # data paths in the examples are relative to the project root
-            assert (ROOT / value).is_file(), f"{path.name}: data.{name} '{value}' does not exist"
+            assert (ROOT / value).exists(), f"{path.name}: data.{name} '{value}' does not exist"  # a file, or an ImageFolder

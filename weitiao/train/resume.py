@@ -20,7 +20,7 @@ from weitiao.errors import UserError
 COSMETIC = {("training", "progress"), ("training", "log_every"), ("output", "dir")}
 # Keys added after checkpoints were written, with their defaults: left out of the hash while at
 # the default, so that a checkpoint from before they existed still resumes.
-ADDED = {("data", "tokens_column"): "tokens", ("data", "tags_column"): "tags"}
+ADDED = {("data", "tokens_column"): "tokens", ("data", "tags_column"): "tags", ("data", "image_column"): "image"}
 
 
 def _comparable(cfg_dict: dict) -> dict:
