@@ -32,6 +32,8 @@ def image_run(tmp_path_factory):
            "data": {"train": str(tmp / "train"), "validation": str(tmp / "val")}, "strategy": "head_only",
            "training": {"epochs": 3, "batch_size": 16, "lr": 3e-3, "progress": False}, "output": {"dir": str(tmp / "runs")}}
     assert main(["train", str(write_config(tmp / "c.yaml", cfg)), "--name", "img"]) == 0
+    cfg["training"]["feature_cache"] = False
+    assert main(["train", str(write_config(tmp / "plain.yaml", cfg)), "--name", "plain"]) == 0
     return tmp / "runs" / "img", tmp
 
 
@@ -56,3 +58,14 @@ def test_eval_and_predict_on_the_saved_run(image_run, capsys):
     assert row["image"] == str(bee) and set(row["probabilities"]) == {"ants", "bees"}
     assert main(["predict", str(run), "--image", str(tmp / "missing.jpg")]) == 2
     assert "--image: file" in capsys.readouterr().err
+
+
+def test_head_only_computes_the_frozen_backbone_once_and_learns_the_same(image_run):
+    """The cache replays the frozen body's output (EfficientNet's pooled features); without it the body
+    runs every step in eval mode: the same function, so the same scores."""
+    run, tmp = image_run
+    cached, plain = (json.loads((tmp / "runs" / name / "metrics.json").read_text()) for name in ("img", "plain"))
+    assert cached["train"]["feature_cache"]["frozen_body"] == "efficientnet" and plain["train"]["feature_cache"] is None
+    assert cached["validation"]["accuracy"] == plain["validation"]["accuracy"]
+    assert cached["validation"]["loss"] == pytest.approx(plain["validation"]["loss"], rel=1e-4)
+    assert cached["train"]["seconds"] < plain["train"]["seconds"]

@@ -132,7 +132,7 @@ class ImageClassification:
     data_keys = frozenset({"image_column", "label_column", "label_separator"})
     peft_task_type = "SEQ_CLS"  # peft's name for "a head on a pooled output": saved with the adapter
     reads_one_position = False  # pooled over the whole feature map: no first-token tricks
-    feature_cache = False  # the cache stores token sequences; image feature maps are not cached yet
+    feature_cache = False  # the layer cache stores token sequences; a model adapter's frozen body is cached instead (BodyCache)
     # Images are resized to the model's input, never cut: nothing is ever "too long".
     too_long = "longer than data.max_length ({n})"
     too_long_fix = "images are resized, not cut"

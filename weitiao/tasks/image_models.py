@@ -6,7 +6,7 @@ The adapter (`EfficientNetForImageClassification`) makes EfficientNet look to we
 transformers classifier does: `base_model_prefix`, a `.config` with the label names, a forward
 that takes `pixel_values` and returns `.logits`, `save_pretrained`/`from_pretrained`, and
 `weitiao_parts` naming its stem (the "embeddings" of layer-wise strategies), its 16 blocks (the
-layer stack) and its head. The bundled weights are converted once into such a folder in
+layer stack), its head, and its body (all but the head: what head_only's feature cache computes once). The bundled weights are converted once into such a folder in
 weitiao's cache (`$XDG_CACHE_HOME/weitiao`, default ~/.cache/weitiao).
 """
 
@@ -69,7 +69,7 @@ class EfficientNetForImageClassification(nn.Module):
 
     base_model_prefix = "efficientnet"
     supports_gradient_checkpointing = False
-    weitiao_parts = {"embeddings": ["efficientnet._conv_stem.", "efficientnet._bn0."], "head": ["classifier."]}
+    weitiao_parts = {"embeddings": ["efficientnet._conv_stem.", "efficientnet._bn0."], "head": ["classifier."], "body": "efficientnet"}
 
     def __init__(self, config):
         from efficientnet_lite_pytorch import EfficientNet

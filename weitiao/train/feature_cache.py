@@ -185,3 +185,65 @@ class FeatureCache:
         finally:
             for i, m in enumerate(originals):
                 self.stack[i] = m
+
+
+def frozen_body(model: nn.Module) -> str | None:
+    """The name of a model's body when every parameter outside its head is frozen, for models that
+    declare their body (weitiao's model adapters: `weitiao_parts["body"]`), else None."""
+    parts = getattr(model, "weitiao_parts", None)
+    if not parts or "body" not in parts or hasattr(model, "get_base_model"):
+        return None
+    head = tuple(parts["head"])
+    if any(p.requires_grad for n, p in model.named_parameters() if not n.startswith(head)):
+        return None
+    return parts["body"]
+
+
+class BodyCache:
+    """The frozen body's output (the head's input: one vector per example, e.g. EfficientNet's
+    pooled 1280 features), computed once in eval mode and replayed while the head trains.
+
+    The same interface as `FeatureCache` (`build`, `batch`, `replaying`, `splits`, `bytes`, `report`).
+    """
+
+    first_token_only = True  # one row per example
+
+    def __init__(self, model: nn.Module, body: str):
+        self.model, self.body_name = model, body
+        parent, _, child = body.rpartition(".")
+        self.parent, self.child = (model.get_submodule(parent) if parent else model), child
+        self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.bytes, self.report = 0, {}
+
+    @torch.no_grad()
+    def build(self, name: str, batches, make_inputs, lengths: list[int], device, folder: Path | None, max_bytes: int) -> None:
+        body = getattr(self.parent, self.child)
+        was_training = self.model.training
+        self.model.eval()
+        store = None
+        try:
+            for index in batches:
+                inputs = {k: v.to(device) for k, v in make_inputs(index).items() if k != "labels"}
+                out = body(*inputs.values()).float().cpu().numpy()
+                store = np.empty((len(lengths), out.shape[-1]), dtype=np.float32) if store is None else store
+                store[index] = out
+        finally:
+            self.model.train(was_training)
+        self.splits[name] = (store, np.arange(len(lengths) + 1))
+        self.bytes += store.nbytes
+
+    def batch(self, name: str, index: list[int], longest: int = 1) -> torch.Tensor:
+        """[len(index), features] of these examples."""
+        return torch.from_numpy(self.splits[name][0][index])
+
+    @contextlib.contextmanager
+    def replaying(self, features: torch.Tensor):
+        """Within this block the body returns `features` whatever its input."""
+        body = getattr(self.parent, self.child)
+        replay = Replay(as_tuple=False)
+        replay.current = features
+        setattr(self.parent, self.child, replay)
+        try:
+            yield
+        finally:
+            setattr(self.parent, self.child, body)

@@ -178,7 +178,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     from weitiao.data.batching import length_grouped_batches, padding_fraction
     from weitiao.strategies.lr_groups import lr_table
     from weitiao.strategies.report import parameter_table
-    from weitiao.train.feature_cache import frozen_bottom, frozen_modules
+    from weitiao.train.feature_cache import frozen_body, frozen_bottom, frozen_modules
     from weitiao.train.loop import train_loop
     from weitiao.train.resume import config_hash, data_fingerprint
     import torch
@@ -211,9 +211,13 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     tell(f"padding in training batches: {100 * padding_fraction(lengths, epoch_batches(0)):.1f}%")
 
     k = frozen_bottom(model) if selection.on_progress is None else 0
-    if k and t.feature_cache and task.feature_cache:
+    body = frozen_body(model) if selection.on_progress is None else None
+    if body and t.feature_cache:  # a model adapter's whole body is frozen (head_only): cache the head's input
+        steps.cache = build_body_cache(model, body, steps, t, accelerator.device, log, tell)
+    elif k and t.feature_cache and task.feature_cache:
         steps.cache = build_feature_cache(model, k, steps, task.reads_one_position, t, accelerator.device, run_dir, log, tell)
-    frozen = frozen_modules(model, k) if k else []
+    # A frozen bottom (or body) is a feature extractor: eval mode (no dropout in it), cached or not.
+    frozen = [model.get_submodule(body)] if body else frozen_modules(model, k) if k else []
 
     # Batch norms whose weights are frozen keep their pretrained statistics (eval mode), wherever they are.
     frozen += [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
@@ -266,7 +270,8 @@ class TaskSteps:
         if self.cache is None:
             return m(**batch).logits
         index = batch.pop("cache_index") if index is None else index
-        with self.cache.replaying(self.cache.batch(split, index, batch["input_ids"].shape[1])):
+        longest = batch["input_ids"].shape[1] if "input_ids" in batch else 1
+        with self.cache.replaying(self.cache.batch(split, index, longest)):
             return m(**batch).logits
 
     def loss(self, m, batch: dict):
@@ -389,6 +394,24 @@ def build_feature_cache(model, k: int, steps: TaskSteps, one_position: bool, t, 
     say(f"feature cache: embeddings and layers 0-{k - 1} of {layers} run once ({cache.report['megabytes']} MB, "
         f"{cache.report['build_seconds']} s{'; the head reads only the first token, so only it is kept' if cache.first_token_only else ''}); "
         f"each step now runs {layers - k} of {layers} layers; saves about {saved:.0f} s of frozen forward passes over this run")
+    return cache
+
+
+def build_body_cache(model, body: str, steps: TaskSteps, t, device, log, say):
+    """Compute the frozen body's output (the head's input) for the training and validation examples, once."""
+    from weitiao.data.batching import sorted_batches
+    from weitiao.train.feature_cache import BodyCache
+
+    cache = BodyCache(model.to(device), body)
+    start = time.perf_counter()
+    for split in ("train", "validation"):
+        enc = steps.encoded[split]
+        cache.build(split, sorted_batches(enc.lengths, t.batch_size), lambda idx, split=split: steps.collate(split, idx), enc.lengths, device, None, 0)
+    seconds = round(time.perf_counter() - start, 2)
+    cache.report = {"frozen_body": body, "megabytes": round(cache.bytes / 2**20, 1), "build_seconds": seconds, "first_token_only": True}
+    log.write({"feature_cache": cache.report})
+    say(f"feature cache: the frozen body ({body}) ran once over the training and validation data ({cache.report['megabytes']} MB, "
+        f"{seconds} s); each step now runs only the head")
     return cache
 
 
