@@ -60,12 +60,13 @@ class Run:
     @_plain_errors
     def predict(self, inputs: list[str] | str, batch_size: int | None = None) -> list[dict]:
         """One object per input, in order, as `weitiao predict` prints them."""
-        from weitiao.predict import open_run, predict_rows
+        from weitiao.predict import check_texts, open_run, predict_rows
 
         if isinstance(inputs, str):
             inputs = [inputs]
         if not isinstance(inputs, (list, tuple)) or not inputs:
             raise UserError("inputs", f"{type(inputs).__name__} {inputs!r:.40} is not a list of texts", "pass a non-empty list of strings")
+        check_texts(list(inputs))
         if self._loaded is None:
             self._loaded = open_run(str(self.path))
         return predict_rows(self._loaded, list(inputs), None, batch_size)

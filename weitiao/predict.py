@@ -117,10 +117,10 @@ def read_labelled(run: LoadedRun, path: str, field: str):
     return run.task.encode(run.tokenizer, ex, run.data.max_length, run.opts, run.names)
 
 
-def report_truncated(run: LoadedRun, enc, n: int) -> None:
+def report_truncated(run: LoadedRun, enc) -> None:
     """A note (stderr) on the inputs longer than data.max_length, in the task's words."""
     if enc.truncated:
-        note(run.task.too_long_note.format(k=enc.truncated, n=n, m=run.data.max_length))
+        note(run.task.too_long_note.format(k=enc.truncated, n=enc.examples, m=run.data.max_length))
 
 
 def scored(run: LoadedRun, enc, batch_size: int | None):
@@ -130,13 +130,13 @@ def scored(run: LoadedRun, enc, batch_size: int | None):
     import torch
 
     from weitiao.errors import TrainingStopped
-    from weitiao.evaluate.scoring import score
+    from weitiao.evaluate.scoring import pad_id, score
     from weitiao.runtime import eval_batch_size
 
     device = _device()
     batch_size = eval_batch_size(batch_size or run.eval_batch_size, device.type == "cuda")
     try:
-        return score(run.model.to(device), run.task, enc, getattr(run.tokenizer, "pad_token_id", None) or 0, len(run.names), run.opts, batch_size, device)
+        return score(run.model.to(device), run.task, enc, pad_id(run.tokenizer), len(run.names), run.opts, batch_size, device)
     except torch.OutOfMemoryError:
         smaller = max(1, batch_size // 2)
         raise TrainingStopped(f"out of memory scoring batches of {batch_size} on {device}; "
@@ -148,7 +148,7 @@ def evaluate_file(run_dir: str, data_path: str, output: str | None = None, batch
     check_output(output)
     run = open_run(run_dir)
     enc = read_labelled(run, data_path, "--data")
-    report_truncated(run, enc, enc.examples)
+    report_truncated(run, enc)
     result = scored(run, enc, batch_size)
     metrics = run.task.metrics(result.outputs, enc, run.names, run.opts)
     metrics["loss"] = result.loss
@@ -187,13 +187,11 @@ def check_texts(texts: list[str] | None) -> None:
             raise UserError("--text", f"text {i} holds {t[e.start]!r}, which is not valid Unicode", "pass the text as UTF-8") from None
 
 
-def predict_rows(run: str | LoadedRun, texts: list[str] | None, file: str | None = None, batch_size: int | None = None) -> list[dict]:
-    """What `predict` prints, as a list (the Python API's `Run.predict`)."""
-    check_texts(texts)
-    run = open_run(run) if not isinstance(run, LoadedRun) else run
+def predict_rows(run: LoadedRun, texts: list[str] | None, file: str | None = None, batch_size: int | None = None) -> list[dict]:
+    """What `predict` prints, as a list (the Python API's `Run.predict`); `texts` already checked (`check_texts`)."""
     ex = read_rows(run, file, "--file", None) if file else run.task.examples_from_texts(list(texts), run.tokenizer)
     enc = run.task.encode(run.tokenizer, ex, run.data.max_length, run.opts, run.names)
-    report_truncated(run, enc, len(ex))
+    report_truncated(run, enc)
     result = scored(run, enc, batch_size)
     return run.task.decode(result.outputs, enc, ex, run.names, run.opts)
 

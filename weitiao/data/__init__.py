@@ -98,15 +98,24 @@ def read_examples(path: str, field_name: str, data, labels: LabelSet | None, mul
     return Examples(text, pair, ids, table.lines, table.path), table
 
 
-def label_set(data, train_table: Table, multi_label: bool) -> LabelSet:
+def configured_labels(data) -> tuple[str, LabelSet] | None:
+    """The label set the config names, in id order (data.labels, or data.labels_file: one name per
+    line), with the key that named it; None when the data is to settle it."""
     if data.labels:
-        return _given_labels(data.labels, "data.labels")
+        return "data.labels", _given_labels(data.labels, "data.labels")
     if data.labels_file:
         p = Path(data.labels_file)
         if not p.is_file():
             raise UserError("data.labels_file", f"file '{p}' does not exist", "give a text file with one label name per line")
         text = read_utf8(p, "data.labels_file")
-        return _given_labels([line.strip() for line in text.splitlines() if line.strip()], "data.labels_file")
+        return "data.labels_file", _given_labels([line.strip() for line in text.splitlines() if line.strip()], "data.labels_file")
+    return None
+
+
+def label_set(data, train_table: Table, multi_label: bool) -> LabelSet:
+    given = configured_labels(data)
+    if given:
+        return given[1]
     cells = [r.get(data.label_column) for r in train_table.rows]
     return LabelSet.from_cells(cells, data.label_separator if multi_label else None, "data.train", train_table)
 

@@ -47,7 +47,7 @@ class ForgettingProbe:
     @torch.no_grad()
     def score(self, encoder_state: dict, device) -> dict:
         """The probe run's headline metrics on its data, over the given encoder weights."""
-        from weitiao.evaluate.scoring import score
+        from weitiao.evaluate.scoring import pad_id, score
 
         encoder = getattr(self.model, self.model.base_model_prefix)
         mine = encoder.state_dict()
@@ -57,7 +57,7 @@ class ForgettingProbe:
             raise UserError("strategy.probe", f"the encoder of '{self.run_dir}' differs from this run's ({bad[0]})", "probe with a run of the same base model")
         encoder.load_state_dict(encoder_state, strict=False)
         run = self.run
-        scored = score(self.model.to(device), self.task, self.data, getattr(run.tokenizer, "pad_token_id", None) or 0, len(run.names), run.opts, self.batch_size, device)
+        scored = score(self.model.to(device), self.task, self.data, pad_id(run.tokenizer), len(run.names), run.opts, self.batch_size, device)
         metrics = self.task.headline(self.task.metrics(scored.outputs, self.data, run.names, run.opts))
         return metrics | {"loss": scored.loss}
 

@@ -18,6 +18,11 @@ class Scored:
         return self.loss_sum / self.count if self.count else None
 
 
+def pad_id(processor) -> int:
+    """The id a processor pads batches with (a tokenizer's pad token; 0 where nothing is padded: images)."""
+    return getattr(processor, "pad_token_id", None) or 0
+
+
 @torch.no_grad()
 def score(model, task, enc, pad_id: int, num_labels: int, opts, batch_size: int, device, forward=None) -> Scored:
     """Run `model` over every row of `enc` (batches sorted by length: least padding).

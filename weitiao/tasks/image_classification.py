@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import Field
 
 from weitiao.data.examples import Examples, LabelSet
@@ -23,6 +22,9 @@ from weitiao.errors import UserError
 from weitiao.schema import Section
 from weitiao.tasks import register_task
 from weitiao.tasks import classification as cls
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Options(Section):
@@ -102,8 +104,7 @@ class Encoded:
 
     images: np.ndarray
     labels: list | None
-    mean: tuple
-    std: tuple
+    processor: object  # image_models.ImageProcessor: normalizes batches as the model was pretrained
     kept: list[int]  # the examples these rows are (unreadable ones are skipped)
     skipped: list[tuple[str, str]]
     truncated: int = 0
@@ -121,7 +122,7 @@ class Encoded:
 
     def subset(self, index: list[int]) -> "Encoded":
         labels = None if self.labels is None else [self.labels[i] for i in index]
-        return Encoded(self.images[index], labels, self.mean, self.std, [self.kept[i] for i in index], [])
+        return Encoded(self.images[index], labels, self.processor, [self.kept[i] for i in index], [])
 
 
 class ImageClassification:
@@ -141,6 +142,7 @@ class ImageClassification:
     def describe(self, opts) -> str:
         return "multi-label image classification" if opts.multi_label else "image classification"
 
+    # What depends only on the labels is the text classifier's.
     metric_names = cls.Classification.metric_names
     default_metric = cls.Classification.default_metric
     headline = cls.Classification.headline
@@ -161,8 +163,12 @@ class ImageClassification:
         from weitiao.data.images import load_images
 
         images, kept, skipped = load_images(list(examples.text), processor.size, processor.resize, processor.resample)
+        if not kept:
+            path, reason = skipped[0]
+            raise UserError(examples.source, f"none of its {len(skipped)} images could be decoded (first: '{path}': {reason})",
+                            "check the paths and that the files are images")
         labels = None if examples.labels is None else [examples.labels[i] for i in kept]
-        return Encoded(images, labels, processor.mean, processor.std, kept, skipped)
+        return Encoded(images, labels, processor, kept, skipped)
 
     def build(self, model_path, label_names, opts, dropout=None, attention=None, pad_token_id=None):
         from weitiao.tasks.image_models import build_image_model
@@ -173,21 +179,14 @@ class ImageClassification:
         """pixel_values: [batch, 3, size, size] float, normalized; labels as the text classifier's."""
         import torch
 
-        mean = torch.tensor(encoded.mean).view(1, 3, 1, 1)
-        std = torch.tensor(encoded.std).view(1, 3, 1, 1)
-        batch = {"pixel_values": (torch.from_numpy(encoded.images[index]).float() / 255 - mean) / std}
+        batch = {"pixel_values": encoded.processor.normalize(torch.from_numpy(encoded.images[index]))}
         if encoded.labels is not None:
             batch["labels"] = cls.label_tensor([encoded.labels[i] for i in index], num_labels, opts.multi_label)
         return batch
 
-    def loss(self, logits, labels, opts, label_smoothing: float = 0.0):
-        return cls.loss_fn(logits, labels, opts.multi_label, label_smoothing, reduction="sum"), len(labels)
-
-    def count_targets(self, batch: dict) -> int:
-        return len(batch["labels"])
-
-    def outputs(self, logits, encoded, index, opts) -> list:
-        return list(cls.probabilities(logits, opts.multi_label).cpu().numpy())
+    loss = cls.Classification.loss  # one label (or label set) per example, as for texts
+    count_targets = cls.Classification.count_targets
+    outputs = cls.Classification.outputs
 
     def metrics(self, outputs: list, encoded: Encoded, label_names: list[str], opts) -> dict:
         metrics = cls.TASK.metrics(outputs, encoded, label_names, opts)

@@ -141,8 +141,9 @@ def is_adapter_folder(folder) -> bool:
 
 def build_image_model(folder: str, label_names: list[str], multi_label: bool, dropout: float | None = None):
     """A pretrained image model with a fresh head for `label_names`: (model, new parameter names)."""
-    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)},
-              "problem_type": "multi_label_classification" if multi_label else "single_label_classification"}
+    from weitiao.tasks.text import label_config, with_new_head
+
+    labels = {**label_config(label_names), "problem_type": "multi_label_classification" if multi_label else "single_label_classification"}
     if is_adapter_folder(folder):
         model, new = EfficientNetForImageClassification.from_pretrained(folder, **labels)
         if dropout is not None:
@@ -153,8 +154,7 @@ def build_image_model(folder: str, label_names: list[str], multi_label: bool, dr
     config = AutoConfig.from_pretrained(folder, **labels)
     if dropout is not None:
         config.classifier_dropout = dropout
-    model, info = AutoModelForImageClassification.from_pretrained(folder, config=config, output_loading_info=True, ignore_mismatched_sizes=True)
-    return model, set(info["missing_keys"]) | {m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])}
+    return with_new_head(AutoModelForImageClassification, folder, config)
 
 
 def load_image_model(folder):

@@ -149,30 +149,24 @@ class TagReader:
         return [Sentence(s.words, [names[t] for t in s.tags], s.line, s.tag_lines) for s in sentences]
 
     def _given_labels(self, field: str) -> LabelSet | None:
-        """The tag set of data.labels or data.labels_file (one tag per line), if given."""
-        key, names = "data.labels", self.data.labels
-        if not names and self.data.labels_file:
-            from weitiao.data.sources import read_utf8
+        """The tag set of data.labels or data.labels_file, if given, checked to be a whole scheme's."""
+        from weitiao.data import configured_labels
 
-            key, path = "data.labels_file", Path(self.data.labels_file)
-            if not path.is_file():
-                raise UserError(key, f"file '{path}' does not exist", "give a text file with one tag per line")
-            names = [line.strip() for line in read_utf8(path, key).splitlines() if line.strip()]
-        if not names:
+        given = configured_labels(self.data)
+        if given is None:
             return None
-        bad = next((n for n in names if not T.split_tag(str(n))[0]), None)
+        key, labels = given
+        names = labels.names
+        bad = next((n for n in names if not T.split_tag(n)[0]), None)
         if bad is not None:
             raise UserError(key, f"{bad!r} is not a tag", "list tags such as O, B-PER, I-PER")
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise UserError(key, f"tag {twice[0]!r} is listed more than once", "list each tag once, in id order")
         scheme = label_scheme(names)
         kinds = sorted({T.split_tag(n)[1] for n in names if T.split_tag(n)[1]})
         missing = [t for t in T.tag_names(kinds, scheme) if t not in names]
         if missing:  # a repaired prediction may need any tag of the scheme
             raise UserError(key, f"lacks {missing[0]!r}: {scheme} needs {', '.join(p + '-' for p in T.PREFIXES[scheme])} for every entity type, and O",
                             f"add {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-        return LabelSet(names)
+        return labels
 
     def _detect(self, sentences: list[Sentence], path: str, field: str) -> str:
         """The scheme of the training data: as configured, else BIOES when E-/S- occur, IOB1 when an

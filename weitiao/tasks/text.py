@@ -44,8 +44,7 @@ def with_head(auto_class, path: str, label_names: list[str], dropout: dict | Non
     """
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-                                        label2id={n: i for i, n in enumerate(label_names)}, **config_kwargs)
+    config = AutoConfig.from_pretrained(path, **label_config(label_names), **config_kwargs)
     for kind, p in (dropout or {}).items():
         if p is not None:
             for key in DROPOUT_KEYS[kind]:
@@ -55,9 +54,18 @@ def with_head(auto_class, path: str, label_names: list[str], dropout: dict | Non
         config.pad_token_id = pad_token_id  # decoder classifiers find the last token by it
     elif getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = getattr(config, "eos_token_id", None) or 0
-    # A model fine-tuned before (runs/a/model) brings a head of another shape: it is replaced.
-    extra = {"attn_implementation": attention} if attention else {}
-    model, info = auto_class.from_pretrained(path, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **extra)
+    return with_new_head(auto_class, path, config, **({"attn_implementation": attention} if attention else {}))
+
+
+def label_config(label_names: list[str]) -> dict:
+    """The config entries that name a classifier's labels."""
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+
+
+def with_new_head(auto_class, path: str, config, **kwargs):
+    """`auto_class.from_pretrained(path, config=config)`, and the names of the parameters it had to
+    initialise (the head). A model fine-tuned before (runs/a/model) brings a head of another shape: it is replaced."""
+    model, info = auto_class.from_pretrained(path, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
     return model, set(info["missing_keys"]) | {m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])}
 
 

@@ -110,9 +110,6 @@ def prepare(cfg: RunConfig) -> Prepared:
         for split, bad in skipped.items():
             for file, reason in bad[:3]:
                 say(f"skipped unreadable {split} file '{file}' ({reason})")
-    if len(encoded["train"]) == 0 or len(encoded["validation"]) == 0:
-        split = "train" if len(encoded["train"]) == 0 else "validation"
-        raise UserError(f"data.{split}", f"none of the {split} files could be read", "check the paths and that the files are images")
     model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, getattr(tokenizer, "pad_token_id", None))
     if t.gradient_checkpointing:
         enable_checkpointing(model)
@@ -176,6 +173,7 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
 
 def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, checkpoint: Path | None, started) -> Path:
     from weitiao.data.batching import length_grouped_batches, padding_fraction
+    from weitiao.evaluate.scoring import pad_id
     from weitiao.strategies.lr_groups import lr_table
     from weitiao.strategies.report import parameter_table
     from weitiao.train.feature_cache import frozen_body, frozen_bottom, frozen_modules
@@ -185,7 +183,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
 
     task, opts, encoded, selection, tokenizer = setup.task, setup.opts, setup.encoded, setup.selection, setup.tokenizer
     model, t, s = selection.model, cfg.training, cfg.strategy
-    names, pad_id = setup.data.labels.names, getattr(tokenizer, "pad_token_id", None) or 0
+    names = setup.data.labels.names
     main, world = accelerator.is_main_process, accelerator.num_processes
     tell = say if main else (lambda msg="": None)
 
@@ -202,7 +200,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     # On a GPU a step costs little compute but every new sequence length costs kernel selection and
     # allocations: lengths rounded up to 8 keep the shapes few (measured in docs/benchmarks.md).
     multiple = t.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
-    steps = TaskSteps(task, opts, encoded, names, pad_id, accelerator, eval_batch_size(t.eval_batch_size, accelerator.device.type == "cuda"),
+    steps = TaskSteps(task, opts, encoded, names, pad_id(tokenizer), accelerator, eval_batch_size(t.eval_batch_size, accelerator.device.type == "cuda"),
                       s.label_smoothing, multiple)
     lengths = encoded["train"].lengths
     if t.auto_batch_size:
@@ -242,7 +240,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
                         checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data)}, train_mode=train_mode)
     if main:
-        finish(setup, run_dir, accelerator, log, steps, result, t.metric, s.probe, cfg.data.max_length)
+        finish(setup, run_dir, accelerator, log, steps, result, t.metric, s.probe)
     return run_dir
 
 
@@ -317,8 +315,7 @@ class TaskSteps:
         return metrics
 
 
-def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, result, metric: str, probe_run: str | None,
-           max_length: int) -> None:
+def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, result, metric: str, probe_run: str | None) -> None:
     """Main process, after training: the best model into model/, its final scores, metrics.json."""
     from weitiao.train.memory import release_host_memory
 
@@ -342,8 +339,7 @@ def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, r
     final["truncated"] = setup.data.report["truncated"]
     (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
     log.write({"final": {k: task.headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
-    summarize(task, final, run_dir, {split: len(setup.data.train if split == "train" else getattr(setup.data, split)) for split in steps.encoded},
-              max_length)
+    summarize(task, final, run_dir, {split: len(getattr(setup.data, split)) for split in steps.encoded})
 
 
 def enable_checkpointing(model) -> None:
@@ -365,19 +361,11 @@ def train_report(result, metric: str, cache, trainable: int, pruned_last_layer: 
 
 def build_feature_cache(model, k: int, steps: TaskSteps, one_position: bool, t, device, run_dir: Path, log, say):
     """Compute the frozen bottom's output for the training and validation examples, once."""
-    from weitiao.data.batching import sorted_batches
     from weitiao.train.feature_cache import FeatureCache
     from weitiao.train.memory import release_host_memory
 
     cache = FeatureCache(model.to(device), k, one_position)
-    seconds = {}
-    for split in ("train", "validation"):
-        start = time.perf_counter()
-        enc = steps.encoded[split]
-        # Training-size batches: the pass keeps no activations, so this never needs more memory than a training step
-        cache.build(split, sorted_batches(enc.lengths, t.batch_size), lambda idx, split=split: steps.collate(split, idx),
-                    enc.lengths, device, run_dir, int(t.feature_cache_memory_gb * 2**30))
-        seconds[split] = round(time.perf_counter() - start, 2)
+    seconds = _fill_cache(cache, steps, t.batch_size, device, run_dir, int(t.feature_cache_memory_gb * 2**30))
     layers = len(cache.stack)
     # Without the cache every epoch after the first runs the same frozen forward pass again (about what
     # building the training split took), and so does every evaluation of the validation split.
@@ -397,17 +385,28 @@ def build_feature_cache(model, k: int, steps: TaskSteps, one_position: bool, t, 
     return cache
 
 
+def _fill_cache(cache, steps: TaskSteps, batch_size: int, device, folder: Path | None, max_bytes: int) -> dict[str, float]:
+    """Run the frozen part over the training and validation splits into `cache`; seconds per split.
+
+    Training-size batches: the pass keeps no activations, so it never needs more memory than a training step."""
+    from weitiao.data.batching import sorted_batches
+
+    seconds = {}
+    for split in ("train", "validation"):
+        start = time.perf_counter()
+        enc = steps.encoded[split]
+        cache.build(split, sorted_batches(enc.lengths, batch_size), lambda idx, split=split: steps.collate(split, idx), enc.lengths,
+                    device, folder, max_bytes)
+        seconds[split] = round(time.perf_counter() - start, 2)
+    return seconds
+
+
 def build_body_cache(model, body: str, steps: TaskSteps, t, device, log, say):
     """Compute the frozen body's output (the head's input) for the training and validation examples, once."""
-    from weitiao.data.batching import sorted_batches
     from weitiao.train.feature_cache import BodyCache
 
     cache = BodyCache(model.to(device), body)
-    start = time.perf_counter()
-    for split in ("train", "validation"):
-        enc = steps.encoded[split]
-        cache.build(split, sorted_batches(enc.lengths, t.batch_size), lambda idx, split=split: steps.collate(split, idx), enc.lengths, device, None, 0)
-    seconds = round(time.perf_counter() - start, 2)
+    seconds = round(sum(_fill_cache(cache, steps, t.batch_size, device, None, 0).values()), 2)
     cache.report = {"frozen_body": body, "megabytes": round(cache.bytes / 2**20, 1), "build_seconds": seconds, "first_token_only": True}
     log.write({"feature_cache": cache.report})
     say(f"feature cache: the frozen body ({body}) ran once over the training and validation data ({cache.report['megabytes']} MB, "
@@ -446,7 +445,7 @@ def strategy_line(s) -> str:
     return s.method + (" (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else "")
 
 
-def summarize(task, final: dict, run_dir: Path, sizes: dict[str, int], max_length: int) -> None:
+def summarize(task, final: dict, run_dir: Path, sizes: dict[str, int]) -> None:
     v, tr, cut = final["validation"], final["train"], final["truncated"]
     say("")
     say(f"validation: {task.summary(v)} (n={v['n']})")
@@ -454,6 +453,6 @@ def summarize(task, final: dict, run_dir: Path, sizes: dict[str, int], max_lengt
         say(f"test: {task.summary(final['test'])}")
     say(f"time: {tr['seconds']:.1f}s for {tr['steps']} steps ({tr['samples_per_s']:.1f} samples/s)")
     if any(cut.get(split) for split in sizes):
-        say(f"{task.too_long.format(n=max_length)}: " + ", ".join(f"{cut[s]} of {n} {s} inputs" for s, n in sizes.items())
+        say(f"{task.too_long.format(n=cut['max_length'])}: " + ", ".join(f"{cut[s]} of {n} {s} inputs" for s, n in sizes.items())
             + f" ({task.too_long_fix})")
     say(f"run folder: {run_dir}  (model in {run_dir / 'model'})")
