@@ -205,6 +205,17 @@ class RunConfig(Section):
                                 f"remove it (it is for {', '.join(users)})" + _data_hint(mine))
         return self
 
+    @model_validator(mode="after")
+    def _augmented_cache(self):
+        """A feature cache stores the frozen backbone's output for un-augmented images: asked for by
+        name beside task.augment, it is refused (left at its default, it is turned off at run time)."""
+        augment = getattr(self.task, "augment", None)
+        if augment and augment.active() and self.training.feature_cache and "feature_cache" in self.training.model_fields_set:
+            raise UserError("training.feature_cache", "true, but task.augment changes the images every epoch, and the cache "
+                            "holds the frozen backbone's features of the un-augmented ones",
+                            "set training.feature_cache: false (the backbone runs on every augmented batch) or remove task.augment")
+        return self
+
     @field_validator("task", mode="before")
     @classmethod
     def _task_shorthand(cls, v: Any) -> Any:

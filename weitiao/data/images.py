@@ -45,13 +45,13 @@ def image_folder(path: str, field: str) -> tuple[list[str], list[str], int]:
     return paths, labels, ignored
 
 
-def load_image(path: str, size: int, resize: int | None = None, resample: str = "bilinear") -> tuple[np.ndarray | None, str | None]:
-    """One image as uint8 [3, size, size] (shorter side resized to `resize`, default `size`, then
-    center-cropped), or (None, the reason it could not be read)."""
+def load_image(path, size: int, resize: int | None = None, resample: str = "bilinear") -> tuple[np.ndarray | None, str | None]:
+    """One image (a file, or a PIL image) as uint8 [3, size, size] (shorter side resized to
+    `resize`, default `size`, then center-cropped), or (None, the reason it could not be read)."""
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as img:
+        with (path if isinstance(path, Image.Image) else Image.open(path)) as img:
             img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
@@ -72,7 +72,7 @@ def load_image(path: str, size: int, resize: int | None = None, resample: str = 
         return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
 
 
-def load_images(paths: list[str], size: int, resize: int | None = None, resample: str = "bilinear",
+def load_images(paths: list, size: int, resize: int | None = None, resample: str = "bilinear",
                 workers: int = 2) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Decode many images on `workers` threads.
 

@@ -1,4 +1,5 @@
-"""Read labelled rows from CSV, TSV, JSONL, a JSON array, Parquet or a saved HF dataset folder.
+"""Read labelled rows from CSV, TSV, JSONL, a JSON array, Parquet or a saved HF dataset folder
+(the text formats also gzip-compressed: `train.csv.gz`).
 
 Every reader returns a `Table`: the column names, the rows as dicts and, for each row, the
 line (or record number) it came from, so that later errors can point at it.
@@ -36,7 +37,10 @@ def detect_format(path: Path, field: str) -> str:
         if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
             return "hf"
         raise UserError(field, f"'{path}' is a folder but not a saved Hugging Face dataset", "give a file, or a folder written by Dataset.save_to_disk")
-    fmt = EXTENSIONS.get(path.suffix.lower())
+    suffix = path.suffix.lower()
+    if suffix == ".gz":  # train.csv.gz: the format of what is inside
+        suffix = path.with_suffix("").suffix.lower()
+    fmt = EXTENSIONS.get(suffix) if suffix != ".parquet" or path.suffix.lower() != ".gz" else None
     if fmt is None:
         raise UserError(field, f"cannot tell the format of '{path.name}' from its extension", f"rename it or set data.format to one of {FORMATS}")
     return fmt
@@ -84,6 +88,14 @@ def read_table(path: str, field: str, fmt: str = "auto", header: bool | None = N
 
 def read_utf8(p: Path, field: str) -> str:
     data = p.read_bytes()
+    if p.suffix.lower() == ".gz":
+        import gzip
+        import zlib
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise UserError(field, f"'{p}' is not a readable gzip file ({e})", "re-compress it with gzip, or give the file uncompressed") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -1,7 +1,8 @@
 """Image classification: one label (softmax) or several (sigmoid) per image.
 
 Data: an ImageFolder (one sub-folder per class) or a table (CSV/TSV/JSONL/JSON/Parquet) with an
-image path column (`data.image_column`, relative to the table's folder) and a label column.
+image path column (`data.image_column`, relative to the table's folder) and a label column, or
+a table whose other columns are pixel values (`task.pixels`: MNIST-style CSVs, digits).
 Images are decoded once, before training, into uint8 arrays at the model's input size
 (weitiao/data/images.py); a file that cannot be decoded is skipped and counted. Batches are
 normalized as the model was pretrained (its preprocessor_config.json). Models: the bundled
@@ -22,6 +23,7 @@ from weitiao.errors import UserError
 from weitiao.schema import Section
 from weitiao.tasks import register_task
 from weitiao.tasks import classification as cls
+from weitiao.tasks.image_augment import AugmentConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,6 +35,19 @@ class Options(Section):
     type: Literal["image_classification"] = "image_classification"
     multi_label: bool = False
     threshold: float = Field(0.5, gt=0, lt=1)
+    augment: AugmentConfig | None = None  # training images only, on the training device (tasks/image_augment.py)
+    image_size: int | None = Field(None, ge=8, le=1024)  # the model's input side; default: its preprocessor's
+    pixels: "PixelsConfig | None" = None  # rows of pixel values instead of image files
+
+
+class PixelsConfig(Section):
+    """A table whose columns (all but the label column) are one image's pixel values, row-major."""
+
+    shape: tuple[int, int] | tuple[int, int, int]  # [height, width] (grayscale) or [height, width, channels]
+    max_value: float = Field(255.0, gt=0)  # the value of white (digits: 16)
+
+
+Options.model_rebuild()
 
 
 @dataclass
@@ -40,8 +55,12 @@ class ImageReader:
     """An ImageFolder, or a table of image paths and labels (read as the text classifier reads its columns)."""
 
     data: object
-    multi_label: bool = False
+    opts: Options
     restrict_labels: bool = True
+
+    @property
+    def multi_label(self) -> bool:
+        return self.opts.multi_label
 
     @property
     def stratify_name(self) -> str:
@@ -53,6 +72,8 @@ class ImageReader:
         return ColumnReader(self.data.model_copy(update={"text_column": self.data.image_column, "text_pair_column": None}), self.multi_label)
 
     def read(self, path: str, field: str, labels: LabelSet | None) -> tuple[Examples, LabelSet]:
+        if self.opts.pixels:
+            return self._pixels(path, field, labels)
         if not _is_folder(path):
             ex, labels = self._columns().read(path, field, labels)
             return _relative_to(ex, path), labels
@@ -68,7 +89,43 @@ class ImageReader:
         ids = [labels.index[n] if not self.multi_label else [labels.index[n]] for n in names]
         return Examples(paths, None, ids, list(range(1, len(paths) + 1)), path), labels
 
+    def _pixels(self, path: str, field: str, labels: LabelSet | None, with_labels: bool = True) -> tuple[Examples, LabelSet | None]:
+        """Rows of pixel values: each example's text is its values, comma-joined (what `encode` draws)."""
+        from weitiao.data import label_set
+        from weitiao.data.sources import read_table
+
+        d, shape = self.data, self.opts.pixels.shape
+        table = read_table(path, field, d.format, d.header, d.columns, (d.label_column,))
+        label_col = d.label_column if with_labels else None
+        if label_col is not None and label_col not in table.columns:
+            raise UserError("data.label_column", f"'{path}' has no column {label_col!r} (columns: {', '.join(table.columns[:8])}, ...)",
+                            "name the label column (a file without a header numbers its columns from \"0\")")
+        columns = [c for c in table.columns if c != d.label_column]
+        need = 1
+        for n in shape:
+            need *= n
+        if len(columns) != need:
+            raise UserError("task.pixels.shape", f"{list(shape)} needs {need} pixel columns, '{path}' has {len(columns)} besides the label",
+                            "give the image's [height, width] (or [height, width, channels]) as stored in the rows")
+        texts = []
+        for row, line in zip(table.rows, table.lines):
+            values = [row[c] for c in columns]
+            try:
+                floats = [float(v) for v in values]
+            except (TypeError, ValueError):
+                bad = next(c for c, v in zip(columns, values) if not _is_number(v))
+                raise UserError(field, f"'{path}' line {line} column {bad!r} is {row[bad]!r}, not a pixel value", "give numbers in every pixel column") from None
+            texts.append(",".join(f"{v:g}" for v in floats))
+        if not with_labels:
+            return Examples(texts, None, None, table.lines, table.path), None
+        if labels is None:
+            labels = label_set(d, table, self.multi_label)
+        ids = labels.encode([r.get(d.label_column) for r in table.rows], d.label_separator if self.multi_label else None, field, table)
+        return Examples(texts, None, ids, table.lines, table.path), labels
+
     def read_inputs(self, path: str, field: str) -> Examples:
+        if self.opts.pixels:
+            return self._pixels(path, field, None, with_labels=False)[0]
         if _is_folder(path):
             from weitiao.data.images import image_folder
 
@@ -84,6 +141,14 @@ class ImageReader:
         from weitiao.data.split import stratify_key
 
         return stratify_key(ex.labels)
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_folder(path: str) -> bool:
@@ -108,6 +173,7 @@ class Encoded:
     kept: list[int]  # the examples these rows are (unreadable ones are skipped)
     skipped: list[tuple[str, str]]
     truncated: int = 0
+    augmenter: object = None  # tasks/image_augment.Augmenter, built at the first augmented batch
 
     @property
     def lengths(self) -> list[int]:
@@ -123,6 +189,18 @@ class Encoded:
     def subset(self, index: list[int]) -> "Encoded":
         labels = None if self.labels is None else [self.labels[i] for i in index]
         return Encoded(self.images[index], labels, self.processor, [self.kept[i] for i in index], [])
+
+
+def _pixel_image(text: str, pixels: PixelsConfig):
+    """A row's pixel values as a PIL image (grayscale or RGB, 8-bit)."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.array([float(v) for v in text.split(",")], dtype=np.float32)
+    values = np.clip(values / pixels.max_value * 255, 0, 255).round().astype(np.uint8).reshape(pixels.shape)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[:, :, 0]
+    return Image.fromarray(values, "L" if values.ndim == 2 else "RGB" if values.shape[2] == 3 else "RGBA")
 
 
 class ImageClassification:
@@ -149,7 +227,7 @@ class ImageClassification:
     summary = cls.Classification.summary
 
     def reader(self, data, opts) -> ImageReader:
-        return ImageReader(data, opts.multi_label)
+        return ImageReader(data, opts)
 
     def processor(self, model_path: str, model_name: str | None = None, max_length: int | None = None):
         from weitiao.tasks.image_models import PROCESSOR_FILE, ImageProcessor
@@ -162,7 +240,12 @@ class ImageClassification:
     def encode(self, processor, examples: Examples, max_length: int, opts, names: list[str]) -> Encoded:
         from weitiao.data.images import load_images
 
-        images, kept, skipped = load_images(list(examples.text), processor.size, processor.resize, processor.resample)
+        if opts.image_size and processor.size != opts.image_size:  # the run's processor (saved with the model) takes the size
+            processor.size = processor.resize = opts.image_size
+        if opts.pixels:
+            images, kept, skipped = load_images([_pixel_image(t, opts.pixels) for t in examples.text], processor.size, processor.resize, processor.resample)
+        else:
+            images, kept, skipped = load_images(list(examples.text), processor.size, processor.resize, processor.resample)
         if not kept:
             path, reason = skipped[0]
             raise UserError(examples.source, f"none of its {len(skipped)} images could be decoded (first: '{path}': {reason})",
@@ -183,6 +266,16 @@ class ImageClassification:
         if encoded.labels is not None:
             batch["labels"] = cls.label_tensor([encoded.labels[i] for i in index], num_labels, opts.multi_label)
         return batch
+
+    def augment(self, batch: dict, encoded: Encoded, opts) -> dict:
+        """A training batch, on its device, augmented as task.augment says (else as it is)."""
+        if not opts.augment or not opts.augment.active():
+            return batch
+        if getattr(encoded, "augmenter", None) is None:
+            from weitiao.tasks.image_augment import Augmenter
+
+            encoded.augmenter = Augmenter(opts.augment, encoded.processor)
+        return {**batch, "pixel_values": encoded.augmenter(batch["pixel_values"])}
 
     loss = cls.Classification.loss  # one label (or label set) per example, as for texts
     count_targets = cls.Classification.count_targets

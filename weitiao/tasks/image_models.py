@@ -79,6 +79,12 @@ class EfficientNetForImageClassification(nn.Module):
         self.efficientnet = EfficientNet.from_name(config.architecture)
         width = self.efficientnet._fc.in_features
         self.efficientnet._fc = nn.Identity()  # the body ends in pooling and dropout; the head is ours
+        # The package keeps TensorFlow's batch-norm momentum (0.01 in PyTorch's terms): fine-tuned for a few
+        # hundred steps, the running statistics would still be mostly ImageNet's when the model is evaluated
+        # (digits, full, 3 epochs: 0.78 validation accuracy with 0.01, 0.98 with 0.1; examples/digits.yaml). PyTorch's default, as timm uses.
+        for module in self.efficientnet.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
         self.classifier = nn.Linear(width, config.num_labels)
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None):

@@ -210,7 +210,11 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
 
     k = frozen_bottom(model) if selection.on_progress is None else 0
     body = frozen_body(model) if selection.on_progress is None else None
-    if body and t.feature_cache:  # a model adapter's whole body is frozen (head_only): cache the head's input
+    augment = getattr(opts, "augment", None)
+    if body and t.feature_cache and augment and augment.active():
+        tell(f"feature cache: off, task.augment ({', '.join(augment.active())}) changes the images every epoch: "
+             "the frozen backbone runs on each augmented batch")
+    elif body and t.feature_cache:  # a model adapter's whole body is frozen (head_only): cache the head's input
         steps.cache = build_body_cache(model, body, steps, t, accelerator.device, log, tell)
     elif k and t.feature_cache and task.feature_cache:
         steps.cache = build_feature_cache(model, k, steps, task.reads_one_position, t, accelerator.device, run_dir, log, tell)
@@ -275,6 +279,9 @@ class TaskSteps:
     def loss(self, m, batch: dict):
         """The loss summed over the batch's targets (the loop normalizes over the accumulation window)."""
         labels = batch.pop("labels")
+        augment = getattr(self.task, "augment", None)  # optional: a task that transforms training batches on their device
+        if augment is not None:
+            batch = augment(batch, self.encoded["train"], self.opts)
         return self.task.loss(self.logits(m, batch), labels, self.opts, self.label_smoothing)[0]
 
     def count_targets(self, batch: dict) -> int:
