@@ -1,4 +1,4 @@
-"""Command line: `weitiao train | eval | predict`. Thin: parse, then call the module that works.
+"""Command line: `weitiao train | eval | predict | export`. Thin: parse, then call the module that works.
 
 Heavy libraries are imported inside the commands, so `weitiao --help` answers at once.
 """
@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="metrics of a trained run on any labelled file")
     ev.add_argument("run_dir")
-    ev.add_argument("--data", required=True, help="labelled file with the run's columns (text and label; words and tags)")
+    ev.add_argument("--data", help="labelled file with the run's columns (text and label; words and tags); "
+                    "default: the run's own validation data")
     ev.add_argument("--output", help="write the metrics as JSON here too")
     ev.add_argument("--batch-size", type=int, help="examples scored at once (default: training.eval_batch_size)")
 
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--file", help="a data file with the run's text column (token classification: words, e.g. CoNLL)")
     pr.add_argument("--output", help="write predictions here (.jsonl or .csv); default: print JSON lines")
     pr.add_argument("--batch-size", type=int, help="texts scored at once (default: training.eval_batch_size)")
+
+    ex = sub.add_parser("export", help="write a run's model as a plain transformers folder (multi-task: one task's encoder + head)")
+    ex.add_argument("run_dir")
+    ex.add_argument("--out", required=True, help="the folder to write (must not exist, unless --overwrite)")
+    ex.add_argument("--task", help="multi-task runs: the task whose model to write")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     return parser
 
 
@@ -84,6 +91,10 @@ def run(argv: list[str] | None = None) -> int:
             from weitiao.predict import predict
 
             predict(args.run_dir, args.text if args.image is None else args.image, args.file, args.output, _positive(args.batch_size))
+        elif args.command == "export":
+            from weitiao.predict import export
+
+            print(export(args.run_dir, args.out, args.task, args.overwrite))
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2

@@ -17,49 +17,11 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from weitiao.errors import UserError
-from weitiao.schema import Section
+from weitiao.schema import DataConfig, Section, SplitConfig  # noqa: F401 (DataConfig and SplitConfig are part of this module's schema)
 from weitiao.tasks import TASKS, get_task, load_all
 
 SCHEMA_VERSION = 1
 load_all()  # the `task:` section is one of the registered tasks' sections
-
-
-class SplitConfig(Section):
-    """Ratios for a stratified, seeded split when no validation file is given."""
-
-    train: float = Field(0.8, gt=0, lt=1)
-    validation: float = Field(0.1, gt=0, lt=1)
-    test: float = Field(0.1, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _sums_to_one(self):
-        total = self.train + self.validation + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"train + validation + test must add up to 1, got {total:g}")
-        return self
-
-
-class DataConfig(Section):
-    train: str
-    validation: str | None = None
-    test: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "hf", "conll"] = "auto"
-    header: bool | None = None  # None: detect (a first row naming the configured columns)
-    columns: list[str] | None = None  # names for the columns of a file without a header
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    labels: list[str] | None = None  # the label set, in id order; default: from the training data
-    labels_file: str | None = None  # the same, one name per line
-    label_separator: str = Field(",", min_length=1)  # multi-label: several labels in one cell
-    tokens_column: str = "tokens"  # token classification: a list of words per row
-    tags_column: str = "tags"  # token classification: a list of tags per row, one per word
-    image_column: str = "image"  # image classification from a table: image paths (relative to the table's folder)
-    max_length: int = Field(128, ge=8, le=8192)
-    train_limit: int | None = Field(None, ge=1)  # seeded random subset of the training rows
-    split: SplitConfig = SplitConfig()
-    drop_duplicates: bool = True
-    drop_leakage: bool = False  # drop training rows whose text is also in evaluation data
 
 
 # The `task:` section: the options of whichever registered task `type` names.
@@ -167,7 +129,7 @@ class RunConfig(Section):
     version: int = SCHEMA_VERSION
     model: str = "minilm"
     task: TaskConfig = Field(default_factory=lambda: get_task("classification").Options())
-    data: DataConfig
+    data: DataConfig = Field(default_factory=DataConfig)
     strategy: StrategyConfig = StrategyConfig()
     training: TrainingConfig = TrainingConfig()
     output: OutputConfig = OutputConfig()
@@ -190,6 +152,19 @@ class RunConfig(Section):
         elif self.training.metric not in names:
             raise UserError("training.metric", f"{self.training.metric!r} is not a metric of {task.describe(self.task)}",
                             f"use one of {', '.join(names)}")
+        return self
+
+    @model_validator(mode="after")
+    def _data_files(self):
+        """data.train names the training file; a task that reads its data itself (multi-task: each of its
+        tasks names its own) refuses data files at the top."""
+        own = getattr(get_task(self.task.type), "own_data", False)
+        if not own and not self.data.train:
+            raise UserError("data.train", "is required", "add 'train:' to the data section (the training file)")
+        for key in ("train", "validation", "test", "labels", "labels_file") if own else ():
+            if getattr(self.data, key):
+                raise UserError(f"data.{key}", f"is set, but each task of a {self.task.type} run names its own data",
+                                f"move it into task.tasks.NAME.data.{key}")
         return self
 
     @model_validator(mode="after")

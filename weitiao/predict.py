@@ -117,6 +117,21 @@ def read_labelled(run: LoadedRun, path: str, field: str):
     return run.task.encode(run.tokenizer, ex, run.data.max_length, run.opts, run.names)
 
 
+def validation_data(run: LoadedRun, field: str):
+    """The run's own validation rows, encoded: its data.validation file, else the rows it split off its
+    training data (the same seeded split again: rows that run never trained on; multi-task: each task's)."""
+    from weitiao.data import load_task_data
+
+    cfg = run.config
+    if cfg.data.validation:
+        return read_labelled(run, cfg.data.validation, field)
+    bundle = load_task_data(run.task, cfg.data, cfg.task, cfg.training.seed)
+    if bundle.labels.names != run.names:
+        raise UserError(field, f"the labels of the run's training data ({cfg.data.train or 'its tasks'}) no longer match its model",
+                        "give the data to score explicitly, or keep the run's data unchanged")
+    return run.task.encode(run.tokenizer, bundle.validation, cfg.data.max_length, cfg.task, run.names)
+
+
 def report_truncated(run: LoadedRun, enc) -> None:
     """A note (stderr) on the inputs longer than data.max_length, in the task's words."""
     if enc.truncated:
@@ -143,11 +158,11 @@ def scored(run: LoadedRun, enc, batch_size: int | None):
                               + (f"pass --batch-size {smaller}" if batch_size > 1 else "use a shorter data.max_length or a device with more memory")) from None
 
 
-def evaluate_file(run_dir: str, data_path: str, output: str | None = None, batch_size: int | None = None) -> dict:
-    """Metrics of the run's model on a labelled file; prints and returns them."""
+def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None = None, batch_size: int | None = None) -> dict:
+    """Metrics of the run's model on a labelled file (None: the run's own validation data); prints and returns them."""
     check_output(output)
     run = open_run(run_dir)
-    enc = read_labelled(run, data_path, "--data")
+    enc = read_labelled(run, data_path, "--data") if data_path else validation_data(run, "--data")
     report_truncated(run, enc)
     result = scored(run, enc, batch_size)
     metrics = run.task.metrics(result.outputs, enc, run.names, run.opts)
@@ -189,7 +204,7 @@ def check_texts(texts: list[str] | None) -> None:
 
 def predict_rows(run: LoadedRun, texts: list[str] | None, file: str | None = None, batch_size: int | None = None) -> list[dict]:
     """What `predict` prints, as a list (the Python API's `Run.predict`); `texts` already checked (`check_texts`)."""
-    ex = read_rows(run, file, "--file", None) if file else run.task.examples_from_texts(list(texts), run.tokenizer)
+    ex = read_rows(run, file, "--file", None) if file else run.task.examples_from_texts(list(texts), run.tokenizer, run.opts)
     enc = run.task.encode(run.tokenizer, ex, run.data.max_length, run.opts, run.names)
     report_truncated(run, enc)
     result = scored(run, enc, batch_size)
@@ -212,3 +227,33 @@ def _write_predictions(rows: list[dict], output: str | None, task) -> None:
     finally:
         if output:
             out.close()
+
+
+def export(run_dir: str, out: str, task: str | None = None, overwrite: bool = False) -> str:
+    """A run's model as a plain transformers folder at `out`: model/ itself, or for a multi-task run one
+    task's encoder and head (`task`), which AutoModelFor{SequenceClassification,TokenClassification} load.
+
+    Returns:
+        The folder written.
+    """
+    import shutil
+
+    from weitiao.train.saving import _atomic_folder
+
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise UserError("--out", f"'{out}' exists", "give a new folder, or pass --overwrite to replace it")
+    if not target.parent.is_dir():
+        raise UserError("--out", f"folder '{target.parent}' does not exist", f"create it first (mkdir -p {target.parent})")
+    run = open_run(run_dir)
+    tasks = getattr(run.opts, "tasks", None)
+    if tasks is None:
+        if task:
+            raise UserError("--task", f"'{run_dir}' is a single-task run ({run.opts.type})", "leave out --task")
+        _atomic_folder(target, lambda tmp: shutil.copytree(Path(run_dir) / "model", tmp))
+        return str(target)
+    if task not in tasks:
+        raise UserError("--task", f"{task!r} is not a task of this run" if task else "is required for a multi-task run",
+                        f"give one of {', '.join(tasks)}")
+    _atomic_folder(target, lambda tmp: run.model.export_task(task, tmp, run.tokenizer))
+    return str(target)

@@ -1,10 +1,51 @@
-"""The base of every config section (kept apart from config.py so that task modules, which
-declare their own `task:` section, can import it without importing the whole schema)."""
+"""The base of every config section and the `data:` section (kept apart from config.py so that
+task modules, which declare their own `task:` section, can import them without importing the
+whole schema: a multi-task run's tasks each have a `data:` section)."""
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
     """Base for every section: unknown keys are refused, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(Section):
+    """Ratios for a stratified, seeded split when no validation file is given."""
+
+    train: float = Field(0.8, gt=0, lt=1)
+    validation: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must add up to 1, got {total:g}")
+        return self
+
+
+class DataConfig(Section):
+    train: str | None = None  # required, except for a multi-task run (each task names its own)
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "hf", "conll"] = "auto"
+    header: bool | None = None  # None: detect (a first row naming the configured columns)
+    columns: list[str] | None = None  # names for the columns of a file without a header
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    labels: list[str] | None = None  # the label set, in id order; default: from the training data
+    labels_file: str | None = None  # the same, one name per line
+    label_separator: str = Field(",", min_length=1)  # multi-label: several labels in one cell
+    tokens_column: str = "tokens"  # token classification: a list of words per row
+    tags_column: str = "tags"  # token classification: a list of tags per row, one per word
+    image_column: str = "image"  # image classification from a table: image paths (relative to the table's folder)
+    max_length: int = Field(128, ge=8, le=8192)
+    train_limit: int | None = Field(None, ge=1)  # seeded random subset of the training rows
+    split: SplitConfig = SplitConfig()
+    drop_duplicates: bool = True
+    drop_leakage: bool = False  # drop training rows whose text is also in evaluation data

@@ -127,6 +127,13 @@ def _given_labels(names: list[str], field: str) -> LabelSet:
     return LabelSet(names)
 
 
+def load_task_data(task, data, opts, seed: int) -> DataBundle:
+    """A task's data as its config says: read by the task itself where it reads its own (multi-task),
+    else by `load_data` with the task's reader."""
+    own = getattr(task, "load_data", None)
+    return own(data, opts, seed) if own else load_data(data, seed=seed, reader=task.reader(data, opts))
+
+
 def load_data(data, multi_label: bool = False, seed: int = 0, reader: Reader | None = None) -> DataBundle:
     """Read, clean, check leakage and split as the `data` section says.
 

@@ -39,8 +39,15 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
     return batches
 
 
-def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Evaluation batches: longest first, no shuffle (order of results is restored by index)."""
+def sorted_batches(lengths: list[int], batch_size: int, groups: list[int] | None = None) -> list[list[int]]:
+    """Evaluation batches: longest first, no shuffle (order of results is restored by index).
+
+    `groups` (one id per row, e.g. each row's task): a batch never mixes groups."""
+    if groups is not None:
+        members: dict[int, list[int]] = {}
+        for j, g in enumerate(groups):
+            members.setdefault(g, []).append(j)
+        return [[rows[j] for j in b] for rows in members.values() for b in sorted_batches([lengths[j] for j in rows], batch_size)]
     order = sorted(range(len(lengths)), key=lambda j: lengths[j], reverse=True)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 

@@ -18,7 +18,7 @@ from weitiao.errors import UserError
 
 class ForgettingProbe:
     def __init__(self, run_dir: str, batch_size: int):
-        from weitiao.predict import open_run, read_labelled
+        from weitiao.predict import open_run, validation_data
         from weitiao.strategies.layers import find_parts
 
         if not (Path(run_dir) / "model" / "config.json").is_file():
@@ -26,7 +26,7 @@ class ForgettingProbe:
         self.run = open_run(run_dir)
         self.model, self.task = self.run.model, self.run.task
         cfg = self.run.config
-        self.data = held_out(self.run) if cfg.data.validation is None else read_labelled(self.run, cfg.data.validation, "strategy.probe")
+        self.data = validation_data(self.run, "strategy.probe")
         self.batch_size = batch_size
         self.run_dir = run_dir
         base = self.model.base_model_prefix
@@ -60,15 +60,3 @@ class ForgettingProbe:
         scored = score(self.model.to(device), self.task, self.data, pad_id(run.tokenizer), len(run.names), run.opts, self.batch_size, device)
         metrics = self.task.headline(self.task.metrics(scored.outputs, self.data, run.names, run.opts))
         return metrics | {"loss": scored.loss}
-
-
-def held_out(run):
-    """The validation rows a run split off its training file itself (no data.validation): the
-    same seeded split again, so the probe scores rows that run never trained on."""
-    from weitiao.data import load_data
-
-    cfg = run.config
-    bundle = load_data(cfg.data, seed=cfg.training.seed, reader=run.task.reader(cfg.data, cfg.task))
-    if bundle.labels.names != run.names:
-        raise UserError("strategy.probe", f"the labels of {cfg.data.train} no longer match the probe run's model", "probe a run whose data is unchanged")
-    return run.task.encode(run.tokenizer, bundle.validation, cfg.data.max_length, cfg.task, run.names)

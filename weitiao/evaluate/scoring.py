@@ -35,8 +35,8 @@ def score(model, task, enc, pad_id: int, num_labels: int, opts, batch_size: int,
     model.eval()
     outputs: list = [None] * len(enc)
     loss_sum, count = 0.0, 0
-    for index in sorted_batches(enc.lengths, batch_size):
-        batch = {k: v.to(device) for k, v in task.collate(enc, index, pad_id, num_labels, opts).items()}
+    for index in sorted_batches(enc.lengths, batch_size, getattr(enc, "groups", None)):
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in task.collate(enc, index, pad_id, num_labels, opts).items()}
         labels = batch.pop("labels", None)
         logits = forward(model, batch, index) if forward else model(**batch).logits
         for i, out in zip(index, task.outputs(logits, enc, index, opts)):

@@ -21,6 +21,7 @@ class Parts:
     num_layers: int
     head: list[str]  # parameter-name prefixes of the task head
     embeddings: list[str]  # parameter-name prefixes of the embeddings
+    head_groups: dict[str, str] | None = None  # head prefix -> its LR group (a model with a head per task)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -64,7 +65,7 @@ def find_parts(model: nn.Module) -> Parts:
     prefix, stack = find_layer_stack(model)
     declared = getattr(model, "weitiao_parts", None)
     if declared:
-        return Parts(prefix, len(stack), list(declared["head"]), list(declared["embeddings"]))
+        return Parts(prefix, len(stack), list(declared["head"]), list(declared["embeddings"]), declared.get("head_groups"))
     base = getattr(model, "base_model_prefix", "")
     names = [n for n, _ in model.named_parameters()]
     head = sorted({_top(n, base) for n in names if not n.startswith(base + ".") or ".pooler." in n})

@@ -24,7 +24,8 @@ def parameter_lr(name: str, parts, lr: float, layer_lr_decay: float | None, head
         if rx.search(name):
             return f"override {rx.pattern}", value
     if name.startswith(tuple(parts.head)):
-        return "head", head_lr if head_lr is not None else lr
+        label = next((g for p, g in (parts.head_groups or {}).items() if name.startswith(p)), "head")
+        return label, head_lr if head_lr is not None else lr
     if layer_lr_decay is None:
         return "body", lr
     i = layer_index(name, parts.layers_prefix)

@@ -58,7 +58,7 @@ class Task(Protocol):
     def metrics(self, outputs: list, encoded, label_names: list[str], opts) -> dict: ...
     def decode(self, outputs: list, encoded, examples, label_names: list[str], opts) -> list[dict]: ...  # `predict`'s objects
     def csv_columns(self, rows: list[dict]) -> tuple[list[str], Any]: ...  # `predict --output x.csv`: header, row -> cells
-    def examples_from_texts(self, texts: list[str], processor) -> Any: ...  # `predict --text` inputs
+    def examples_from_texts(self, texts: list[str], processor, opts) -> Any: ...  # `predict --text` inputs
     def load(self, model_dir) -> Any: ...  # the trained model of a run folder
 
 
@@ -77,6 +77,7 @@ def register_task(task: Task) -> Task:
 def load_all() -> dict[str, Task]:
     # Importing a task's module registers it: this line is the one list of them.
     from weitiao.tasks import classification, image_classification, token_classification  # noqa: F401
+    from weitiao.tasks import multitask  # noqa: F401  (after the tasks it combines)
 
     return TASKS
 

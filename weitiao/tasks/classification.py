@@ -238,7 +238,7 @@ class Classification:
 
         return ["text", "label"] + [f"p_{n}" for n in names], cells
 
-    def examples_from_texts(self, texts: list[str], tokenizer) -> Examples:
+    def examples_from_texts(self, texts: list[str], tokenizer, opts) -> Examples:
         return Examples([t.strip() for t in texts], None, None, list(range(1, len(texts) + 1)), "--text")
 
     def load(self, model_dir):

@@ -295,7 +295,7 @@ class ImageClassification:
         header, cells = cls.TASK.csv_columns([{"text": r["image"], **r} for r in rows[:1]])
         return ["image"] + header[1:], lambda r: cells({"text": r["image"], **r})
 
-    def examples_from_texts(self, paths: list[str], processor) -> Examples:
+    def examples_from_texts(self, paths: list[str], processor, opts) -> Examples:
         missing = next((p for p in paths if not Path(p).is_file()), None)
         if missing is not None:
             raise UserError("--image", f"file '{missing}' does not exist", "give paths of image files")

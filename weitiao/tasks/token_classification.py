@@ -346,7 +346,7 @@ class TokenClassification:
 
         return ["text", "entities", "tags"], lambda r: [r["text"], json.dumps(r["entities"], ensure_ascii=False), " ".join(r["tags"])]
 
-    def examples_from_texts(self, texts: list[str], tokenizer) -> Examples:
+    def examples_from_texts(self, texts: list[str], tokenizer, opts) -> Examples:
         split = [words_of(t, tokenizer) for t in texts]
         return Examples([w for w, _ in split], None, None, list(range(1, len(texts) + 1)), "--text",
                         meta=[(t, spans) for t, (_, spans) in zip(texts, split)])

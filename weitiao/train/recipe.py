@@ -74,12 +74,12 @@ class Prepared:
 
 
 def prepare(cfg: RunConfig) -> Prepared:
-    from weitiao.data import load_data
+    from weitiao.data import load_task_data
     from weitiao.tasks import get_task
 
     task, opts = get_task(cfg.task.type), cfg.task
     # The data first: it needs no torch, so a mistake in it is reported at once.
-    data = load_data(cfg.data, seed=cfg.training.seed, reader=task.reader(cfg.data, opts))
+    data = load_task_data(task, cfg.data, opts, cfg.training.seed)
 
     import torch
 
@@ -205,7 +205,10 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     lengths = encoded["train"].lengths
     if t.auto_batch_size:
         t = auto_batch(model, steps, lengths, t, accelerator, tell)
-    epoch_batches = lambda epoch: length_grouped_batches(lengths, t.batch_size, t.seed, epoch, group=t.group_by_length)  # noqa: E731
+    if hasattr(task, "train_batches"):  # a task that decides what goes into a batch (multi-task: one task per batch)
+        epoch_batches = lambda epoch: task.train_batches(encoded["train"], t.batch_size, t.seed, epoch, opts, t.group_by_length)  # noqa: E731
+    else:
+        epoch_batches = lambda epoch: length_grouped_batches(lengths, t.batch_size, t.seed, epoch, group=t.group_by_length)  # noqa: E731
     tell(f"padding in training batches: {100 * padding_fraction(lengths, epoch_batches(0)):.1f}%")
 
     k = frozen_bottom(model) if selection.on_progress is None else 0
@@ -242,7 +245,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
                         compute_loss=steps.loss, count_targets=steps.count_targets, penalty=setup.l2sp.penalty if setup.l2sp else None,
                         evaluate=steps.validation_headline, save_best=save_best,
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
-                        checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data)}, train_mode=train_mode)
+                        checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data, cfg.task)}, train_mode=train_mode)
     if main:
         finish(setup, run_dir, accelerator, log, steps, result, t.metric, s.probe)
     return run_dir
@@ -434,7 +437,7 @@ def auto_batch(model, steps: TaskSteps, lengths: list[int], t, accelerator, say)
     model.to(accelerator.device)
 
     def try_batch(size: int) -> None:
-        batch = {k: v.to(accelerator.device) for k, v in steps.collate("train", longest[:size]).items()}
+        batch = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in steps.collate("train", longest[:size]).items()}
         with accelerator.autocast():
             steps.loss(model, batch).backward()
         model.zero_grad(set_to_none=True)

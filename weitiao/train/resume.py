@@ -20,7 +20,8 @@ from weitiao.errors import UserError
 COSMETIC = {("training", "progress"), ("training", "log_every"), ("output", "dir")}
 # Keys added after checkpoints were written, with their defaults: left out of the hash while at
 # the default, so that a checkpoint from before they existed still resumes.
-ADDED = {("data", "tokens_column"): "tokens", ("data", "tags_column"): "tags", ("data", "image_column"): "image"}
+ADDED = {("data", "tokens_column"): "tokens", ("data", "tags_column"): "tags", ("data", "image_column"): "image",
+         ("task", "augment"): None, ("task", "image_size"): None, ("task", "pixels"): None}
 
 
 def _comparable(cfg_dict: dict) -> dict:
@@ -28,7 +29,7 @@ def _comparable(cfg_dict: dict) -> dict:
     for section, key in COSMETIC:
         out.get(section, {}).pop(key, None)
     for (section, key), default in ADDED.items():
-        if out.get(section, {}).get(key) == default:
+        if key in out.get(section, {}) and out[section][key] == default:
             out[section].pop(key)
     return out
 
@@ -38,13 +39,16 @@ def config_hash(cfg: RunConfig) -> str:
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
-def data_fingerprint(data) -> dict[str, str]:
-    """sha256 (first 16 hex digits) of every data file the config names; folders: of all their files."""
+def data_fingerprint(data, task=None) -> dict[str, str]:
+    """sha256 (first 16 hex digits) of every data file the config names; folders: of all their files.
+    `task`: the task section, whose tasks may name their own data (multi-task: `NAME.train`)."""
     out = {}
     for key in ("train", "validation", "test", "labels_file"):
         path = getattr(data, key)
         if path:
             out[key] = _hash_path(Path(path))
+    for name, member in (getattr(task, "tasks", None) or {}).items():
+        out |= {f"{name}.{k}": v for k, v in data_fingerprint(member.data).items()}
     return out
 
 
@@ -88,7 +92,7 @@ def check_same_run(run_dir: Path, cfg: RunConfig, meta: dict, force: bool) -> No
         what = ", ".join(changed[:5]) or "the config"
         raise UserError("--resume", f"the config differs from the one '{run_dir}' was trained with ({what})",
                         "resume with the run's own config.yaml, or pass --force to continue anyway")
-    now = data_fingerprint(cfg.data)
+    now = data_fingerprint(cfg.data, cfg.task)
     changed = [k for k in set(now) | set(meta.get("data", {})) if now.get(k) != meta.get("data", {}).get(k)]
     if changed:
         raise UserError("--resume", f"the data changed since the checkpoint (data.{', data.'.join(sorted(changed))})",
