@@ -49,7 +49,7 @@ How samples/s is measured (the same statistic on all three):
   The JSON also has weitiao's own metrics.json train.samples_per_s (its whole loop, evaluation
   and checkpoints included) and the plain loop's aggregate (all but the run's first step).
 
-    .venv/bin/python benchmarks/compare_images.py                            # both rows (~10-15 min on 2 idle cores)
+    .venv/bin/python benchmarks/compare_images.py                            # both rows (about 6-10 min on 2 idle cores, estimated)
     .venv/bin/python benchmarks/compare_images.py --rows head_only --repeats 2   # sides alternated each repeat
     .venv/bin/python benchmarks/compare_images.py --quick                    # tiny: tests the script end to end
 
@@ -564,7 +564,7 @@ def markdown(report: dict) -> str:
     if report["rows"].get("head_only"):
         reps = report["rows"]["head_only"]
         ratio = _median(reps, "wall_ratio_plain_over_weitiao")
-        lines += [f"## head_only: {a['epochs']:g} epochs, batch {a['batch_size']}, AdamW lr {a['lr']:g}", "",
+        lines += [f"## head_only: {a['epochs']:g} epoch(s), batch {a['batch_size']}, AdamW lr {a['lr']:g}", "",
                   "| repeat | order | weitiao wall s | plain wall s | plain / weitiao wall | weitiao peak RSS MB | plain peak RSS MB (main) | "
                   "plain peak PSS MB (with workers) | weitiao val acc | plain val acc (best epoch) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]

@@ -81,7 +81,7 @@ def test_a_value_outside_the_allowed_set_lists_the_allowed_ones():
 
 def test_missing_required_section_is_named():
     err = refusal({"training": {}})
-    assert (err.field, err.problem) == ("data", "is required")
+    assert (err.field, err.problem) == ("data.train", "is required")
 
 
 def test_overrides_are_applied_and_coerced(tmp_path):

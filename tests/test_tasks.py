@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import write_config
+from weitiao.config import validate
 from weitiao.tasks import TASKS, get_task, load_all, register_task
 
 load_all()
@@ -87,8 +88,18 @@ def image_classification_data(folder: Path, rng: random.Random) -> dict:
     return {"model": str(model), "task": "image_classification", "data": {"train": str(folder / "train"), "validation": str(folder / "dev")}}
 
 
+def multitask_data(folder: Path, rng: random.Random) -> dict:
+    """The keyword sentiment and the names-and-cities tags, learned at once by one encoder."""
+    members = {}
+    for name, make in (("sentiment", classification_data), ("entities", token_classification_data)):
+        (folder / name).mkdir(exist_ok=True)
+        cfg = make(folder / name, rng)
+        members[name] = {"type": cfg.get("task", "classification"), "data": cfg["data"]}
+    return {"task": {"type": "multitask", "tasks": members}}
+
+
 TASK_DATA = {"classification": classification_data, "token_classification": token_classification_data,
-             "image_classification": image_classification_data}
+             "image_classification": image_classification_data, "multitask": multitask_data}
 
 
 def test_every_registered_task_has_test_data():
@@ -129,8 +140,8 @@ def test_task_trains_saves_reloads_and_scores_the_same(task, strategy, tmp_path)
     assert (run / "model" / "config.json").is_file()
 
     saved = json.loads((run / "metrics.json").read_text())["validation"]
-    again = evaluate_file(str(run), cfg["data"]["validation"])
-    metric = get_task(task).default_metric(get_task(task).Options())
+    again = evaluate_file(str(run), cfg.get("data", {}).get("validation"))  # None: the run's own validation data (multi-task: each task's)
+    metric = validate(cfg).training.metric  # the task's default
     assert again[metric] == pytest.approx(saved[metric], abs=1e-6)
     assert again["loss"] == pytest.approx(saved["loss"], rel=1e-4, abs=1e-5)
 
@@ -190,7 +201,7 @@ def test_the_forgetting_probe_measures_any_task(task, tmp_path):
             runs[name]["model"] = str(tmp_path / "runs" / "A" / "model")
             runs[name]["strategy"] = {"method": "full", "probe": str(tmp_path / "runs" / "A")}
         assert main(["train", str(write_config(tmp_path / f"{name}.yaml", runs[name])), "--name", name]) == 0
-    metric = get_task(task).default_metric(get_task(task).Options())
+    metric = validate(runs["A"]).training.metric  # the task's default
     own = json.loads((tmp_path / "runs" / "A" / "metrics.json").read_text())["validation"]
     probe = json.loads((tmp_path / "runs" / "B" / "metrics.json").read_text())["probe"]
     assert probe["before"][metric] == pytest.approx(own[metric], abs=1e-9)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from weitiao.errors import UserError
 from weitiao.schema import DataConfig, Section, SplitConfig  # noqa: F401 (DataConfig and SplitConfig are part of this module's schema)
-from weitiao.tasks import TASKS, get_task, load_all
+from weitiao.tasks import TASKS, check_data_keys, get_task, load_all
 
 SCHEMA_VERSION = 1
 load_all()  # the `task:` section is one of the registered tasks' sections
@@ -165,19 +165,16 @@ class RunConfig(Section):
             if getattr(self.data, key):
                 raise UserError(f"data.{key}", f"is set, but each task of a {self.task.type} run names its own data",
                                 f"move it into task.tasks.NAME.data.{key}")
+        for member in (getattr(self.task, "tasks", None) or {}).values():  # the top's data keys are every task's defaults
+            for key in self.data.model_fields_set - member.data.model_fields_set:
+                setattr(member.data, key, getattr(self.data, key))
         return self
 
     @model_validator(mode="after")
     def _task_data_keys(self):
         """A data key that only another task reads (data.text_column on a token classifier) is refused:
         it would be silently ignored."""
-        mine = get_task(self.task.type).data_keys
-        changed = {k for k in self.data.model_fields_set if getattr(self.data, k) != DataConfig.model_fields[k].default}
-        for key in sorted(changed - mine):
-            users = sorted(t.name for t in TASKS.values() if key in t.data_keys)
-            if users:
-                raise UserError(f"data.{key}", f"is not read by task '{self.task.type}'",
-                                f"remove it (it is for {', '.join(users)})" + _data_hint(mine))
+        check_data_keys(self.data, self.task.type)
         return self
 
     @model_validator(mode="after")
@@ -207,10 +204,6 @@ class RunConfig(Section):
         if isinstance(v, str):
             return {"method": v}
         return expand_strategy(v)
-
-
-def _data_hint(keys: frozenset[str]) -> str:
-    return f"; this task reads data.{', data.'.join(sorted(keys))}" if keys else ""
 
 
 def expand_strategy(v: Any) -> Any:
@@ -338,11 +331,13 @@ def describe_error(err: dict) -> tuple[str, str, str]:
     loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
     if len(loc) > 1 and loc[0] == "task" and loc[1] in TASKS:
         err = {**err, "task": loc.pop(1)}  # the union's tag: `task.scheme`, not `task.token_classification.scheme`
+    if len(loc) > 3 and loc[:2] == ["task", "tasks"] and loc[3] in TASKS:
+        err = {**err, "member": loc.pop(3)}  # a multi-task run's task: `task.tasks.NAME.multi_label`
     field = ".".join(_key(p) for p in loc) or "config"
     value = err.get("input")
     kind = err["type"]
     if kind == "extra_forbidden":
-        known = _known_keys(loc[:-1], err.get("task"))
+        known = _known_keys(loc[:-1], err.get("task"), err.get("member"))
         match = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
         hint = f"did you mean '{match[0]}'?" if match else f"known keys here: {', '.join(known)}"
         return field, f"unknown key {loc[-1]!r}", hint
@@ -379,10 +374,12 @@ def _shown(value: Any) -> str:
     return _short.repr(value)
 
 
-def _known_keys(loc: list[str], task: str | None = None) -> list[str]:
+def _known_keys(loc: list[str], task: str | None = None, member: str | None = None) -> list[str]:
     model: type[BaseModel] = RunConfig
     if loc[:1] == ["task"]:
         model, loc = get_task(task or "classification").Options, loc[1:]
+    if member and loc[:1] == ["tasks"]:  # inside a multi-task run's task: that task's options, weight and data
+        model, loc = get_task(task).member_options(member), loc[2:]
     for part in loc:
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)

@@ -42,7 +42,8 @@ def peft_config(method: str, spec, model, task_type: str = "SEQ_CLS"):
 
     common = {"task_type": task_type}
     # Classifier heads are new: they train and are saved with the adapter.
-    save = head_modules(model) if task_type in ("SEQ_CLS", "TOKEN_CLS") else None
+    # (FEATURE_EXTRACTION: weitiao's multi-task model, a head per task.)
+    save = head_modules(model) if task_type in ("SEQ_CLS", "TOKEN_CLS", "FEATURE_EXTRACTION") else None
     targets = spec.target_modules
     if method in ("lora", "dora"):
         return peft.LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.lora_dropout, use_rslora=spec.rslora,
@@ -63,6 +64,9 @@ def peft_config(method: str, spec, model, task_type: str = "SEQ_CLS"):
 def wrap(method: str, model, spec, task_type: str = "SEQ_CLS") -> Selection:
     import peft
 
+    if task_type == "FEATURE_EXTRACTION" and method in PROMPT_LEARNING:
+        raise UserError("strategy.method", f"'{method}' adds virtual tokens per model, and a multi-task run has a model per task",
+                        "use lora, dora, ia3 or adapter (they change the shared encoder's weights)")
     if task_type == "TOKEN_CLS" and method in ("prompt", "ptuning"):
         raise UserError("strategy.method", f"'{method}' puts virtual tokens in front of the words, and a token classifier would tag them too",
                         "use prefix (its virtual tokens are keys and values only), lora, dora, ia3 or adapter")

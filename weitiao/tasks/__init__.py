@@ -93,6 +93,20 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+def check_data_keys(data, task_type: str, field: str = "data") -> None:
+    """A data key that only another task reads (data.text_column on a token classifier) is refused:
+    it would be silently ignored."""
+    from weitiao.schema import DataConfig
+
+    mine = get_task(task_type).data_keys
+    changed = {k for k in data.model_fields_set if getattr(data, k) != DataConfig.model_fields[k].default}
+    for key in sorted(changed - mine):
+        users = sorted(t.name for t in TASKS.values() if key in t.data_keys)
+        if users:
+            reads = f"; this task reads {field}.{f', {field}.'.join(sorted(mine))}" if mine else ""
+            raise UserError(f"{field}.{key}", f"is not read by task '{task_type}'", f"remove it (it is for {', '.join(users)})" + reads)
+
+
 def canonical_name(name):
     """A task name with its alias resolved (`ner` -> `token_classification`)."""
     return ALIASES.get(name, name) if isinstance(name, str) else name

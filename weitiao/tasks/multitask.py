@@ -28,12 +28,12 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union
 
-from pydantic import Field, create_model, field_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import DataConfig, Section
-from weitiao.tasks import TASKS, get_task, register_task
+from weitiao.tasks import TASKS, check_data_keys, get_task, register_task
 
 if TYPE_CHECKING:
     import torch
@@ -49,7 +49,8 @@ def _member(task) -> type:
                         weight=(float, Field(1.0, gt=0)), data=(DataConfig, ...))
 
 
-Member = Annotated[Union[tuple(_member(TASKS[n]) for n in SHAREABLE if n in TASKS)], Field(discriminator="type")]
+MEMBERS = {n: _member(TASKS[n]) for n in SHAREABLE if n in TASKS}
+Member = Annotated[Union[tuple(MEMBERS.values())], Field(discriminator="type")]
 
 
 class Temperature(Section):
@@ -63,24 +64,39 @@ class Options(Section):
     sampling: Literal["proportional", "uniform"] | Temperature = "proportional"
     tasks: dict[str, Member]
 
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _sampling(cls, v):
+        if isinstance(v, str) or (isinstance(v, dict) and set(v) == {"temperature"}):
+            return v
+        raise UserError("task.sampling", f"{v!r} is not a sampling rule", "write proportional, uniform or {temperature: 2}")
+
     @field_validator("tasks", mode="before")
     @classmethod
     def _members(cls, v):
         if not isinstance(v, dict) or len(v) < 2:
-            raise ValueError("a multi-task run needs at least two tasks, each {type: ..., data: {train: ...}}")
+            raise UserError("task.tasks", f"holds {len(v) if isinstance(v, dict) else repr(v)} task(s)",
+                            "a multi-task run needs at least two, each NAME: {type: ..., data: {train: ...}}")
         out = {}
         for name, member in v.items():
             if not isinstance(name, str) or not NAME.match(name):
-                raise ValueError(f"task name {name!r} must be letters, digits, _ or - (it names metrics: NAME/f1)")
+                raise UserError("task.tasks", f"task name {name!r} is not a plain name", "use letters, digits, _ or - (it names metrics: NAME/f1)")
             member = {"type": member} if isinstance(member, str) else member
             if isinstance(member, dict):
                 member = {"type": "classification", **member}
                 kind = get_task(member["type"]).name
                 if kind not in SHAREABLE:
-                    raise ValueError(f"task '{name}' is {kind}; a shared text encoder learns {' and '.join(SHAREABLE)} tasks")
+                    raise UserError(f"task.tasks.{name}.type", f"is {kind}, which does not read text",
+                                    f"a shared text encoder learns {' and '.join(SHAREABLE)} tasks")
                 member["type"] = kind
             out[name] = member
         return out
+
+    @model_validator(mode="after")
+    def _member_data(self):
+        for name, member in self.tasks.items():
+            check_data_keys(member.data, member.type, f"task.tasks.{name}.data")
+        return self
 
 
 def names_of(flat: list[str], task: str) -> list[str]:
@@ -226,6 +242,10 @@ class MultiTask:
     too_long_fix = "raise data.max_length"
     too_long_note = "{k} of {n} inputs were longer than data.max_length ({m} tokens)"
 
+    def member_options(self, kind: str) -> type:
+        """The section of one task inside a multi-task run (its options, weight and data)."""
+        return MEMBERS[kind]
+
     def _each(self, opts):
         return [(name, get_task(m.type), m) for name, m in opts.tasks.items()]
 
@@ -280,12 +300,25 @@ class MultiTask:
         return MultiEncoded(parts, examples, {name: len(names_of(names, name)) for name in parts})
 
     def build(self, model_path, label_names, opts, dropout=None, attention=None, pad_token_id=None):
-        from weitiao.tasks.multitask_model import MultiTaskModel
+        """Each task's model from the pretrained folder, sharing one encoder. From a multi-task run's model
+        (training on from it): its encoder, and the head of each task of the same name, type and labels."""
+        import tempfile
 
-        models, new = {}, {}
-        for name, t, m in self._each(opts):
-            models[name], new[name] = t.build(model_path, names_of(label_names, name), m, dropout, attention, pad_token_id)
+        from weitiao.tasks.multitask_model import MultiTaskModel, is_multitask_folder
+
+        with tempfile.TemporaryDirectory(prefix="weitiao-encoder-") as tmp:
+            earlier = None
+            if is_multitask_folder(model_path):
+                earlier = MultiTaskModel.from_pretrained(model_path)
+                earlier.encoder.save_pretrained(tmp)  # a plain base model: each task's head model loads it
+                model_path = tmp
+            models, new = {}, {}
+            for name, t, m in self._each(opts):
+                models[name], new[name] = t.build(model_path, names_of(label_names, name), m, dropout, attention, pad_token_id)
         model = MultiTaskModel.sharing(models, {name: m.type for name, _, m in self._each(opts)}, label_names)
+        if earlier is not None:
+            kept = model.keep_heads(earlier)
+            new = {name: set() if name in kept else names for name, names in new.items()}
         return model, model.renamed(new)
 
     def train_batches(self, encoded: MultiEncoded, batch_size: int, seed: int, epoch: int, opts, group: bool = True) -> list[list[int]]:

@@ -69,6 +69,18 @@ class MultiTaskModel(nn.Module):
             out |= {"encoder." + n[len(base):] if n.startswith(base) else f"models.{name}.{n}" for n in names}
         return out
 
+    def keep_heads(self, earlier: "MultiTaskModel") -> set[str]:
+        """Copy the heads of `earlier`'s tasks that this model has too (same name, type and labels)."""
+        mine, theirs = getattr(self.config, KEY), getattr(earlier.config, KEY)
+        kept = set()
+        for name, spec in mine.items():
+            old = theirs.get(name)
+            if old and old["task"] == spec["task"] and old["config"].get("id2label") == spec["config"].get("id2label"):
+                state = {k: v for k, v in earlier.models[name].state_dict().items() if not k.startswith(earlier.models[name].base_model_prefix + ".")}
+                self.models[name].load_state_dict(state, strict=False)
+                kept.add(name)
+        return kept
+
     def forward(self, task: str, **inputs):
         from weitiao.tasks.multitask import Tagged
 
@@ -116,17 +128,35 @@ class MultiTaskModel(nn.Module):
             sub_config = transformers.AutoConfig.for_model(sub.pop("model_type"), **sub)
             models[name] = getattr(transformers, spec["class"])(sub_config)
         model = cls.sharing(models, {n: s["task"] for n, s in specs.items()}, [config.id2label[i] for i in range(config.num_labels)])
+        adapter = getattr(config, "weitiao_adapter", None)
+        if adapter:  # trained with bottleneck adapters: the same modules in the shared encoder
+            from weitiao.strategies.adapter import insert_adapters
+
+            insert_adapters(model, adapter["size"], adapter["type"])
+            model.config.weitiao_adapter = adapter
         model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
         return model.eval()
 
     def export_task(self, name: str, out: Path, tokenizer) -> None:
         """One task's model alone: encoder and its head as a transformers folder (AutoModelFor... loads it)."""
         m = self.models[name]
+        adapter = getattr(self.config, "weitiao_adapter", None)
+        m.config.weitiao_adapter = adapter  # transformers' loader alone cannot place bottleneck adapters: weitiao's can (tasks/text.load_saved)
         with torch.device("meta"):
-            keys = set(type(m)(m.config).state_dict())  # a token classifier has no pooler: the shared one is left out
+            fresh = type(m)(m.config)
+            if adapter:
+                from weitiao.strategies.adapter import insert_adapters
+
+                insert_adapters(fresh, adapter["size"], adapter["type"])
+            keys = set(fresh.state_dict())  # a token classifier has no pooler: the shared one is left out
         m.save_pretrained(out, state_dict={k: v for k, v in m.state_dict().items() if k in keys})
         tokenizer.save_pretrained(out)
         (Path(out) / "weitiao_task.json").write_text(json.dumps({"task": getattr(self.config, KEY)[name]["task"], "from": name}))
+
+
+def is_multitask_folder(folder) -> bool:
+    path = Path(folder) / "config.json"
+    return path.is_file() and KEY in json.loads(path.read_text())
 
 
 def _base(model: nn.Module) -> nn.Module:

@@ -44,6 +44,11 @@ def with_head(auto_class, path: str, label_names: list[str], dropout: dict | Non
     """
     from transformers import AutoConfig
 
+    from weitiao.tasks.multitask_model import is_multitask_folder
+
+    if is_multitask_folder(path):
+        raise UserError("model", f"'{path}' is a multi-task run's model (an encoder with a head per task)",
+                        "write one task's model with `weitiao export RUN --task NAME --out DIR` and name that folder")
     config = AutoConfig.from_pretrained(path, **label_config(label_names), **config_kwargs)
     for kind, p in (dropout or {}).items():
         if p is not None:
