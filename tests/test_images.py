@@ -84,3 +84,64 @@ def test_the_bundled_efficientnet_sees_ants_and_bees_in_decoded_photos():
         with torch.no_grad():
             top5 = model(torch.from_numpy(images).float() / 255 * 2 - 1).topk(5).indices
         assert (top5 == index).any(1).float().mean() >= 0.8, cls
+
+
+def test_augmentation_changes_training_batches_only_and_keeps_their_range():
+    import torch
+
+    from weitiao.config import validate
+    from weitiao.tasks.image_augment import Augmenter
+    from weitiao.tasks.image_models import ImageProcessor
+
+    opts = validate({"data": {"train": "x"}, "task": {"type": "image_classification",
+                                                        "augment": ["random_resized_crop", "horizontal_flip", "trivial_augment"]}}).task
+    assert opts.augment.active() == ["random_resized_crop", "horizontal_flip", "trivial_augment"]
+    processor = ImageProcessor(32, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    torch.manual_seed(0)
+    images = processor.normalize(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8))
+    out = Augmenter(opts.augment, processor)(images)
+    assert out.shape == images.shape and not torch.allclose(out, images)
+    low, high = (0 - 0.5) / 0.25, (1 - 0.5) / 0.25  # normalized [0, 1]
+    assert out.min() >= low - 1e-5 and out.max() <= high + 1e-5
+    torch.manual_seed(1)
+    again = Augmenter(opts.augment, processor)(images)
+    torch.manual_seed(1)
+    assert torch.equal(again, Augmenter(opts.augment, processor)(images))  # draws from torch's generator: resumable
+
+
+def test_an_explicit_feature_cache_beside_augmentation_is_refused():
+    from weitiao.config import validate
+
+    task = {"type": "image_classification", "augment": {"horizontal_flip": True}}
+    with pytest.raises(UserError, match="training.feature_cache"):
+        validate({"data": {"train": "x"}, "task": task, "strategy": "head_only", "training": {"feature_cache": True}})
+    assert validate({"data": {"train": "x"}, "task": task, "strategy": "head_only"}).training.feature_cache  # default: turned off at run time
+    with pytest.raises(UserError, match="trivial_augment and rand_augment"):
+        validate({"data": {"train": "x"}, "task": {"type": "image_classification", "augment": ["trivial_augment", "rand_augment"]}})
+
+
+def test_pixel_rows_become_images_and_gzip_files_are_read(tmp_path):
+    import gzip
+
+    from weitiao.config import validate
+    from weitiao.tasks import get_task
+
+    rows = ["0,16,0,16,a", "16,0,16,0,b", "8,8,8,8,a"]
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    cfg = validate({"data": {"train": str(tmp_path / "d.csv.gz"), "header": False, "label_column": "4"},
+                    "task": {"type": "image_classification", "pixels": {"shape": [2, 2], "max_value": 16}, "image_size": 8}})
+    task = get_task("image_classification")
+    ex, labels = task.reader(cfg.data, cfg.task).read(cfg.data.train, "data.train", None)
+    assert labels.names == ["a", "b"] and ex.labels == [0, 1, 0]
+    from weitiao.tasks.image_models import ImageProcessor
+
+    enc = task.encode(ImageProcessor(224, 224), ex, 128, cfg.task, labels.names)
+    assert enc.images.shape == (3, 3, 8, 8) and enc.processor.size == 8  # task.image_size: the saved processor's too
+    assert enc.images[0, 0, 0, 0] < 30 and enc.images[0, 0, 0, 7] > 225  # black top-left, white top-right (upscaled)
+    wrong = validate({"data": {"train": str(tmp_path / "d.csv.gz"), "header": False, "label_column": "4"},
+                      "task": {"type": "image_classification", "pixels": {"shape": [3, 3]}}})
+    with pytest.raises(UserError, match="task.pixels.shape"):
+        task.reader(wrong.data, wrong.task).read(wrong.data.train, "data.train", None)
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip")
+    with pytest.raises(UserError, match="not a readable gzip file"):
+        task.reader(cfg.data, cfg.task).read(str(tmp_path / "bad.csv.gz"), "data.train", None)

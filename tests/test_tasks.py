@@ -29,7 +29,7 @@ CITIES = ["paris", "london", "tokyo", "berlin", "madrid", "oslo"]
 FILLER = ["the", "a", "we", "saw", "today", "and", "then", "went", "home", "it", "was", "in", "on"]
 
 
-def classification_data(folder: Path, rng: random.Random) -> dict:
+def classification_data(folder: Path, rng: random.Random, n: int = 160) -> dict:
     """Sentiment by a keyword among filler words: learnable by a tiny model in a few steps."""
     def rows(n):
         out = []
@@ -40,12 +40,12 @@ def classification_data(folder: Path, rng: random.Random) -> dict:
             out.append(json.dumps({"text": " ".join(words), "label": label}))
         return out
 
-    for split, n in (("train", 160), ("dev", 40)):
-        (folder / f"{split}.jsonl").write_text("\n".join(rows(n)) + "\n")
+    for split, k in (("train", n), ("dev", 40)):
+        (folder / f"{split}.jsonl").write_text("\n".join(rows(k)) + "\n")
     return {"data": {"train": str(folder / "train.jsonl"), "validation": str(folder / "dev.jsonl"), "max_length": 32}}
 
 
-def token_classification_data(folder: Path, rng: random.Random) -> dict:
+def token_classification_data(folder: Path, rng: random.Random, n: int = 160) -> dict:
     """Person and location names among filler words, in CoNLL (IOB2)."""
     def sentence():
         words, tags = [], []
@@ -62,8 +62,8 @@ def token_classification_data(folder: Path, rng: random.Random) -> dict:
                 tags.append("O")
         return "\n".join(f"{w}\t{t}" for w, t in zip(words, tags))
 
-    for split, n in (("train", 160), ("dev", 40)):
-        (folder / f"{split}.conll").write_text("\n\n".join(sentence() for _ in range(n)) + "\n")
+    for split, k in (("train", n), ("dev", 40)):
+        (folder / f"{split}.conll").write_text("\n\n".join(sentence() for _ in range(k)) + "\n")
     return {"task": "token_classification", "data": {"train": str(folder / "train.conll"), "validation": str(folder / "dev.conll"), "max_length": 32}}
 
 
@@ -93,7 +93,7 @@ def multitask_data(folder: Path, rng: random.Random) -> dict:
     members = {}
     for name, make in (("sentiment", classification_data), ("entities", token_classification_data)):
         (folder / name).mkdir(exist_ok=True)
-        cfg = make(folder / name, rng)
+        cfg = make(folder / name, rng, n=112)  # two tasks: fewer rows each keeps the matrix as quick as for one
         members[name] = {"type": cfg.get("task", "classification"), "data": cfg["data"]}
     return {"task": {"type": "multitask", "tasks": members}}
 

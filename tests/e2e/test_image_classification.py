@@ -69,3 +69,17 @@ def test_head_only_computes_the_frozen_backbone_once_and_learns_the_same(image_r
     assert cached["validation"]["accuracy"] == plain["validation"]["accuracy"]
     assert cached["validation"]["loss"] == pytest.approx(plain["validation"]["loss"], rel=1e-4)
     assert cached["train"]["seconds"] < plain["train"]["seconds"]
+
+
+@pytest.mark.slow
+def test_digits_from_pixel_rows_train_far_above_chance(tmp_path):
+    """examples/digits.yaml (8x8 pixel rows as images, EfficientNet full fine-tuning), on 800 rows, two epochs."""
+    import json
+
+    from helpers import ROOT
+    from weitiao.cli import main
+
+    assert main(["train", str(ROOT / "examples/digits.yaml"), "--name", "digits", "--set", "training.epochs=2",
+                 "--set", "data.train_limit=800", "--set", f"output.dir={tmp_path}", "--set", "training.progress=false"]) == 0
+    metrics = json.loads((tmp_path / "digits" / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] > 0.6  # 10 balanced classes: a constant predictor scores about 0.1
