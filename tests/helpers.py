@@ -31,6 +31,34 @@ def tiny_bert(folder: Path, layers: int = 2, hidden: int = 32) -> Path:
     return folder
 
 
+def tiny_llama(folder: Path, texts: list[str], layers: int = 6, hidden: int = 32, vocab: int = 400, template: bool = True) -> Path:
+    """A randomly initialised Llama with a byte-level BPE tokenizer trained on `texts` (ChatML
+    special tokens, EOS <|im_end|>, pad <|endoftext|>; the ChatML chat template unless `template`
+    is False), saved as an HF folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from weitiao.tasks.lm_text import TEMPLATES
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=["<|im_start|>"])
+    if template:
+        tokenizer.chat_template = TEMPLATES["chatml"]
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                      initializer_range=0.3)  # larger than 0.02: the tied output layer can be confident, also when only LoRA learns
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    return folder
 
 
 def write_rows(path: Path, header: str | None, rows: list[str]) -> Path:

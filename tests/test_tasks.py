@@ -98,8 +98,30 @@ def multitask_data(folder: Path, rng: random.Random) -> dict:
     return {"task": {"type": "multitask", "tasks": members}}
 
 
+def causal_lm_data(folder: Path, rng: random.Random) -> dict:
+    """The keyword sentiment as instructions (alpaca records) answered with a word, on a tiny Llama
+    with its own byte-level BPE tokenizer."""
+    from helpers import tiny_llama
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            label = rng.choice(["positive", "negative"])
+            words = rng.sample(FILLER, 5) + [rng.choice(["great", "lovely", "superb"] if label == "positive" else ["awful", "dull", "bad"])]
+            rng.shuffle(words)
+            out.append({"instruction": "Is this positive or negative?", "input": " ".join(words), "output": label})
+        return out
+
+    train, dev = rows(160), rows(40)
+    (folder / "train.json").write_text(json.dumps(train))
+    (folder / "dev.json").write_text(json.dumps(dev))
+    model = tiny_llama(folder / "llama", [" ".join(r.values()) for r in train])
+    return {"model": str(model), "task": {"type": "causal_lm", "generate": {"samples": 2, "max_new_tokens": 2}}, "lr_scale": 10,
+            "data": {"train": str(folder / "train.json"), "validation": str(folder / "dev.json"), "max_length": 48}}
+
+
 TASK_DATA = {"classification": classification_data, "token_classification": token_classification_data,
-             "image_classification": image_classification_data, "multitask": multitask_data}
+             "image_classification": image_classification_data, "multitask": multitask_data, "causal_lm": causal_lm_data}
 
 
 def test_every_registered_task_has_test_data():
@@ -128,6 +150,7 @@ def test_task_trains_saves_reloads_and_scores_the_same(task, strategy, tmp_path)
 
     cfg = TASK_DATA[task](tmp_path, random.Random(0))
     method, lr = STRATEGIES[strategy]
+    lr *= cfg.pop("lr_scale", 1)  # a tiny randomly initialised LM needs larger steps than a pretrained encoder
     cfg = {"version": 1, "model": "minilm", **cfg, "strategy": method,
            "training": {"epochs": 3, "batch_size": 16, "lr": lr, "log_every": 1, "progress": False, "warmup_ratio": 0.0},
            "output": {"dir": str(tmp_path / "runs")}}
@@ -142,7 +165,7 @@ def test_task_trains_saves_reloads_and_scores_the_same(task, strategy, tmp_path)
     saved = json.loads((run / "metrics.json").read_text())["validation"]
     again = evaluate_file(str(run), cfg.get("data", {}).get("validation"))  # None: the run's own validation data (multi-task: each task's)
     metric = validate(cfg).training.metric  # the task's default
-    assert again[metric] == pytest.approx(saved[metric], abs=1e-6)
+    assert again[metric] == pytest.approx(saved[metric], rel=1e-6, abs=1e-6)
     assert again["loss"] == pytest.approx(saved["loss"], rel=1e-4, abs=1e-5)
 
 
@@ -166,7 +189,9 @@ def test_task_resumes_exactly_after_a_kill(task, tmp_path):
 
     from helpers import ROOT, tiny_bert
 
-    cfg = {"version": 1, "model": str(tiny_bert(tmp_path / "bert")), **TASK_DATA[task](tmp_path, random.Random(1)), "strategy": "full",
+    data = TASK_DATA[task](tmp_path, random.Random(1))
+    data.pop("lr_scale", None)
+    cfg = {"version": 1, "model": str(tiny_bert(tmp_path / "bert")), **data, "strategy": "full",
            "training": {"max_steps": 12, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 3, "eval_every": 6, "progress": False, "num_threads": 2},
            "output": {"dir": str(tmp_path / "runs")}}
     config = write_config(tmp_path / "c.yaml", cfg)
@@ -195,7 +220,7 @@ def test_the_forgetting_probe_measures_any_task(task, tmp_path):
     for name, seed in (("A", 2), ("B", 3)):
         (tmp_path / name).mkdir()
         runs[name] = {"version": 1, "model": str(tiny_bert(tmp_path / "bert")) if name == "A" else str(tmp_path / "runs" / "A" / "model"),
-                      **TASK_DATA[task](tmp_path / name, random.Random(seed)),
+                      **{k: v for k, v in TASK_DATA[task](tmp_path / name, random.Random(seed)).items() if k != "lr_scale"},
                       "training": {"max_steps": 6, "batch_size": 16, "lr": 1e-3, "progress": False}, "output": {"dir": str(tmp_path / "runs")}}
         if name == "B":
             runs[name]["model"] = str(tmp_path / "runs" / "A" / "model")
@@ -204,7 +229,7 @@ def test_the_forgetting_probe_measures_any_task(task, tmp_path):
     metric = validate(runs["A"]).training.metric  # the task's default
     own = json.loads((tmp_path / "runs" / "A" / "metrics.json").read_text())["validation"]
     probe = json.loads((tmp_path / "runs" / "B" / "metrics.json").read_text())["probe"]
-    assert probe["before"][metric] == pytest.approx(own[metric], abs=1e-9)
+    assert probe["before"][metric] == pytest.approx(own[metric], rel=1e-6, abs=1e-9)  # rel: a perplexity is an exponential
     assert probe["before"]["loss"] == pytest.approx(own["loss"], rel=1e-5)
     assert metric in probe["after"]
 

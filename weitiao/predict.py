@@ -174,7 +174,8 @@ def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None
     return metrics
 
 
-def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None, output: str | None, batch_size: int | None = None) -> list[dict]:
+def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None, output: str | None, batch_size: int | None = None,
+            sampling=None) -> list[dict]:
     """The task's prediction for each input (a classifier: label and probabilities; a token
     classifier: entities, words and tags); JSON lines on stdout, or a .jsonl/.csv file.
 
@@ -184,7 +185,7 @@ def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None,
     check_output(output, (".jsonl", ".csv"))
     check_texts(texts)
     run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir)
-    rows = predict_rows(run, texts, file, batch_size)
+    rows = predict_rows(run, texts, file, batch_size, sampling)
     _write_predictions(rows, output, run.task)
     return rows
 
@@ -202,13 +203,64 @@ def check_texts(texts: list[str] | None) -> None:
             raise UserError("--text", f"text {i} holds {t[e.start]!r}, which is not valid Unicode", "pass the text as UTF-8") from None
 
 
-def predict_rows(run: LoadedRun, texts: list[str] | None, file: str | None = None, batch_size: int | None = None) -> list[dict]:
-    """What `predict` prints, as a list (the Python API's `Run.predict`); `texts` already checked (`check_texts`)."""
+def predict_rows(run: LoadedRun, texts: list[str] | None, file: str | None = None, batch_size: int | None = None,
+                 sampling=None) -> list[dict]:
+    """What `predict` prints, as a list (the Python API's `Run.predict`); `texts` already checked (`check_texts`).
+
+    A generative task answers (`sampling`: a generation.Sampling; default: its task.generate settings)."""
     ex = read_rows(run, file, "--file", None) if file else run.task.examples_from_texts(list(texts), run.tokenizer, run.opts)
+    if hasattr(run.task, "answer"):
+        return run.task.answer(run, ex, default_sampling(run.opts, sampling), batch_size)
+    if sampling:
+        raise UserError("--" + next(iter(sampling)).replace("_", "-"), f"a {run.opts.type} run does not generate text",
+                        "leave out the generation options")
     enc = run.task.encode(run.tokenizer, ex, run.data.max_length, run.opts, run.names)
     report_truncated(run, enc)
     result = scored(run, enc, batch_size)
     return run.task.decode(result.outputs, enc, ex, run.names, run.opts)
+
+
+def default_sampling(opts, given: dict | None = None):
+    """The generation settings of a run's task.generate section, with those `given` (command-line options) over them."""
+    from weitiao.tasks.generation import Sampling
+
+    g = opts.generate
+    return Sampling(**({"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p} | (given or {})))
+
+
+def chat(run_dir: str, stdin=None, stdout=None, sampling=None) -> None:
+    """`weitiao chat RUN`: a conversation with a causal LM run, kept turn after turn (/reset forgets it,
+    /exit or end of input leaves)."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    run = open_run(run_dir)
+    if not hasattr(run.task, "answer"):
+        raise UserError("run_dir", f"'{run_dir}' is a {run.opts.type} run, which does not generate text", "chat with a causal_lm run")
+    if not getattr(run.tokenizer, "chat_template", None) or getattr(run.model.config, "weitiao_prompts", "chat") != "chat":
+        raise UserError("run_dir", f"'{run_dir}' learned to continue plain text, not conversations", "use `weitiao predict --prompt` to continue a text")
+    from weitiao.data.examples import Examples
+
+    sampling = default_sampling(run.opts, sampling)
+    history: tuple = (("system", run.opts.system),) if run.opts.system else ()
+    start = history
+    interactive = stdin.isatty()
+    while True:
+        if interactive:
+            stdout.write("> ")
+            stdout.flush()
+        line = stdin.readline()
+        if not line or line.strip() == "/exit":
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/reset":
+            history = start
+            continue
+        conv = history + (("user", text),)
+        answer = run.task.answer(run, Examples([conv], None, None, [1], "chat"), sampling)[0]["generation"]
+        history = conv + (("assistant", answer),)
+        stdout.write(answer + "\n")
+        stdout.flush()
 
 
 def _write_predictions(rows: list[dict], output: str | None, task) -> None:

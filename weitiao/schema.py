@@ -32,7 +32,8 @@ class DataConfig(Section):
     train: str | None = None  # required, except for a multi-task run (each task names its own)
     validation: str | None = None
     test: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "hf", "conll"] = "auto"
+    # the file's format; or what its records are, for a causal LM (alpaca, chat, text: read from json/jsonl/csv/parquet/txt)
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "hf", "conll", "alpaca", "chat", "text"] = "auto"
     header: bool | None = None  # None: detect (a first row naming the configured columns)
     columns: list[str] | None = None  # names for the columns of a file without a header
     text_column: str = "text"

@@ -66,6 +66,9 @@ def read_table(path: str, field: str, fmt: str = "auto", header: bool | None = N
     if not p.exists():
         raise UserError(field, f"file '{path}' does not exist", "check the path (relative paths start from the current directory)")
     fmt = detect_format(p, field) if fmt == "auto" else fmt
+    if fmt in ("alpaca", "chat", "text"):
+        raise UserError("data.format", f"'{fmt}' names the records of a causal language model, which this task does not read",
+                        "set task: causal_lm, or data.format to the file's format (csv, tsv, jsonl, json, parquet)")
     if fmt == "conll":
         raise UserError("data.format", f"'conll' files hold words and tags ('{path}'), which only token classification reads",
                         "set task: token_classification, or give a csv, tsv, jsonl, json or parquet file")

@@ -60,3 +60,44 @@ class ForgettingProbe:
         scored = score(self.model.to(device), self.task, self.data, pad_id(run.tokenizer), len(run.names), run.opts, self.batch_size, device)
         metrics = self.task.headline(self.task.metrics(scored.outputs, self.data, run.names, run.opts))
         return metrics | {"loss": scored.loss}
+
+
+class TextProbe:
+    """A language model's forgetting probe: its perplexity on reference text (`strategy.probe` names
+    a file: .txt paragraphs, or records the run's data format reads), before training and after.
+    What fine-tuning on instructions costs the model's grip on ordinary text."""
+
+    def __init__(self, path: str, task, opts, data, tokenizer, batch_size: int):
+        from weitiao.data import replace_section
+
+        if not Path(path).is_file():
+            raise UserError("strategy.probe", f"'{path}' is neither a run folder nor a file",
+                            "name a finished run folder, or (causal LM) a file of reference text")
+        self.task, self.opts, self.tokenizer, self.batch_size = task, opts, tokenizer, batch_size
+        self.run_dir = path
+        reader = task.reader(replace_section(data, format="auto"), opts)
+        ex = reader.read_inputs(path, "strategy.probe")
+        texts = [t if isinstance(t, str) else "\n".join(c for _, c in t) for t in ex.text if t]
+        if not texts:
+            raise UserError("strategy.probe", f"'{path}' has no text", "give a file of reference text")
+        from weitiao.tasks.lm_text import encode_documents
+
+        self.data = encode_documents(tokenizer, texts, data.max_length, 0)
+
+    def encoder_state(self, model):
+        return model  # the whole model is scored as it is
+
+    @torch.no_grad()
+    def score(self, model, device) -> dict:
+        from weitiao.evaluate.scoring import pad_id, score
+
+        scored = score(model.to(device), self.task, self.data, pad_id(self.tokenizer), 0, self.opts, self.batch_size, device)
+        metrics = self.task.metrics(scored.outputs, self.data, [], self.opts)
+        return {"perplexity": metrics["perplexity"], "loss": scored.loss}
+
+
+def make_probe(path: str, task, opts, data, tokenizer, batch_size: int):
+    """The probe `strategy.probe` names: a run folder (any task), or for a causal LM a file of reference text."""
+    if Path(path).is_file() and task.name == "causal_lm":
+        return TextProbe(path, task, opts, data, tokenizer, batch_size)
+    return ForgettingProbe(path, batch_size)

@@ -23,6 +23,13 @@ def pad_id(processor) -> int:
     return getattr(processor, "pad_token_id", None) or 0
 
 
+def task_forward(task, model, batch: dict, labels=None):
+    """The model's output on a batch, as the task's `loss` and `outputs` read it: the logits, or what
+    the task's own `forward` makes (a causal LM runs its output layer on target positions only)."""
+    own = getattr(task, "forward", None)
+    return own(model, batch, labels) if own is not None else model(**batch).logits
+
+
 @torch.no_grad()
 def score(model, task, enc, pad_id: int, num_labels: int, opts, batch_size: int, device, forward=None) -> Scored:
     """Run `model` over every row of `enc` (batches sorted by length: least padding).
@@ -38,7 +45,7 @@ def score(model, task, enc, pad_id: int, num_labels: int, opts, batch_size: int,
     for index in sorted_batches(enc.lengths, batch_size, getattr(enc, "groups", None)):
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in task.collate(enc, index, pad_id, num_labels, opts).items()}
         labels = batch.pop("labels", None)
-        logits = forward(model, batch, index) if forward else model(**batch).logits
+        logits = forward(model, batch, index) if forward else task_forward(task, model, batch, labels)
         for i, out in zip(index, task.outputs(logits, enc, index, opts)):
             outputs[i] = out
         if labels is not None:

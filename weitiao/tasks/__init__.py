@@ -76,7 +76,7 @@ def register_task(task: Task) -> Task:
 
 def load_all() -> dict[str, Task]:
     # Importing a task's module registers it: this line is the one list of them.
-    from weitiao.tasks import classification, image_classification, token_classification  # noqa: F401
+    from weitiao.tasks import causal_lm, classification, image_classification, token_classification  # noqa: F401
     from weitiao.tasks import multitask  # noqa: F401  (after the tasks it combines)
 
     return TASKS

@@ -99,9 +99,22 @@ def load_saved(auto_class, model_dir):
 
         model = auto_class.from_config(config)
         insert_adapters(model, adapter["size"], adapter["type"])
-        model.load_state_dict(_current_names(model, load_file(str(model_dir / "model.safetensors"))), strict=True)
+        result = model.load_state_dict(_current_names(model, load_file(str(model_dir / "model.safetensors"))), strict=False)
+        missing = set(result.missing_keys) - tied_names(model)  # a tied output layer is saved once, under the input embeddings' name
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"'{model_dir}' does not match its config: missing {sorted(missing)[:3]}, unexpected {result.unexpected_keys[:3]}")
         return model
     return auto_class.from_pretrained(str(model_dir))
+
+
+def tied_names(model) -> set[str]:
+    """Names of parameters that share their tensor with an earlier-named one (a tied output layer)."""
+    seen, tied = set(), set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            tied.add(name)
+        seen.add(id(p))
+    return tied
 
 
 def _current_names(model, state: dict) -> dict:

@@ -67,7 +67,8 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
                save_best: Callable[[object], None], run_dir: Path, log, opts,
                count_targets: Callable[[dict], int] | None = None, penalty: Callable[[], torch.Tensor] | None = None,
                on_progress: Callable[[int, int], bool] | None = None, resume: Path | None = None,
-               checkpoint_meta: dict | None = None, train_mode: Callable[[object], None] | None = None) -> LoopResult:
+               checkpoint_meta: dict | None = None, train_mode: Callable[[object], None] | None = None,
+               after_eval: Callable[[dict], None] | None = None) -> LoopResult:
     """Train `model` as `opts` (the training section) says.
 
     Args:
@@ -129,6 +130,8 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
             st.bad_evals += 1
         record = {"step": st.step, "epoch": round(epoch, 4), "eval": metrics, "best": st.best}
         write(record)
+        if main and after_eval is not None:
+            after_eval(record)
         history.append(record)
         if main:
             bar.write(f"eval step {st.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))

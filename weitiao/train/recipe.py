@@ -83,7 +83,7 @@ def prepare(cfg: RunConfig) -> Prepared:
 
     import torch
 
-    from weitiao.evaluate.forgetting import ForgettingProbe
+    from weitiao.evaluate.forgetting import make_probe
     from weitiao.models import resolve_model
     from weitiao.strategies import apply_strategy, get_strategy
     from weitiao.strategies.l2sp import l2sp_for
@@ -104,6 +104,11 @@ def prepare(cfg: RunConfig) -> Prepared:
     torch.manual_seed(t.seed)  # the new head's initial weights
     attention = t.attention if t.attention != "auto" else (None if cuda else "eager")
     data.report["truncated"] = {split: enc.truncated for split, enc in encoded.items()} | {"max_length": cfg.data.max_length}
+    dropped = {split: enc.dropped for split, enc in encoded.items() if getattr(enc, "dropped", 0)}
+    if dropped:  # examples with nothing left to learn once cut to data.max_length (a response cut away)
+        data.report["dropped_no_targets"] = dropped
+        say(f"dropped {', '.join(f'{n} {split}' for split, n in dropped.items())} example(s) whose every target token lies past "
+            f"data.max_length ({cfg.data.max_length} tokens); raise data.max_length to keep them")
     skipped = {split: getattr(enc, "skipped", []) for split, enc in encoded.items()}
     if any(skipped.values()):  # images that could not be decoded
         data.report["unreadable"] = {split: len(bad) for split, bad in skipped.items()}
@@ -111,13 +116,15 @@ def prepare(cfg: RunConfig) -> Prepared:
             for file, reason in bad[:3]:
                 say(f"skipped unreadable {split} file '{file}' ({reason})")
     model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, getattr(tokenizer, "pad_token_id", None))
+    if hasattr(task, "configure_model"):  # what the task settles on the model from its processor (a causal LM: where generation stops)
+        task.configure_model(model, tokenizer, opts, encoded["train"])
     if t.gradient_checkpointing:
         enable_checkpointing(model)
     # Only where the task reads one position (a sequence classifier): a token classifier needs every output.
     pruned = t.prune_last_layer and task.reads_one_position and prune_last_layer(model)
     probe = before = None
     if s.probe:
-        probe = ForgettingProbe(s.probe, eval_batch_size(t.eval_batch_size, cuda))
+        probe = make_probe(s.probe, task, opts, cfg.data, tokenizer, eval_batch_size(t.eval_batch_size, cuda))
         before = probe.score(probe.encoder_state(model), torch.device("cuda" if cuda else "cpu"))  # where `after` is scored
     selection = apply_strategy(model, s, task.peft_task_type)
     groups = build_param_groups(selection.model, selection.all_trainable_later or None, t.lr, t.weight_decay,
@@ -202,6 +209,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     multiple = t.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
     steps = TaskSteps(task, opts, encoded, names, pad_id(tokenizer), accelerator, eval_batch_size(t.eval_batch_size, accelerator.device.type == "cuda"),
                       s.label_smoothing, multiple)
+    steps.processor = tokenizer
     lengths = encoded["train"].lengths
     if t.auto_batch_size:
         t = auto_batch(model, steps, lengths, t, accelerator, tell)
@@ -245,7 +253,8 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
                         compute_loss=steps.loss, count_targets=steps.count_targets, penalty=setup.l2sp.penalty if setup.l2sp else None,
                         evaluate=steps.validation_headline, save_best=save_best,
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
-                        checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data, cfg.task)}, train_mode=train_mode)
+                        checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data, cfg.task)}, train_mode=train_mode,
+                        after_eval=lambda record: write_generations(run_dir, record["step"], steps.latest_generations))
     if main:
         finish(setup, run_dir, accelerator, log, steps, result, t.metric, s.probe)
     return run_dir
@@ -261,6 +270,8 @@ class TaskSteps:
         self.accelerator, self.eval_batch, self.label_smoothing, self.multiple = accelerator, eval_batch, label_smoothing, multiple
         self.cache = None
         self.latest_validation = self.best_validation = None  # full metrics of the last evaluation, and of the saved best model
+        self.processor = None  # the tokenizer (generative tasks generate at evaluation)
+        self.latest_generations: list[dict] = []  # a generative task's answers to held-out prompts at the last evaluation
 
     def collate(self, split: str, index: list[int], multiple: int = 1) -> dict:
         return self.task.collate(self.encoded[split], index, self.pad_id, len(self.names), self.opts, multiple)
@@ -271,9 +282,11 @@ class TaskSteps:
             batch["cache_index"] = list(index)  # stays on the host (the loop moves only tensors)
         return batch
 
-    def logits(self, m, batch: dict, split: str = "train", index: list[int] | None = None):
+    def logits(self, m, batch: dict, split: str = "train", index: list[int] | None = None, labels=None):
         if self.cache is None:
-            return m(**batch).logits
+            from weitiao.evaluate.scoring import task_forward
+
+            return task_forward(self.task, m, batch, labels)
         index = batch.pop("cache_index") if index is None else index
         longest = batch["input_ids"].shape[1] if "input_ids" in batch else 1
         with self.cache.replaying(self.cache.batch(split, index, longest)):
@@ -285,7 +298,7 @@ class TaskSteps:
         augment = getattr(self.task, "augment", None)  # optional: a task that transforms training batches on their device
         if augment is not None:
             batch = augment(batch, self.encoded["train"], self.opts)
-        return self.task.loss(self.logits(m, batch), labels, self.opts, self.label_smoothing)[0]
+        return self.task.loss(self.logits(m, batch, labels=labels), labels, self.opts, self.label_smoothing)[0]
 
     def count_targets(self, batch: dict) -> int:
         return self.task.count_targets(batch)
@@ -321,8 +334,19 @@ class TaskSteps:
         metrics = self.task.metrics(outputs, enc, self.names, self.opts)
         count = sum(part.count for _, part in pieces)
         metrics["loss"] = sum(part.loss_sum for _, part in pieces) / max(count, 1)
+        if hasattr(self.task, "generations") and split == "validation":  # a generative task answers held-out prompts
+            scores, self.latest_generations = self.task.generations(acc.unwrap_model(m), enc, self.processor, self.opts, acc.device)
+            metrics.update(scores)
         release_host_memory()  # evaluation batches are larger than training ones: give their buffers back
         return metrics
+
+
+def write_generations(run_dir: Path, step: int, records: list[dict]) -> None:
+    """A generative task's answers to its held-out prompts at one evaluation, beside their references
+    (generations.jsonl in the run folder, one line per prompt, each with the step)."""
+    with open(run_dir / "generations.jsonl", "a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps({"step": step, **r}, ensure_ascii=False) + "\n")
 
 
 def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, result, metric: str, probe_run: str | None) -> None:
