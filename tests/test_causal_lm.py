@@ -336,3 +336,47 @@ def test_chat_keeps_the_conversation(lm, tmp_path):
     out = io.StringIO()
     chat(str(tmp_path / "runs" / "c"), io.StringIO("hello\n/reset\nit was great\n/exit\nnever read\n"), out, {"max_new_tokens": 3})
     assert len(out.getvalue().splitlines()) == 2
+
+
+@pytest.mark.parametrize("records, field, words", [
+    ([{"messages": "hi"}], "data.train", "not a list"),
+    ([{"messages": [{"role": "robot", "content": "x"}]}], "data.train", "role 'robot'"),
+    ([{"messages": [{"role": "user"}]}], "data.train", "message 1"),
+    ([{"instruction": "x", "output": 3}], "data.train", "'output' is a int"),
+    ([{"question": "x", "answer": "y"}], "data.format", "cannot tell"),
+])
+def test_bad_records_name_the_field_and_write_nothing(lm, tmp_path, capsys, records, field, words):
+    from weitiao.cli import main
+
+    (tmp_path / "t.json").write_text(json.dumps(records * 4))
+    cfg = {"version": 1, "model": str(lm), "task": "causal_lm", "data": {"train": str(tmp_path / "t.json")},
+           "output": {"dir": str(tmp_path / "runs")}}
+    assert main(["train", str(write_config(tmp_path / "c.yaml", cfg)), "--name", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {field}") and words in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_mistakes_of_a_language_model_run(lm, tmp_path, capsys):
+    from weitiao.cli import main
+
+    data = alpaca_files(tmp_path / "d", 16)
+    no_template = tiny_llama(tmp_path / "plain", ["hello world"] * 10, template=False)
+    capsys.readouterr()
+    cases = [({"model": str(no_template), "task": "causal_lm", "data": data}, "error: task.template"),
+             ({"model": str(lm), "task": "classification", "data": data}, "error: data.format"),
+             ({"model": str(lm), "task": {"type": "causal_lm", "train_on": "answers"}, "data": data}, "error: task.train_on"),
+             ({"model": str(lm), "task": {"type": "causal_lm", "template": "chatlm"}, "data": data}, "error: task.template")]
+    for i, (cfg, start) in enumerate(cases):
+        cfg = {"version": 1, **cfg, "output": {"dir": str(tmp_path / "runs")}}
+        assert main(["train", str(write_config(tmp_path / f"c{i}.yaml", cfg)), "--name", "x"]) == 2, cfg
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(start) and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_generation_options_on_a_classifier_are_refused(tmp_path, capsys):
+    from weitiao.cli import main
+
+    assert main(["predict", str(tmp_path), "--text", "hi", "--max-new-tokens", "0"]) == 2
+    assert "error: --max-new-tokens" in capsys.readouterr().err

@@ -120,8 +120,29 @@ def causal_lm_data(folder: Path, rng: random.Random) -> dict:
             "data": {"train": str(folder / "train.json"), "validation": str(folder / "dev.json"), "max_length": 48}}
 
 
+def seq2seq_data(folder: Path, rng: random.Random) -> dict:
+    """Digits spelled as words ("3 1" -> "three one") on a tiny BART (6 layers in each stack)."""
+    from helpers import tiny_bart
+
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            digits = [rng.randrange(10) for _ in range(rng.randint(2, 4))]
+            out.append(json.dumps({"source": " ".join(map(str, digits)), "target": " ".join(words[d] for d in digits)}))
+        return out
+
+    for split, k in (("train", 160), ("dev", 24)):
+        (folder / f"{split}.jsonl").write_text("\n".join(rows(k)) + "\n")
+    model = tiny_bart(folder / "bart", [" ".join(map(str, range(10))), " ".join(words)] * 10, layers=6, hidden=32, init_std=0.3)
+    return {"model": str(model), "task": {"type": "seq2seq", "generate": {"samples": 2, "max_new_tokens": 12}}, "lr_scale": 10,
+            "data": {"train": str(folder / "train.jsonl"), "validation": str(folder / "dev.jsonl"), "max_length": 24}}
+
+
 TASK_DATA = {"classification": classification_data, "token_classification": token_classification_data,
-             "image_classification": image_classification_data, "multitask": multitask_data, "causal_lm": causal_lm_data}
+             "image_classification": image_classification_data, "multitask": multitask_data, "causal_lm": causal_lm_data,
+             "seq2seq": seq2seq_data}
 
 
 def test_every_registered_task_has_test_data():

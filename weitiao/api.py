@@ -58,8 +58,9 @@ class Run:
         return json.loads((self.path / "metrics.json").read_text())
 
     @_plain_errors
-    def predict(self, inputs: list[str] | str, batch_size: int | None = None) -> list[dict]:
-        """One object per input, in order, as `weitiao predict` prints them."""
+    def predict(self, inputs: list[str] | str, batch_size: int | None = None, **generation) -> list[dict]:
+        """One object per input, in order, as `weitiao predict` prints them. A causal LM run answers each
+        prompt; `generation`: max_new_tokens, temperature, top_p, num_beams (default: the run's task.generate)."""
         from weitiao.predict import check_texts, open_run, predict_rows
 
         if isinstance(inputs, str):
@@ -69,7 +70,10 @@ class Run:
         check_texts(list(inputs))
         if self._loaded is None:
             self._loaded = open_run(str(self.path))
-        return predict_rows(self._loaded, list(inputs), None, batch_size)
+        unknown = set(generation) - {"max_new_tokens", "temperature", "top_p", "num_beams"}
+        if unknown:
+            raise UserError(sorted(unknown)[0], "is not a generation option", "use max_new_tokens, temperature, top_p or num_beams")
+        return predict_rows(self._loaded, list(inputs), None, batch_size, generation or None)
 
 
 @_plain_errors

@@ -59,7 +59,8 @@ def open_run(run_dir: str) -> LoadedRun:
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad  # runs saved before the pad token was settled
-    return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, label_names(model), cfg)
+    names = [] if hasattr(task, "generations") else label_names(model)  # a generative task has no label set
+    return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg)
 
 
 def _device():
@@ -167,6 +168,8 @@ def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None
     result = scored(run, enc, batch_size)
     metrics = run.task.metrics(result.outputs, enc, run.names, run.opts)
     metrics["loss"] = result.loss
+    if hasattr(run.task, "generations"):  # a generative task: its outputs generated and scored too
+        metrics.update(run.task.generations(run.model, enc, run.tokenizer, run.opts, _device())[0])
     metrics["truncated"] = enc.truncated
     print(json.dumps(run.task.headline(metrics) | {"n": metrics["n"], "truncated": enc.truncated}))
     if output:
@@ -225,7 +228,8 @@ def default_sampling(opts, given: dict | None = None):
     from weitiao.tasks.generation import Sampling
 
     g = opts.generate
-    return Sampling(**({"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p} | (given or {})))
+    own = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p, "num_beams": getattr(g, "num_beams", 1)}
+    return Sampling(**(own | (given or {})))
 
 
 def chat(run_dir: str, stdin=None, stdout=None, sampling=None) -> None:

@@ -45,6 +45,8 @@ class DataConfig(Section):
     tokens_column: str = "tokens"  # token classification: a list of words per row
     tags_column: str = "tags"  # token classification: a list of tags per row, one per word
     image_column: str = "image"  # image classification from a table: image paths (relative to the table's folder)
+    source_column: str = "source"  # seq2seq: the input text
+    target_column: str = "target"  # seq2seq: the text to produce
     max_length: int = Field(128, ge=8, le=8192)
     train_limit: int | None = Field(None, ge=1)  # seeded random subset of the training rows
     split: SplitConfig = SplitConfig()

@@ -58,8 +58,10 @@ class ForgettingProbe:
         encoder.load_state_dict(encoder_state, strict=False)
         run = self.run
         scored = score(self.model.to(device), self.task, self.data, pad_id(run.tokenizer), len(run.names), run.opts, self.batch_size, device)
-        metrics = self.task.headline(self.task.metrics(scored.outputs, self.data, run.names, run.opts))
-        return metrics | {"loss": scored.loss}
+        metrics = self.task.metrics(scored.outputs, self.data, run.names, run.opts)
+        if hasattr(self.task, "generations"):  # a generative task's metrics come from its generated outputs too
+            metrics.update(self.task.generations(self.model, self.data, run.tokenizer, run.opts, device)[0])
+        return self.task.headline(metrics) | {"loss": scored.loss}
 
 
 class TextProbe:

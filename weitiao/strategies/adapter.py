@@ -17,8 +17,8 @@ from weitiao.strategies import Selection, register, set_trainable
 from weitiao.strategies.layers import find_layer_stack, find_parts
 
 # Output projections, by the names the common architectures give them.
-ATTENTION_OUT = ("attention.output.dense", "self_attn.o_proj", "attn.c_proj", "attention.out_proj", "self_attn.out_proj")
-FFN_OUT = ("output.dense", "mlp.down_proj", "mlp.c_proj", "mlp.fc2", "fc2", "intermediate.dense_out")
+ATTENTION_OUT = ("attention.output.dense", "self_attn.o_proj", "attn.c_proj", "attention.out_proj", "self_attn.out_proj", "SelfAttention.o")
+FFN_OUT = ("output.dense", "mlp.down_proj", "mlp.c_proj", "mlp.fc2", "fc2", "intermediate.dense_out", "DenseReluDense.wo")
 
 
 class Bottleneck(nn.Module):
@@ -59,9 +59,10 @@ def adapter_sites(layer: nn.Module, kind: str) -> list[str]:
 
 def insert_adapters(model: nn.Module, size: int, kind: str) -> int:
     """Wrap the output projections of every layer; returns how many adapters were added."""
-    _, stack = find_layer_stack(model)
+    prefixes = find_parts(model).layers_prefix
+    stacks = [model.get_submodule(p) for p in prefixes] if isinstance(prefixes, tuple) else [find_layer_stack(model)[1]]
     count = 0
-    for layer in stack:
+    for layer in (layer for stack in stacks for layer in stack):  # an encoder-decoder: both stacks
         sites = adapter_sites(layer, kind)
         if not sites:
             raise UserError("strategy.method", f"adapter: no output projection found in {type(layer).__name__}",

@@ -17,8 +17,8 @@ from weitiao.errors import UserError
 
 @dataclass
 class Parts:
-    layers_prefix: str  # e.g. "bert.encoder.layer"
-    num_layers: int
+    layers_prefix: str | tuple[str, ...]  # e.g. "bert.encoder.layer"; an encoder-decoder: both stacks
+    num_layers: int  # layers of the (deepest) stack
     head: list[str]  # parameter-name prefixes of the task head
     embeddings: list[str]  # parameter-name prefixes of the embeddings
     head_groups: dict[str, str] | None = None  # head prefix -> its LR group (a model with a head per task)
@@ -62,6 +62,8 @@ def find_parts(model: nn.Module) -> Parts:
     """The parts of a model; one that is not a transformers model declares its embeddings and head
     in `weitiao_parts` (weitiao's model adapters do: tasks/image_models.py)."""
     model = unwrap(model)
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return encoder_decoder_parts(model)
     prefix, stack = find_layer_stack(model)
     declared = getattr(model, "weitiao_parts", None)
     if declared:
@@ -72,6 +74,31 @@ def find_parts(model: nn.Module) -> Parts:
     embeddings = sorted({_top(n, base) for n in names if n.startswith(base + ".") and not n.startswith(prefix + ".")
                          and ".pooler." not in n and _is_embedding(n)})
     return Parts(prefix, len(stack), head, embeddings)
+
+
+def encoder_decoder_parts(model: nn.Module) -> Parts:
+    """An encoder-decoder (T5, BART, ...) has two layer stacks. Layer-aware strategies see both: layer i
+    is the i-th block of each stack (freeze_bottom 2 freezes the bottom two of the encoder and of the
+    decoder; layer-wise decay gives both the same rate). The embeddings are the token (and position)
+    embeddings; the head is the output layer (the shared embedding matrix when tied) and the final norms."""
+    stacks = {}
+    for side in ("encoder", "decoder"):
+        lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0
+                 and len({type(x) for x in m}) == 1 and side in n.split(".")]
+        if not lists:
+            raise UserError("strategy", f"cannot find the {side} layers of {type(model).__name__}",
+                            "name the parameters to train with strategy.include (a regex)")
+        stacks[side] = max(lists, key=lambda item: len(item[1]))
+    prefixes = tuple(stacks[s][0] for s in ("encoder", "decoder"))
+    names = [n for n, _ in model.named_parameters()]
+    outside = [n for n in names if not n.startswith(tuple(p + "." for p in prefixes))]
+    module_of = {id(m): n + "." for n, m in model.named_modules()}
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    tied = out is not None and inp is not None and out.weight is inp.weight
+    output = module_of.get(id(inp if tied else out))
+    head = sorted({output} | {n.rsplit(".", 1)[0] + "." for n in outside if "final" in n or n.startswith("final_logits")} - {None})
+    embeddings = sorted({n.rsplit(".", 1)[0] + "." for n in outside if ("embed" in n or "shared" in n) and not n.startswith(tuple(head))})
+    return Parts(prefixes, max(len(stacks[s][1]) for s in stacks), head, embeddings)
 
 
 def _top(name: str, base: str) -> str:
@@ -87,17 +114,21 @@ def _is_embedding(name: str) -> bool:
     return "embed" in name or ".wte." in name or ".wpe." in name
 
 
-def layer_index(name: str, stack_prefix: str) -> int | None:
-    """The layer number of a parameter inside the stack, or None."""
-    if not name.startswith(stack_prefix + "."):
-        return None
-    return int(name[len(stack_prefix) + 1 :].split(".", 1)[0])
+def layer_index(name: str, stack_prefix: str | tuple[str, ...]) -> int | None:
+    """The layer number of a parameter inside its stack (an encoder-decoder: inside either), or None."""
+    for prefix in stack_prefix if isinstance(stack_prefix, tuple) else (stack_prefix,):
+        if name.startswith(prefix + "."):
+            return int(name[len(prefix) + 1 :].split(".", 1)[0])
+    return None
 
 
 def group_name(name: str, parts: Parts, base: str) -> str:
-    """Row of the parameter table: 'layer 3', or the module name ('bert.embeddings')."""
+    """Row of the parameter table: 'bert.encoder.layer.3', or the module name ('bert.embeddings')."""
     i = layer_index(name, parts.layers_prefix)
-    return f"{parts.layers_prefix}.{i}" if i is not None else _top(name, base).rstrip(".")
+    if i is None:
+        return _top(name, base).rstrip(".")
+    prefixes = parts.layers_prefix if isinstance(parts.layers_prefix, tuple) else (parts.layers_prefix,)
+    return f"{next(p for p in prefixes if name.startswith(p + '.'))}.{i}"
 
 
 def require_layers(spec, parts: Parts, method: str) -> int:

@@ -76,7 +76,7 @@ def register_task(task: Task) -> Task:
 
 def load_all() -> dict[str, Task]:
     # Importing a task's module registers it: this line is the one list of them.
-    from weitiao.tasks import causal_lm, classification, image_classification, token_classification  # noqa: F401
+    from weitiao.tasks import causal_lm, classification, image_classification, seq2seq, token_classification  # noqa: F401
     from weitiao.tasks import multitask  # noqa: F401  (after the tasks it combines)
 
     return TASKS
@@ -105,6 +105,16 @@ def check_data_keys(data, task_type: str, field: str = "data") -> None:
         if users:
             reads = f"; this task reads {field}.{f', {field}.'.join(sorted(mine))}" if mine else ""
             raise UserError(f"{field}.{key}", f"is not read by task '{task_type}'", f"remove it (it is for {', '.join(users)})" + reads)
+
+
+def pick_metrics(metrics: dict, keys: tuple[str, ...]) -> dict:
+    """The named metrics that have a value, in that order (a task's `headline`)."""
+    return {k: metrics[k] for k in keys if metrics.get(k) is not None}
+
+
+def metrics_line(metrics: dict, keys: tuple[str, ...]) -> str:
+    """`k=v, ...` of the named metrics that have a value (a task's `summary`)."""
+    return ", ".join(f"{k}={v:.4f}" for k, v in pick_metrics(metrics, keys).items())
 
 
 def canonical_name(name):

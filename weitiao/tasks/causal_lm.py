@@ -24,7 +24,7 @@ from pydantic import Field
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
-from weitiao.tasks import register_task
+from weitiao.tasks import metrics_line, pick_metrics, register_task
 from weitiao.tasks.lm_text import END_OF_TURN, TEMPLATES, Encoded, alpaca_conversation
 
 if TYPE_CHECKING:
@@ -227,6 +227,7 @@ class CausalLM:
     reads_one_position = False
     default_strategy = {"method": "lora", "r": 16, "alpha": 32}  # when the config names none
     default_max_length = 512
+    cpu_attention = "sdpa"  # SmolLM2, LoRA, 3 steps of 8 x 256 tokens on 2 cores: 41.7 s and 7.4 GB against eager's 50.2 s and 9.1 GB
 
     too_long = "cut to data.max_length ({n} tokens)"
     too_long_note = "{k} of {n} examples were longer than data.max_length ({m} tokens) and were cut to it"
@@ -243,11 +244,11 @@ class CausalLM:
 
     def headline(self, metrics: dict) -> dict:
         keys = ("perplexity", "token_accuracy", "rouge_l", "bleu", "chrf", "loss")
-        return {k: metrics[k] for k in keys if metrics.get(k) is not None}
+        return pick_metrics(metrics, keys)
 
     def summary(self, metrics: dict) -> str:
         keys = ("perplexity", "token_accuracy", "rouge_l", "bleu", "chrf")
-        return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
+        return metrics_line(metrics, keys)
 
     def reader(self, data, opts) -> LMReader:
         if data.format == "conll":

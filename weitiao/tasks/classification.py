@@ -14,8 +14,9 @@ from pydantic import Field
 
 from weitiao.data.examples import Examples
 from weitiao.schema import Section
-from weitiao.tasks import register_task
+from weitiao.tasks import metrics_line, pick_metrics, register_task
 from weitiao.tasks.text import DROPOUT_KEYS, ensure_pad_token, load_saved, load_tokenizer, pad_rows, with_head  # noqa: F401 (part of this module's API)
+from weitiao.tasks.rows import TokenRows
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,20 +24,13 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Encoded:
+class Encoded(TokenRows):
     """Token ids of one split, unpadded; padding happens per batch in `collate`."""
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: list | None
     truncated: int = 0  # texts longer than max_length, cut to it
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(x) for x in self.input_ids]
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
 
     @property
     def examples(self) -> int:
@@ -173,11 +167,11 @@ class Classification:
 
     def headline(self, metrics: dict) -> dict:
         keys = ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc", "loss")
-        return {k: metrics[k] for k in keys if metrics.get(k) is not None}
+        return pick_metrics(metrics, keys)
 
     def summary(self, metrics: dict) -> str:
         keys = ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc")
-        return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
+        return metrics_line(metrics, keys)
 
     too_long = "cut to data.max_length ({n} tokens)"
     too_long_note = "{k} of {n} texts were longer than data.max_length ({m} tokens) and were cut to it"

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from weitiao.errors import UserError
+from weitiao.tasks.rows import TokenRows
 
 # Named chat templates for models without one (task.template). Jinja, as transformers reads them.
 TEMPLATES = {
@@ -86,7 +87,7 @@ def prompt_text(tokenizer, conv: Conversation) -> str:
 
 
 @dataclass
-class Encoded:
+class Encoded(TokenRows):
     """Rows of token ids and their targets (True: the token is predicted and trained on).
 
     segments: per row, the lengths of the examples packed into it (one, unless task.packing).
@@ -103,13 +104,6 @@ class Encoded:
     prompts: list[list[int]] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     chat: bool = False  # conversations through the chat template (else plain text)
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(x) for x in self.input_ids]
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
 
     @property
     def examples(self) -> int:

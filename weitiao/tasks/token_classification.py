@@ -19,10 +19,11 @@ from pydantic import Field
 
 from weitiao.data.examples import Examples
 from weitiao.schema import Section
-from weitiao.tasks import register_task
+from weitiao.tasks import metrics_line, pick_metrics, register_task
 from weitiao.tasks import tags as T
 from weitiao.tasks.tag_reader import TagReader, label_scheme
 from weitiao.tasks.text import load_saved, load_tokenizer, pad_rows, with_head
+from weitiao.tasks.rows import TokenRows
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +43,7 @@ class Options(Section):
 
 
 @dataclass
-class Encoded:
+class Encoded(TokenRows):
     """Rows of token ids (one per window; a sentence that fits is one window) and where each word is read.
 
     input_ids: per row, with the model's special tokens. labels: per row, a tag id per token
@@ -58,13 +59,6 @@ class Encoded:
     gold: list[list[int]] | None  # per sentence: a tag id per word
     truncated: int = 0  # sentences split into windows
     unread: int = 0  # words the tokenizer gives no sub-word (they are predicted O)
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(x) for x in self.input_ids]
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
 
     @property
     def examples(self) -> int:
@@ -281,10 +275,10 @@ class TokenClassification:
         return "f1"
 
     def headline(self, metrics: dict) -> dict:
-        return {k: metrics[k] for k in self.metric_names(None) if metrics.get(k) is not None}
+        return pick_metrics(metrics, self.metric_names(None))
 
     def summary(self, metrics: dict) -> str:
-        return ", ".join(f"{k}={metrics[k]:.4f}" for k in ("f1", "precision", "recall", "token_accuracy") if metrics.get(k) is not None)
+        return metrics_line(metrics, ("f1", "precision", "recall", "token_accuracy"))
 
     def reader(self, data, opts) -> TagReader:
         return TagReader(data, opts.scheme)

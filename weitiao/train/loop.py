@@ -42,6 +42,7 @@ class LoopState:
     skipped_steps: int = 0
     grad_norm_ema: float | None = None
     last_checkpoint: str | None = None
+    targets: int = 0  # target tokens (or examples) trained on, over all processes
 
 
 @dataclass
@@ -56,6 +57,7 @@ class LoopResult:
     tokens: int
     skipped_steps: int
     history: list[dict] = field(default_factory=list)
+    targets: int = 0
 
 
 def higher_is_better(metric: str) -> bool:
@@ -110,7 +112,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
         st = _restore(resume, accelerator.unwrap_model(model), optimizer, scheduler)
     history: list[dict] = []
     bar = _progress(total, opts.progress and main, initial=st.step)
-    window_log = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
+    window_log = {"loss": 0.0, "n": 0, "samples": 0, "targets": 0, "t": time.perf_counter()}
     start = time.perf_counter()
 
     def write(record: dict) -> None:
@@ -199,6 +201,8 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
             norm, loss_sum = torch.stack([norm, step_loss]).tolist()  # the step's one host-device sync
             window_log["loss"] += loss_sum
             window_log["n"] += local_targets  # the logged loss is this process's mean per target
+            window_log["targets"] += targets
+            st.targets += targets
             if not math.isfinite(norm) or not math.isfinite(loss_sum):
                 optimizer.zero_grad(set_to_none=True)
                 st.nonfinite_in_row += 1
@@ -245,7 +249,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
     bar.close()
     seconds = time.perf_counter() - start
     return LoopResult(st.step, st.step / steps_per_epoch, st.best, st.best_step, st.stopped, seconds, st.samples, st.tokens,
-                      st.skipped_steps, history)
+                      st.skipped_steps, history, st.targets)
 
 
 def _window_targets(local: int, accelerator) -> int:
@@ -314,9 +318,10 @@ def _log_window(write, bar, window: dict, step: int, epoch: float, scheduler) ->
     rate = window["samples"] / max(now - window["t"], 1e-9)
     loss = window["loss"] / max(window["n"], 1)
     lr = scheduler.get_last_lr()[0]
-    write({"step": step, "epoch": round(epoch, 4), "loss": loss, "lr": lr, "samples_per_s": rate})
+    targets_rate = window["targets"] / max(now - window["t"], 1e-9)
+    write({"step": step, "epoch": round(epoch, 4), "loss": loss, "lr": lr, "samples_per_s": rate, "targets_per_s": targets_rate})
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
-    window.update(loss=0.0, n=0, samples=0, t=now)
+    window.update(loss=0.0, n=0, samples=0, targets=0, t=now)
 
 
 def _progress(total: int, enabled: bool, initial: int = 0):

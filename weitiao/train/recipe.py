@@ -102,7 +102,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length, opts, names)
                for split, ex in (("train", data.train), ("validation", data.validation), ("test", data.test)) if ex is not None}
     torch.manual_seed(t.seed)  # the new head's initial weights
-    attention = t.attention if t.attention != "auto" else (None if cuda else "eager")
+    # auto: the library's choice on a GPU; on a CPU eager (BERT-sized encoders: faster there), or the task's own
+    # (a causal LM: SDPA, which keeps no attention matrices for the backward pass)
+    attention = t.attention if t.attention != "auto" else (None if cuda else getattr(task, "cpu_attention", "eager"))
     data.report["truncated"] = {split: enc.truncated for split, enc in encoded.items()} | {"max_length": cfg.data.max_length}
     dropped = {split: enc.dropped for split, enc in encoded.items() if getattr(enc, "dropped", 0)}
     if dropped:  # examples with nothing left to learn once cut to data.max_length (a response cut away)
@@ -334,9 +336,11 @@ class TaskSteps:
         metrics = self.task.metrics(outputs, enc, self.names, self.opts)
         count = sum(part.count for _, part in pieces)
         metrics["loss"] = sum(part.loss_sum for _, part in pieces) / max(count, 1)
-        if hasattr(self.task, "generations") and split == "validation":  # a generative task answers held-out prompts
-            scores, self.latest_generations = self.task.generations(acc.unwrap_model(m), enc, self.processor, self.opts, acc.device)
+        if hasattr(self.task, "generations"):  # a generative task answers held-out prompts (scored; written for validation)
+            scores, records = self.task.generations(acc.unwrap_model(m), enc, self.processor, self.opts, acc.device)
             metrics.update(scores)
+            if split == "validation":
+                self.latest_generations = records
         release_host_memory()  # evaluation batches are larger than training ones: give their buffers back
         return metrics
 
@@ -388,6 +392,7 @@ def train_report(result, metric: str, cache, trainable: int, pruned_last_layer: 
     """The `train` section of metrics.json."""
     return {"steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
             "samples_per_s": round(result.samples / result.seconds, 2), "tokens_per_s": round(result.tokens / result.seconds, 1),
+            "targets_per_s": round(result.targets / result.seconds, 1),  # examples, or target tokens (token tasks, language models)
             "best_step": result.best_step, "best_" + metric: result.best_metric, "stopped_early": result.stopped_early,
             "skipped_steps": result.skipped_steps, "feature_cache": cache.report if cache else None,
             "trainable_params": trainable, "pruned_last_layer": pruned_last_layer}

@@ -21,7 +21,8 @@ COSMETIC = {("training", "progress"), ("training", "log_every"), ("output", "dir
 # Keys added after checkpoints were written, with their defaults: left out of the hash while at
 # the default, so that a checkpoint from before they existed still resumes.
 ADDED = {("data", "tokens_column"): "tokens", ("data", "tags_column"): "tags", ("data", "image_column"): "image",
-         ("task", "augment"): None, ("task", "image_size"): None, ("task", "pixels"): None}
+         ("task", "augment"): None, ("task", "image_size"): None, ("task", "pixels"): None,
+         ("data", "source_column"): "source", ("data", "target_column"): "target"}
 
 
 def _comparable(cfg_dict: dict) -> dict:
