@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 DATA = ROOT.parent / "shared" / "data" / "alpaca_2k" / "alpaca_2k.json"
-SIDES = ("weitiao", "trl", "trl_packing")
+SIDES = ("weitiao", "trl", "trl_packing")  # also: weitiao_gc (weitiao with gradient checkpointing, as TRL has by default)
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 WARMUP_RATIO, WEIGHT_DECAY, MAX_GRAD_NORM = 0.06, 0.01, 1.0
 
@@ -150,7 +150,7 @@ def trl_side(args) -> None:
 
 # --- the parent -----------------------------------------------------------------------------
 
-def weitiao_config(path: Path, args, train: Path, val: Path, runs: Path) -> None:
+def weitiao_config(path: Path, args, train: Path, val: Path, runs: Path, checkpointing: bool = False) -> None:
     import yaml
 
     cfg = {"version": 1, "model": "smollm2-135m-instruct",
@@ -159,15 +159,15 @@ def weitiao_config(path: Path, args, train: Path, val: Path, runs: Path) -> None
            "strategy": {"method": "lora", "r": LORA["r"], "alpha": LORA["alpha"], "lora_dropout": LORA["dropout"], "target_modules": "all-linear"},
            "training": {"max_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_ratio": WARMUP_RATIO,
                         "weight_decay": WEIGHT_DECAY, "max_grad_norm": MAX_GRAD_NORM, "seed": args.seed, "num_threads": args.threads,
-                        "log_every": 1, "progress": False},
+                        "log_every": 1, "progress": False, "gradient_checkpointing": checkpointing},
            "output": {"dir": str(runs)}}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def run_weitiao(args, r: int, config: Path, runs: Path, logs: Path) -> dict:
+def run_weitiao(args, r: int, config: Path, runs: Path, logs: Path, side: str = "weitiao") -> dict:
     from compare_images import run_child
 
-    name = f"weitiao-r{r}"
+    name = f"{side}-r{r}"
     rec = run_child([sys.executable, "-m", "weitiao", "train", str(config), "--name", name, "--overwrite"], logs / f"{name}.log", args.threads)
     run = runs / name
     if rec.get("rc") or not (run / "metrics.json").is_file():
@@ -221,14 +221,14 @@ def markdown(report: dict) -> str:
              "| repeat | side | target tokens/s | vs weitiao | padding | loss first / last quarter | held-out loss (ppl) | wall s | train s | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r, rep in enumerate(report["repeats"]):
-        base = rep.get("weitiao", {}).get("targets_per_s")
+        base = rep.get("weitiao", {}).get("targets_per_s") or rep.get("weitiao_gc", {}).get("targets_per_s")
         for side in rep["order"]:
             x = rep[side]
             if x.get("error"):
                 lines.append(f"| {r} | {side} | failed: {x['error']} | | | | | | | |")
                 continue
             first, last = quarter_means(x.get("losses", []))
-            ratio = f"{base / x['targets_per_s']:.2f}x slower" if side != "weitiao" and base and x.get("targets_per_s") else ""
+            ratio = f"{base / x['targets_per_s']:.2f}x slower" if not side.startswith("weitiao") and base and x.get("targets_per_s") else ""
             lines.append(f"| {r} | {side} | {x['targets_per_s']:.1f} | {ratio} | {100 * x['padding']:.1f}% | {first:.3f} / {last:.3f} | "
                          f"{x['held_out_loss']:.4f} ({math.exp(x['held_out_loss']):.2f}) | {x['wall_s']:.1f} | {x['train_s']:.1f} | "
                          f"{x['peak_rss_mb']:.0f} |")
@@ -256,8 +256,9 @@ def main() -> None:
     logs, runs = work / "logs", work / "runs"
     logs.mkdir(parents=True, exist_ok=True)
     train, val = split_data(work, args.held_out)
-    config = work / "weitiao.yaml"
+    config, config_gc = work / "weitiao.yaml", work / "weitiao-gc.yaml"
     weitiao_config(config, args, train, val, runs)
+    weitiao_config(config_gc, args, train, val, runs, checkpointing=True)
     sides = [s for s in args.sides.split(",") if s]
     report = {"command": "python " + " ".join(sys.argv), "args": vars(args), "machine": machine_info(),
               "n_train": len(json.loads(train.read_text())), "n_held_out": args.held_out,
@@ -267,7 +268,8 @@ def main() -> None:
         rep = {"order": order}
         for side in order:
             print(f"[repeat {r}] {side} ...", flush=True)
-            rep[side] = run_weitiao(args, r, config, runs, logs) if side == "weitiao" else run_trl(args, side, r, work, logs)
+            rep[side] = (run_weitiao(args, r, config_gc if side == "weitiao_gc" else config, runs, logs, side) if side.startswith("weitiao")
+                         else run_trl(args, side, r, work, logs))
             x = rep[side]
             done = x.get("error") or f"target tokens/s {x['targets_per_s']:.1f}, wall {x['wall_s']:.1f} s, held-out loss {x['held_out_loss']:.4f}"
             print(f"    {done}", flush=True)

@@ -62,6 +62,9 @@ def test_bart_learns_digits_to_words_and_bleu_rises(bart, tmp_path):
     ids = tok(["3 1 4"], return_tensors="pt")
     plain = tok.decode(model.generate(**ids, max_new_tokens=24, num_beams=1, do_sample=False)[0], skip_special_tokens=True).strip()
     assert out == plain
+    beams = predict(str(run), ["3 1 4"], None, None, sampling={"num_beams": 3})[0]["generation"]
+    plain = tok.decode(model.generate(**ids, max_new_tokens=24, num_beams=3, do_sample=False)[0], skip_special_tokens=True).strip()
+    assert beams == plain
     again = evaluate_file(str(run), None)
     saved = json.loads((run / "metrics.json").read_text())["validation"]
     assert again["bleu"] == pytest.approx(saved["bleu"], abs=1e-6)
