@@ -78,7 +78,6 @@ def test_the_template_bos_is_not_doubled(lm, tmp_path):
     t = AutoTokenizer.from_pretrained(lm)
     t.bos_token = "<|endoftext|>"
     t.add_bos_token = True
-    TASK.encode  # noqa: B018 (the task path sets the template; here the named one that writes bos_token)
     from weitiao.tasks.lm_text import set_template
 
     set_template(t, "alpaca", "tiny")

@@ -198,7 +198,8 @@ def test_every_task_option_is_documented():
     assert not missing, f"docs/config.md does not mention: {missing}"
 
 
-@pytest.mark.parametrize("task", sorted(TASK_DATA))
+# classification's resume is covered at length by tests/e2e/test_resume.py: here it runs with `make test-all`
+@pytest.mark.parametrize("task", [pytest.param(t, marks=pytest.mark.slow) if t == "classification" else t for t in sorted(TASK_DATA)])
 def test_task_resumes_exactly_after_a_kill(task, tmp_path):
     """SIGKILL after step 7, resume from the step-6 checkpoint: the same weights, bit for bit."""
     import os

@@ -25,7 +25,7 @@ from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
 from weitiao.tasks import metrics_line, pick_metrics, register_task
-from weitiao.tasks.lm_text import END_OF_TURN, TEMPLATES, Encoded, alpaca_conversation
+from weitiao.tasks.lm_text import END_OF_TURN, Encoded, alpaca_conversation
 
 if TYPE_CHECKING:
     import torch
