@@ -379,3 +379,10 @@ def test_generation_options_on_a_classifier_are_refused(tmp_path, capsys):
 
     assert main(["predict", str(tmp_path), "--text", "hi", "--max-new-tokens", "0"]) == 2
     assert "error: --max-new-tokens" in capsys.readouterr().err
+
+
+def test_an_empty_prompt_is_named_by_its_option(tmp_path, capsys):
+    from weitiao.cli import main
+
+    assert main(["predict", str(tmp_path), "--prompt", "hello", "  "]) == 2
+    assert capsys.readouterr().err.startswith("error: --prompt: text 2 is empty")

@@ -117,8 +117,9 @@ def run(argv: list[str] | None = None) -> int:
         elif args.command == "predict":
             from weitiao.predict import predict
 
+            field = "--image" if args.image is not None else "--prompt" if args.prompt is not None else "--text"
             inputs = args.image if args.image is not None else args.prompt if args.prompt is not None else args.text
-            predict(args.run_dir, inputs, args.file, args.output, _positive(args.batch_size), _sampling(args))
+            predict(args.run_dir, inputs, args.file, args.output, _positive(args.batch_size), _sampling(args), field)
         elif args.command == "chat":
             from weitiao.predict import chat
 

@@ -178,7 +178,7 @@ def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None
 
 
 def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None, output: str | None, batch_size: int | None = None,
-            sampling=None) -> list[dict]:
+            sampling=None, field: str = "--text") -> list[dict]:
     """The task's prediction for each input (a classifier: label and probabilities; a token
     classifier: entities, words and tags); JSON lines on stdout, or a .jsonl/.csv file.
 
@@ -186,24 +186,24 @@ def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None,
     and counted, as in training and `weitiao eval`.
     """
     check_output(output, (".jsonl", ".csv"))
-    check_texts(texts)
+    check_texts(texts, field)
     run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir)
     rows = predict_rows(run, texts, file, batch_size, sampling)
     _write_predictions(rows, output, run.task)
     return rows
 
 
-def check_texts(texts: list[str] | None) -> None:
-    """Refuse an input that is not a string, or is empty (before the model loads)."""
+def check_texts(texts: list[str] | None, field: str = "--text") -> None:
+    """Refuse an input that is not a string, or is empty (before the model loads); `field`: the option that gave them."""
     for i, t in enumerate(texts or [], 1):
         if not isinstance(t, str):
-            raise UserError("--text", f"text {i} is a {type(t).__name__}, not a string", "give texts as strings")
+            raise UserError(field, f"text {i} is a {type(t).__name__}, not a string", "give texts as strings")
         if not t.strip():
-            raise UserError("--text", f"text {i} is empty", "give non-empty texts")
+            raise UserError(field, f"text {i} is empty", "give non-empty texts")
         try:
             t.encode("utf-8")
         except UnicodeEncodeError as e:  # a lone surrogate: bytes that were not UTF-8 in argv, or a JSON escape
-            raise UserError("--text", f"text {i} holds {t[e.start]!r}, which is not valid Unicode", "pass the text as UTF-8") from None
+            raise UserError(field, f"text {i} holds {t[e.start]!r}, which is not valid Unicode", "pass the text as UTF-8") from None
 
 
 def predict_rows(run: LoadedRun, texts: list[str] | None, file: str | None = None, batch_size: int | None = None,
