@@ -161,15 +161,15 @@ def scored(run: LoadedRun, enc, batch_size: int | None):
 
 def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None = None, batch_size: int | None = None) -> dict:
     """Metrics of the run's model on a labelled file (None: the run's own validation data); prints and returns them."""
+    from weitiao.evaluate.scoring import task_metrics
+
     check_output(output)
     run = open_run(run_dir)
     enc = read_labelled(run, data_path, "--data") if data_path else validation_data(run, "--data")
     report_truncated(run, enc)
     result = scored(run, enc, batch_size)
-    metrics = run.task.metrics(result.outputs, enc, run.names, run.opts)
+    metrics = task_metrics(run.task, run.model, enc, result.outputs, run.names, run.opts, run.tokenizer, _device())[0]
     metrics["loss"] = result.loss
-    if hasattr(run.task, "generations"):  # a generative task: its outputs generated and scored too
-        metrics.update(run.task.generations(run.model, enc, run.tokenizer, run.opts, _device())[0])
     metrics["truncated"] = enc.truncated
     print(json.dumps(run.task.headline(metrics) | {"n": metrics["n"], "truncated": enc.truncated}))
     if output:

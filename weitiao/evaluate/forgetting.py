@@ -47,7 +47,7 @@ class ForgettingProbe:
     @torch.no_grad()
     def score(self, encoder_state: dict, device) -> dict:
         """The probe run's headline metrics on its data, over the given encoder weights."""
-        from weitiao.evaluate.scoring import pad_id, score
+        from weitiao.evaluate.scoring import pad_id, score, task_metrics
 
         encoder = getattr(self.model, self.model.base_model_prefix)
         mine = encoder.state_dict()
@@ -58,9 +58,7 @@ class ForgettingProbe:
         encoder.load_state_dict(encoder_state, strict=False)
         run = self.run
         scored = score(self.model.to(device), self.task, self.data, pad_id(run.tokenizer), len(run.names), run.opts, self.batch_size, device)
-        metrics = self.task.metrics(scored.outputs, self.data, run.names, run.opts)
-        if hasattr(self.task, "generations"):  # a generative task's metrics come from its generated outputs too
-            metrics.update(self.task.generations(self.model, self.data, run.tokenizer, run.opts, device)[0])
+        metrics = task_metrics(self.task, self.model, self.data, scored.outputs, run.names, run.opts, run.tokenizer, device)[0]
         return self.task.headline(metrics) | {"loss": scored.loss}
 
 

@@ -53,3 +53,13 @@ def score(model, task, enc, pad_id: int, num_labels: int, opts, batch_size: int,
             loss_sum, count = loss_sum + total.item(), count + n
     model.train(was_training)
     return Scored(outputs, loss_sum, count)
+
+
+def task_metrics(task, model, enc, outputs: list, names: list[str], opts, processor, device) -> tuple[dict, list[dict]]:
+    """The task's metrics of scored rows; a generative task (`generations`) also generates its outputs
+    with `model` and scores them (BLEU, ROUGE-L, ...). Returns (metrics, the generation records)."""
+    metrics = task.metrics(outputs, enc, names, opts)
+    if not hasattr(task, "generations"):
+        return metrics, []
+    scores, records = task.generations(model, enc, processor, opts, device)
+    return metrics | scores, records

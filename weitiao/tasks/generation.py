@@ -40,9 +40,12 @@ def generate(model, tokenizer, prompts: list[list[int]], sampling: Sampling, sto
 
 def generate_ids(model, pad: int, prompts: list[list[int]], sampling: Sampling, stops: list[int], device, batch_size: int = 8,
                  seed: int = 0) -> list[list[int]]:
-    """The generated token ids of each prompt (left-padded batches; what follows a stop is padding and is cut)."""
+    """The generated token ids of each prompt, through the first stop (what follows is padding). A decoder-only
+    model's prompts are padded on the left (each ends where its answer begins); an encoder-decoder's inputs
+    on the right, and its decoder's start token is left out."""
     import torch
 
+    decoder_only = not getattr(model.config, "is_encoder_decoder", False)
     out: list[list[int]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     was_training = model.training
@@ -57,15 +60,16 @@ def generate_ids(model, pad: int, prompts: list[list[int]], sampling: Sampling, 
             mask = torch.zeros((len(index), longest), dtype=torch.long)
             for row, i in enumerate(index):
                 p = prompts[i]
-                ids[row, longest - len(p):] = torch.tensor(p)
-                mask[row, longest - len(p):] = 1
+                at = slice(longest - len(p), longest) if decoder_only else slice(0, len(p))
+                ids[row, at] = torch.tensor(p)
+                mask[row, at] = 1
             kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p} if sampling.temperature > 0 \
                 else {"do_sample": False, "num_beams": sampling.num_beams}
             with torch.no_grad():
                 gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=sampling.max_new_tokens,
                                      eos_token_id=stops, pad_token_id=pad, **kwargs)
             for row, i in enumerate(index):
-                new = gen[row, longest:].tolist()
+                new = gen[row, longest:].tolist() if decoder_only else gen[row, 1:].tolist()
                 end = next((k for k, t in enumerate(new) if t in stops), None)
                 out[i] = new if end is None else new[:end + 1]
     model.train(was_training)

@@ -12,7 +12,7 @@ the target text of each source text (translation, summarization, rewriting).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -21,18 +21,17 @@ from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
 from weitiao.tasks import metrics_line, pick_metrics, register_task
+from weitiao.tasks.causal_lm import GenerateOptions as LMGenerateOptions
 from weitiao.tasks.rows import TokenRows
 
 if TYPE_CHECKING:
     import torch
 
 
-class GenerateOptions(Section):
-    samples: int = Field(8, ge=0)  # validation rows whose generations are written at every evaluation
-    max_new_tokens: int = Field(64, ge=1)
+class GenerateOptions(LMGenerateOptions):
+    """A causal LM's generation options, beam search, and BLEU/chrF of every validation row by default."""
+
     num_beams: int = Field(1, ge=1)  # 1: greedy
-    temperature: float = Field(0.0, ge=0)  # predict: sampling above 0
-    top_p: float = Field(1.0, gt=0, le=1)
     eval_rows: int | None = Field(None, ge=1)  # validation rows generated for BLEU/chrF at every evaluation (default: all)
     metrics: list[Literal["bleu", "chrf", "rouge_l"]] = ["bleu", "chrf"]
 
@@ -52,7 +51,6 @@ class Encoded(TokenRows):
     sources: list[str]
     references: list[str] | None
     truncated: int = 0  # sources or targets longer than data.max_length, cut to it
-    prompts: list = field(default_factory=list)
 
     @property
     def examples(self) -> int:
@@ -225,29 +223,12 @@ class Seq2Seq:
 
     def _generate(self, model, tokenizer, inputs: list[list[int]], g, device, temperature: float | None = None,
                   max_new_tokens: int | None = None, top_p: float | None = None, num_beams: int | None = None, batch_size: int = 16) -> list[str]:
-        import torch
+        """Each input's generated target: task.generate's settings, those given overriding them."""
+        from weitiao.tasks.generation import Sampling, generate, stop_ids
 
-        from weitiao.tasks.text import pad_rows
-
-        temperature = g.temperature if temperature is None else temperature
-        kwargs = ({"do_sample": True, "temperature": temperature, "top_p": top_p or g.top_p} if temperature > 0
-                  else {"do_sample": False, "num_beams": num_beams or g.num_beams})
-        was_training = model.training
-        model.eval()
-        out: list[str] = [""] * len(inputs)
-        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
-        with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
-            torch.manual_seed(0)
-            for start in range(0, len(order), batch_size):
-                index = order[start:start + batch_size]
-                ids, mask = pad_rows(inputs, index, tokenizer.pad_token_id)
-                with torch.no_grad():
-                    gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                         max_new_tokens=max_new_tokens or g.max_new_tokens, **kwargs)
-                for row, i in enumerate(index):
-                    out[i] = tokenizer.decode(gen[row], skip_special_tokens=True).strip()
-        model.train(was_training)
-        return out
+        sampling = Sampling(max_new_tokens or g.max_new_tokens, g.temperature if temperature is None else temperature, top_p or g.top_p,
+                            num_beams or g.num_beams)
+        return generate(model, tokenizer, inputs, sampling, stop_ids(tokenizer, model), device, batch_size)
 
     def answer(self, run, examples: Examples, sampling, batch_size: int | None = None) -> list[dict]:
         """`predict`: each source's generated target."""

@@ -316,7 +316,7 @@ class TaskSteps:
         """
         from accelerate.utils import gather_object
 
-        from weitiao.evaluate.scoring import score
+        from weitiao.evaluate.scoring import score, task_metrics
         from weitiao.train.memory import release_host_memory
 
         release_host_memory()  # what the training steps freed, before evaluation allocates its own
@@ -333,14 +333,11 @@ class TaskSteps:
         for index, part in pieces:
             for i, out in zip(index, part.outputs):
                 outputs[i] = out
-        metrics = self.task.metrics(outputs, enc, self.names, self.opts)
+        metrics, records = task_metrics(self.task, acc.unwrap_model(m), enc, outputs, self.names, self.opts, self.processor, acc.device)
         count = sum(part.count for _, part in pieces)
         metrics["loss"] = sum(part.loss_sum for _, part in pieces) / max(count, 1)
-        if hasattr(self.task, "generations"):  # a generative task answers held-out prompts (scored; written for validation)
-            scores, records = self.task.generations(acc.unwrap_model(m), enc, self.processor, self.opts, acc.device)
-            metrics.update(scores)
-            if split == "validation":
-                self.latest_generations = records
+        if split == "validation":
+            self.latest_generations = records  # a generative task's answers to held-out prompts (generations.jsonl)
         release_host_memory()  # evaluation batches are larger than training ones: give their buffers back
         return metrics
 
@@ -348,6 +345,8 @@ class TaskSteps:
 def write_generations(run_dir: Path, step: int, records: list[dict]) -> None:
     """A generative task's answers to its held-out prompts at one evaluation, beside their references
     (generations.jsonl in the run folder, one line per prompt, each with the step)."""
+    if not records:  # a task that does not generate writes no file
+        return
     with open(run_dir / "generations.jsonl", "a", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps({"step": step, **r}, ensure_ascii=False) + "\n")
