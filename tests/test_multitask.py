@@ -136,20 +136,21 @@ def test_an_exported_task_is_a_plain_transformers_model_with_the_same_logits(run
     import torch
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-    from weitiao.predict import export, open_run
+    from weitiao.export import export
+    from weitiao.predict import open_run
 
     model = open_run(str(run)).model
     tok = AutoTokenizer.from_pretrained(str(run / "model"))
     batch = tok(["we saw alice in tokyo today", "it was awful"], padding=True, return_tensors="pt")
     for name, auto in (("sentiment", AutoModelForSequenceClassification), ("entities", AutoModelForTokenClassification)):
-        out = export(str(run), str(tmp_path / name), task=name)
+        out = export(str(run), "hf", str(tmp_path / name), task=name)
         plain = auto.from_pretrained(out).eval()
         with torch.no_grad():
             assert torch.allclose(plain(**batch).logits, model(task=name, **batch).logits.logits, atol=1e-5)
     with pytest.raises(UserError, match="--task"):
-        export(str(run), str(tmp_path / "x"), task="nope")
+        export(str(run), "hf", str(tmp_path / "x"), task="nope")
     with pytest.raises(UserError, match="exists"):
-        export(str(run), str(tmp_path / "sentiment"), task="sentiment")
+        export(str(run), "hf", str(tmp_path / "sentiment"), task="sentiment")
 
 
 def test_a_single_task_run_cannot_start_from_a_multi_task_model(run, tmp_path):

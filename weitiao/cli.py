@@ -1,4 +1,4 @@
-"""Command line: `weitiao train | eval | predict | export`. Thin: parse, then call the module that works.
+"""Command line: `weitiao train | eval | predict | chat | export | serve`. Thin: parse, then call the module that works.
 
 Heavy libraries are imported inside the commands, so `weitiao --help` answers at once.
 """
@@ -48,11 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("run_dir")
     _generation_options(ch)
 
-    ex = sub.add_parser("export", help="write a run's model as a plain transformers folder (multi-task: one task's encoder + head)")
+    ex = sub.add_parser("export", help="write a run's model as hf, adapter, onnx, onnx-int8 or torchscript, with a parity check")
     ex.add_argument("run_dir")
-    ex.add_argument("--out", required=True, help="the folder to write (must not exist, unless --overwrite)")
+    ex.add_argument("--format", default="hf", metavar="FORMAT",
+                    help="hf (merged safetensors, default), adapter (PEFT), onnx (fp32), onnx-int8, torchscript")
+    ex.add_argument("--out", help="the folder to write (default: RUN/export/FORMAT; must not exist, unless --overwrite)")
     ex.add_argument("--task", help="multi-task runs: the task whose model to write")
+    ex.add_argument("--rows", type=int, default=1000, help="validation rows the parity check scores (default: 1000)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+    sv = sub.add_parser("serve", help="serve a run (or an export of it) over HTTP: /v1/predict, /v1/chat/completions, /health")
+    sv.add_argument("run_dir")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    sv.add_argument("--backend", choices=("torch", "onnx"), help="torch (default for a run folder) or onnx (exported at start, with its parity check)")
+    sv.add_argument("--max-batch", type=int, default=32, help="inputs scored together at most (default: 32)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with (default: 5)")
+    sv.add_argument("--no-batching", action="store_true", help="score every request alone, as it comes")
+    sv.add_argument("--max-inputs", type=int, default=256, help="inputs one request may hold (default: 256)")
     return parser
 
 
@@ -125,9 +138,13 @@ def run(argv: list[str] | None = None) -> int:
 
             chat(args.run_dir, sampling=_sampling(args))
         elif args.command == "export":
-            from weitiao.predict import export
+            from weitiao.export import export
 
-            print(export(args.run_dir, args.out, args.task, args.overwrite))
+            print(export(args.run_dir, args.format, args.out, args.task, args.overwrite, args.rows))
+        elif args.command == "serve":
+            from weitiao.serve.server import serve
+
+            serve(args.run_dir, args.host, args.port, args.backend, args.max_batch, args.max_wait_ms, not args.no_batching, args.max_inputs)
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2

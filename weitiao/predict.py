@@ -28,6 +28,8 @@ class LoadedRun:
     tokenizer: object
     names: list[str]
     config: object  # the whole RunConfig, for what the probe re-reads (its data and seed)
+    root: Path | None = None  # the folder it was read from
+    backend: str = "torch"  # what runs the model: torch, or an export's format (onnx, onnx-int8, torchscript)
 
 
 def load_run(run_dir: str) -> tuple:
@@ -36,31 +38,47 @@ def load_run(run_dir: str) -> tuple:
     return run.config, run.model, run.tokenizer
 
 
-def open_run(run_dir: str) -> LoadedRun:
-    """The run's task, model and tokenizer. Raises UserError when the folder is not a finished run."""
+def open_run(run_dir: str, prune: bool = True) -> LoadedRun:
+    """The run's task, model and tokenizer: a run folder, or a folder `weitiao export` wrote (any format).
+
+    `prune`: BERT-style classifiers compute only the token their head reads in the last layer (exact).
+
+    Raises:
+        UserError: the folder is neither a finished run nor an export.
+    """
     from weitiao.config import load_config
+    from weitiao.export import MANIFEST, is_export
     from weitiao.runtime import quiet_hf
     from weitiao.tasks import get_task
 
     root = Path(run_dir)
     if not (root / "config.yaml").is_file():
-        raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`, e.g. runs/demo")
-    if not (root / "model" / "config.json").is_file():
+        raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train` or `weitiao export`, e.g. runs/demo")
+    exported = is_export(root)
+    model_dir = root if exported else root / "model"
+    if not exported and not (model_dir / "config.json").is_file():
         raise UserError("run_dir", f"'{run_dir}' has no trained model (model/ is missing)", "let the run finish, or resume it")
     quiet_hf()
     cfg = load_config(root / "config.yaml")
     task = get_task(cfg.task.type)
-    model = task.load(root / "model")
-    if cfg.training.prune_last_layer and task.reads_one_position:
+    if exported:
+        from weitiao.export.loading import load_exported
+
+        model = load_exported(root, task)
+    else:
+        model = task.load(model_dir)
+    if prune and cfg.training.prune_last_layer and task.reads_one_position and hasattr(model, "named_modules"):
         from weitiao.train.last_layer import prune_last_layer
 
         prune_last_layer(model)  # the same predictions, a sixth less work on a 6-layer BERT
-    tokenizer = task.processor(str(root / "model"))
+    tokenizer = task.processor(str(model_dir))
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad  # runs saved before the pad token was settled
     names = [] if hasattr(task, "generations") else label_names(model)  # a generative task has no label set
-    return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg)
+    backend = json.loads((root / MANIFEST).read_text())["format"] if exported else "torch"
+    backend = "torch" if backend in ("hf", "adapter") else backend
+    return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg, root, backend)
 
 
 def _device():
@@ -283,33 +301,3 @@ def _write_predictions(rows: list[dict], output: str | None, task) -> None:
     finally:
         if output:
             out.close()
-
-
-def export(run_dir: str, out: str, task: str | None = None, overwrite: bool = False) -> str:
-    """A run's model as a plain transformers folder at `out`: model/ itself, or for a multi-task run one
-    task's encoder and head (`task`), which AutoModelFor{SequenceClassification,TokenClassification} load.
-
-    Returns:
-        The folder written.
-    """
-    import shutil
-
-    from weitiao.train.saving import _atomic_folder
-
-    target = Path(out)
-    if target.exists() and not overwrite:
-        raise UserError("--out", f"'{out}' exists", "give a new folder, or pass --overwrite to replace it")
-    if not target.parent.is_dir():
-        raise UserError("--out", f"folder '{target.parent}' does not exist", f"create it first (mkdir -p {target.parent})")
-    run = open_run(run_dir)
-    tasks = getattr(run.opts, "tasks", None)
-    if tasks is None:
-        if task:
-            raise UserError("--task", f"'{run_dir}' is a single-task run ({run.opts.type})", "leave out --task")
-        _atomic_folder(target, lambda tmp: shutil.copytree(Path(run_dir) / "model", tmp))
-        return str(target)
-    if task not in tasks:
-        raise UserError("--task", f"{task!r} is not a task of this run" if task else "is required for a multi-task run",
-                        f"give one of {', '.join(tasks)}")
-    _atomic_folder(target, lambda tmp: run.model.export_task(task, tmp, run.tokenizer))
-    return str(target)

@@ -361,9 +361,10 @@ class CausalLM:
         return "<|im_end|>" if "<|im_end|>" in template else "<|eot_id|>" if "<|eot_id|>" in template else \
             "<end_of_turn>" if "<end_of_turn>" in template else None
 
-    def answer(self, run, examples: Examples, sampling, batch_size: int | None = None) -> list[dict]:
+    def answer(self, run, examples: Examples, sampling, batch_size: int | None = None, streamer=None) -> list[dict]:
         """`predict`: the model's answer to each prompt (a conversation's last user turn through the
-        chat template; for a model trained on plain text, the text continued)."""
+        chat template; for a model trained on plain text, the text continued). `streamer`: a transformers
+        streamer fed the answer's tokens as they are generated (one prompt)."""
         from weitiao.predict import _device
         from weitiao.tasks.generation import generate, stop_ids
         from weitiao.tasks.lm_text import prompt_text
@@ -379,7 +380,7 @@ class CausalLM:
             texts.append(prompt_text(tok, conv) if chat else "\n".join(c for r, c in conv if r != "assistant"))
         prompts = [ids[-run.data.max_length:] for ids in tok(texts, add_special_tokens=not chat)["input_ids"]]
         stops = stop_ids(tok, model, self.end_of_turn(run.opts, tok))
-        out = generate(model.to(device), tok, prompts, sampling, stops, device, batch_size or 8)
+        out = generate(model.to(device), tok, prompts, sampling, stops, device, batch_size or 8, streamer=streamer)
         rows = []
         for conv, text, answer, ref in zip(examples.text, texts, out, refs):
             user = [c for r, c in conv if r == "user"] if isinstance(conv, tuple) else [conv]

@@ -215,11 +215,12 @@ class Classification:
     def decode(self, outputs: list, encoded, examples: Examples, label_names: list[str], opts) -> list[dict]:
         rows = []
         for text, p in zip(examples.text, outputs):
-            if opts.multi_label:
-                label = [label_names[i] for i in range(len(label_names)) if p[i] >= opts.threshold]
+            if opts.multi_label:  # every label over the threshold, and its probability
+                chosen = [i for i in range(len(label_names)) if p[i] >= opts.threshold]
+                label, score = [label_names[i] for i in chosen], [round(float(p[i]), 6) for i in chosen]
             else:
-                label = label_names[int(p.argmax())]
-            rows.append({"text": text, "label": label, "probabilities": {n: round(float(x), 6) for n, x in zip(label_names, p)}})
+                label, score = label_names[int(p.argmax())], round(float(p.max()), 6)
+            rows.append({"text": text, "label": label, "score": score, "probabilities": {n: round(float(x), 6) for n, x in zip(label_names, p)}})
         return rows
 
     def csv_columns(self, rows: list[dict]) -> tuple[list[str], object]:

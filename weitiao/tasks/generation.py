@@ -31,15 +31,16 @@ def stop_ids(tokenizer, model=None, end_of_turn: str | None = None) -> list[int]
 
 
 def generate(model, tokenizer, prompts: list[list[int]], sampling: Sampling, stops: list[int], device, batch_size: int = 8,
-             seed: int = 0) -> list[str]:
-    """The answer to each prompt (token ids), decoded without special tokens, in input order."""
+             seed: int = 0, streamer=None) -> list[str]:
+    """The answer to each prompt (token ids), decoded without special tokens, in input order.
+    `streamer`: a transformers streamer that receives the tokens as they come (one prompt only)."""
     ids = generate_ids(model, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0], prompts, sampling, stops,
-                       device, batch_size, seed)
+                       device, batch_size, seed, streamer)
     return [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
 
 
 def generate_ids(model, pad: int, prompts: list[list[int]], sampling: Sampling, stops: list[int], device, batch_size: int = 8,
-                 seed: int = 0) -> list[list[int]]:
+                 seed: int = 0, streamer=None) -> list[list[int]]:
     """The generated token ids of each prompt, through the first stop (what follows is padding). A decoder-only
     model's prompts are padded on the left (each ends where its answer begins); an encoder-decoder's inputs
     on the right, and its decoder's start token is left out."""
@@ -67,7 +68,7 @@ def generate_ids(model, pad: int, prompts: list[list[int]], sampling: Sampling, 
                 else {"do_sample": False, "num_beams": sampling.num_beams}
             with torch.no_grad():
                 gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=sampling.max_new_tokens,
-                                     eos_token_id=stops, pad_token_id=pad, **kwargs)
+                                     eos_token_id=stops, pad_token_id=pad, streamer=streamer, **kwargs)
             for row, i in enumerate(index):
                 new = gen[row, longest:].tolist() if decoder_only else gen[row, 1:].tolist()
                 end = next((k for k, t in enumerate(new) if t in stops), None)

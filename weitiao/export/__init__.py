@@ -1,0 +1,111 @@
+"""`weitiao export RUN --format FORMAT`: a run's model in a portable format, checked against the run.
+
+One module a format (hf, adapter, onnx and onnx-int8, torchscript), registered by name in
+`FORMATS` (duplicates refused). Every export folder holds the same things beside the model:
+
+    config.yaml           the run's resolved config (task, columns): `weitiao predict/eval/serve` read it
+    config.json, tokenizer / preprocessor files
+    README.md             a model card: base model, data, strategy, metrics, weitiao's version
+    parity.json           the exported model against the run's own on its evaluation data
+    weitiao_export.json   the format and the model's input names (the manifest)
+
+The parity check runs before the folder appears: an fp32 export that does not reproduce the
+run's logits (max |delta| over the tolerance, or any prediction that changes) is not written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from weitiao.errors import UserError
+
+MANIFEST = "weitiao_export.json"
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    help: str
+    write: Callable  # (source: Source, folder: Path) -> None: the model file(s)
+    load: Callable  # (folder: Path, task, manifest: dict) -> a model that `scoring.score` can run
+    tolerance: float | None  # the largest max |delta logit| that passes; None: measured and reported only
+    graph: bool  # a traced graph of the forward pass (no generation loop): refused for generative tasks
+
+
+FORMATS: dict[str, Format] = {}
+
+
+def register_format(fmt: Format) -> Format:
+    if fmt.name in FORMATS:
+        raise ValueError(f"export format '{fmt.name}' is registered twice")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def load_formats() -> dict[str, Format]:
+    from weitiao.export import adapter, hf, onnx, torchscript  # noqa: F401  (importing registers them)
+
+    return FORMATS
+
+
+def get_format(name: str) -> Format:
+    import difflib
+
+    load_formats()
+    if name not in FORMATS:
+        match = difflib.get_close_matches(str(name), list(FORMATS), n=1, cutoff=0.5)
+        raise UserError("--format", f"unknown format {name!r}", f"did you mean '{match[0]}'?" if match else f"use one of {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def is_export(folder) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def export(run_dir: str, fmt: str = "hf", out: str | None = None, task: str | None = None, overwrite: bool = False,
+           rows: int = 1000, batch_size: int | None = None) -> str:
+    """Write `run_dir`'s model as `fmt` into `out` (default: RUN/export/FORMAT), with parity.json.
+
+    Multi-task runs: `task` names the one to export (its encoder and head, as a single-task run).
+
+    Returns:
+        The folder written.
+
+    Raises:
+        UserError: a bad option, a format the run's task cannot take, or a failed parity check.
+    """
+    import shutil
+    import tempfile
+
+    from weitiao.export.source import open_source
+    from weitiao.train.saving import _atomic_folder
+
+    form = get_format(fmt)
+    target = Path(out) if out else Path(run_dir) / "export" / fmt
+    if target.exists() and not overwrite:
+        raise UserError("--out", f"'{target}' exists", "give a new folder, or pass --overwrite to replace it")
+    if out and not target.parent.is_dir():
+        raise UserError("--out", f"folder '{target.parent}' does not exist", f"create it first (mkdir -p {target.parent})")
+    if rows < 1:
+        raise UserError("--rows", f"{rows} is not a number of rows", "give a whole number of 1 or more")
+    with tempfile.TemporaryDirectory(prefix="weitiao-export-") as scratch:
+        source = open_source(run_dir, task, form, Path(scratch), rows)
+        target.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp: Path) -> None:
+            from weitiao.export.parity import check
+            from weitiao.export.source import write_common
+
+            try:
+                tmp.mkdir(parents=True)
+                form.write(source, tmp)
+                write_common(source, tmp, form)
+                check(source, form, tmp, batch_size)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+
+        _atomic_folder(target, write)
+    return str(target)

@@ -1,0 +1,56 @@
+"""`weitiao serve`: load the run (or export it to ONNX first), build the app, run uvicorn until
+SIGTERM or Ctrl-C (uvicorn stops taking connections, finishes the requests in flight, then exits)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from weitiao.errors import UserError
+
+
+def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, backend: str | None = None, max_batch: int = 32,
+          max_wait_ms: float = 5.0, batching: bool = True, max_inputs: int = 256) -> None:
+    import uvicorn
+
+    from weitiao.serve.app import Settings, create_app
+
+    for field, value, low in (("--port", port, 0), ("--max-batch", max_batch, 1), ("--max-inputs", max_inputs, 1)):
+        if value < low or (field == "--port" and value > 65535):
+            raise UserError(field, f"{value} is out of range", "give a port from 0 to 65535" if field == "--port" else "give a whole number of 1 or more")
+    if max_wait_ms < 0:
+        raise UserError("--max-wait-ms", f"{max_wait_ms} is negative", "give 0 or more milliseconds")
+    _check_port(host, port)
+    with tempfile.TemporaryDirectory(prefix="weitiao-serve-") as tmp:
+        run = _load(run_dir, backend, Path(tmp))
+        app = create_app(run, Settings(max_batch, max_wait_ms, batching, max_inputs), Path(run_dir).resolve().name)
+        print(f"serving {run_dir} ({run.opts.type}, {run.backend}) at http://{host}:{port}  (docs: /docs; stop: Ctrl-C or SIGTERM)",
+              file=sys.stderr, flush=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def _load(run_dir: str, backend: str | None, scratch: Path):
+    from weitiao.export import is_export
+    from weitiao.predict import open_run
+
+    if backend == "onnx" and not is_export(run_dir):
+        from weitiao.export import export
+
+        print("exporting to ONNX for --backend onnx (with the parity check)", file=sys.stderr, flush=True)
+        run_dir = export(run_dir, "onnx", str(scratch / "onnx"))
+    run = open_run(run_dir)
+    if backend and run.backend.split("-")[0] != backend:
+        raise UserError("--backend", f"'{run_dir}' is an export run by {run.backend}, not {backend}", f"leave out --backend, or serve the run folder")
+    return run
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken before the model loads (uvicorn would fail after it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError("--port", f"cannot listen on {host}:{port} ({e.strerror})", "give a free --port, or stop what uses it") from None
