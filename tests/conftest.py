@@ -4,3 +4,37 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+import random  # noqa: E402
+
+import pytest  # noqa: E402
+
+LORA = {"method": "lora", "r": 4, "target_modules": "all-linear"}
+# task -> (strategy, the multi-task member that export and serve use)
+TINY_RUNS = {"classification": (LORA, None), "token_classification": (LORA, None), "image_classification": ("full", None),
+             "multitask": ("full", "entities"), "causal_lm": (LORA, None)}
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict:
+    """A finished run of each task on a tiny model (a 2-layer BERT, a ViT, a Llama), for export and serve:
+    2 epochs of the registry matrix's data. Returns {task: run folder}."""
+    from helpers import tiny_bert, write_config
+    from test_tasks import TASK_DATA
+
+    from weitiao.cli import main
+
+    tmp = tmp_path_factory.mktemp("tiny_runs")
+    tiny = tiny_bert(tmp / "tiny")
+    out = {}
+    for task, (strategy, _) in TINY_RUNS.items():
+        (tmp / task).mkdir()
+        cfg = TASK_DATA[task](tmp / task, random.Random(0))
+        lr = 1e-3 * cfg.pop("lr_scale", 1)
+        cfg = {"version": 1, "model": str(tiny), **cfg, "strategy": strategy,
+               "training": {"epochs": 2, "batch_size": 16, "lr": lr, "progress": False, "warmup_ratio": 0.0},
+               "output": {"dir": str(tmp / "runs")}}
+        assert main(["train", str(write_config(tmp / f"{task}.yaml", cfg)), "--name", task]) == 0
+        out[task] = tmp / "runs" / task
+    return out

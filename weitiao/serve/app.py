@@ -33,7 +33,8 @@ class Settings:
     max_wait_ms: float = 5.0  # how long a request waits for others to batch with
     batching: bool = True
     max_inputs: int = 256  # inputs in one request
-    max_chars: int = 20_000  # characters in one text input (images: base64 characters, 20 MB)
+    max_chars: int = 20_000  # characters in one text input
+    max_image_chars: int = 28_000_000  # base64 characters in one image (about 20 MB of file)
     max_body_bytes: int = 32 * 1024 * 1024
 
 
@@ -105,10 +106,11 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
                   description=f"A {run.opts.type} model fine-tuned by weitiao. POST /v1/predict with {{\"inputs\": [...]}}.")
     app.state.batcher, app.state.run = batcher, run
     what = "base64-encoded image files" if image else "prompts" if generative else "texts"
+    limit = settings.max_image_chars if image else settings.max_chars
 
     class PredictRequest(BaseModel):
         inputs: list[str] = Field(..., min_length=1, max_length=settings.max_inputs,
-                                  description=f"{what}, 1 to {settings.max_inputs}; each at most {settings.max_chars} characters")
+                                  description=f"{what}, 1 to {settings.max_inputs}; each at most {limit} characters")
 
     class PredictResponse(BaseModel):
         predictions: list[dict] = Field(..., description="one object per input, in order: what `weitiao predict` prints for it")
@@ -126,16 +128,18 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
         import asyncio
 
         for i, text in enumerate(request.inputs):
-            if len(text) > settings.max_chars:
-                raise HTTPException(422, f"inputs[{i}]: {len(text)} characters, over the limit of {settings.max_chars}")
+            if len(text) > limit:
+                raise HTTPException(422, f"inputs[{i}]: {len(text)} characters, over the limit of {limit}")
             if not text.strip():
                 raise HTTPException(422, f"inputs[{i}]: empty {'image' if image else 'text'}")
         items = [_image_bytes(t, i) for i, t in enumerate(request.inputs)] if image else list(request.inputs)
-        try:
-            rows = await asyncio.wrap_future(batcher.submit(items, "predict"))
-        except UserError as e:
-            raise HTTPException(422, e.line()) from None
-        return {"predictions": rows}
+        return {"predictions": await asyncio.wrap_future(batcher.submit(items, "predict"))}
+
+    @app.exception_handler(UserError)
+    async def bad_input(request, e: UserError):
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"detail": e.line()}, 422)
 
     if generative and run.opts.type == "causal_lm":
         from weitiao.serve.openai import add_chat_routes

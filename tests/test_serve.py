@@ -1,0 +1,226 @@
+"""`weitiao serve`: real servers started on free loopback ports, called over HTTP.
+
+The contract: POST /v1/predict {"inputs": [...]} -> {"predictions": [...]}, each what `weitiao
+predict` prints for that input; with WEITIAO_API_KEY set every route but /health wants the
+bearer key (401); an empty list is a 422. Also: concurrent callers each get their own answers
+(and were batched together), /health answers while the model works, SIGTERM finishes the
+request in flight, schemathesis finds no 5xx, the OpenAI client streams a chat completion.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+KEY = "test-key-3f9a"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`weitiao serve RUN` in a child process, on a free port, ready when /health answers."""
+
+    def __init__(self, run: Path, log: Path, *args: str, key: str | None = KEY):
+        self.port, self.key = free_port(), key
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env.pop("WEITIAO_API_KEY", None)
+        if key:
+            env["WEITIAO_API_KEY"] = key
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "weitiao", "serve", str(run), "--port", str(self.port), *args],
+                                     env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, log.read_text()
+            try:
+                if self.call("GET", "/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"server did not start: {log.read_text()}")
+
+    def call(self, method: str, path: str, body=None, key: str | None = "default", raw: bytes | None = None):
+        """(status, parsed JSON body)."""
+        key = self.key if key == "default" else key
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        if key:
+            req.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_runs, tmp_path_factory):
+    server = Server(tiny_runs["classification"], tmp_path_factory.mktemp("serve") / "cls.log", "--max-inputs", "64", "--max-wait-ms", "20")
+    yield server
+    server.stop()
+
+
+TEXTS = ["we saw a great film today", "it was awful", "then went home and it was lovely", "a dull day", "superb", "bad and then bad"]
+
+
+def test_predictions_are_what_weitiao_predict_prints(classifier, tiny_runs, capsys):
+    from weitiao.cli import main
+
+    status, body = classifier.call("POST", "/v1/predict", {"inputs": TEXTS})
+    assert status == 200 and len(body["predictions"]) == len(TEXTS)
+    assert main(["predict", str(tiny_runs["classification"]), "--text", *TEXTS]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert body["predictions"] == printed
+    assert {"label", "score", "probabilities"} <= set(printed[0])
+
+
+def test_the_api_key_guards_every_route_but_health(classifier):
+    assert classifier.call("GET", "/health", key=None) == (200, {"status": "ok"})
+    for method, path, body in (("POST", "/v1/predict", {"inputs": ["x"]}), ("GET", "/v1/model", None), ("GET", "/openapi.json", None)):
+        assert classifier.call(method, path, body, key=None)[0] == 401
+        assert classifier.call(method, path, body, key=KEY + "x")[0] == 401
+    status, info = classifier.call("GET", "/v1/model")
+    assert status == 200 and info["task"] == "classification" and info["labels"] == ["neg", "pos"] and "accuracy" in info["metrics"]
+
+
+@pytest.mark.parametrize("body, words", [({"inputs": []}, "at least 1"), ({"inputs": ["ok"] * 65}, "at most 64"), ({"inputs": ["  "]}, "empty"),
+                                         ({"inputs": [3]}, "string"), ({"inputs": "x"}, "list"), ({"texts": ["x"]}, "inputs"),
+                                         ({"inputs": ["x" * 20_001]}, "over the limit")])
+def test_bad_requests_are_422_with_a_message(classifier, body, words):
+    status, answer = classifier.call("POST", "/v1/predict", body)
+    assert status == 422 and words in json.dumps(answer), answer
+
+
+def test_broken_json_is_a_4xx_and_the_server_goes_on(classifier):
+    assert classifier.call("POST", "/v1/predict", raw=b"{not json")[0] == 422
+    assert classifier.call("POST", "/v1/predict", {"inputs": ["fine"]})[0] == 200
+
+
+def test_concurrent_callers_each_get_their_own_answers_batched_together(classifier, tiny_runs):
+    from weitiao.api import load
+
+    texts = [f"{TEXTS[i % len(TEXTS)]} number {i}" for i in range(48)]
+    expected = {r["text"]: r for r in load(str(tiny_runs["classification"])).predict(texts)}
+    before = classifier.call("GET", "/v1/model")[1]["batches_scored"]
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda t: classifier.call("POST", "/v1/predict", {"inputs": [t]}), texts))
+    for text, (status, body) in zip(texts, answers):
+        assert status == 200
+        row = body["predictions"][0]
+        assert row["text"] == text and row["label"] == expected[text]["label"]
+        assert row["score"] == pytest.approx(expected[text]["score"], abs=1e-4)
+    batches = classifier.call("GET", "/v1/model")[1]["batches_scored"] - before
+    assert batches < len(texts) / 2, f"{batches} batches for {len(texts)} concurrent requests"
+
+
+def test_health_answers_while_the_model_works(classifier):
+    big = {"inputs": [" ".join(["lovely"] * 40 + [str(i)]) for i in range(64)]}
+    results = []
+    worker = threading.Thread(target=lambda: results.extend(classifier.call("POST", "/v1/predict", big) for _ in range(3)))
+    worker.start()
+    slowest = 0.0
+    while worker.is_alive():
+        start = time.perf_counter()
+        assert classifier.call("GET", "/health", key=None)[0] == 200
+        slowest = max(slowest, time.perf_counter() - start)
+    worker.join()
+    assert all(s == 200 for s, _ in results) and slowest < 1.0
+
+
+def test_schemathesis_finds_no_server_errors(classifier, tmp_path):
+    st = Path(sys.executable).with_name("schemathesis")
+    result = subprocess.run([str(st), "run", f"{classifier.url}/openapi.json", "--checks", "not_a_server_error",
+                             "-H", f"Authorization: Bearer {KEY}", "--max-examples", "30", "--seed", "1", "--workers", "1",
+                             "--request-timeout", "60"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_an_image_run_takes_base64_and_a_bad_image_fails_alone(tiny_runs, tmp_path):
+    from weitiao.api import load
+
+    images = sorted((tiny_runs["image_classification"].parents[1] / "image_classification" / "dev").rglob("*.png"))[::7][:4]
+    server = Server(tiny_runs["image_classification"], tmp_path / "img.log", key=None)
+    try:
+        encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
+        status, body = server.call("POST", "/v1/predict", {"inputs": encoded})
+        assert status == 200
+        expected = load(str(tiny_runs["image_classification"])).predict([str(p) for p in images])
+        assert [r["label"] for r in body["predictions"]] == [r["label"] for r in expected]
+        assert [r["image"] for r in body["predictions"]] == [f"inputs[{i}]" for i in range(len(images))]
+        assert server.call("POST", "/v1/predict", {"inputs": ["not base64!"]})[0] == 422
+        assert server.call("POST", "/v1/predict", {"inputs": [base64.b64encode(b"not an image").decode()]})[0] == 422
+        assert server.call("POST", "/v1/predict", {"inputs": encoded[:1]})[0] == 200
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)
+
+
+def test_sigterm_finishes_the_request_in_flight(tiny_runs, tmp_path):
+    server = Server(tiny_runs["classification"], tmp_path / "term.log", key=None)
+    big = {"inputs": [" ".join(["superb"] * 60 + [str(i)]) for i in range(256)]}
+    result = []
+    worker = threading.Thread(target=lambda: result.append(server.call("POST", "/v1/predict", big)))
+    worker.start()
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)
+    worker.join(120)
+    assert result and result[0][0] == 200 and len(result[0][1]["predictions"]) == 256
+    assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
+
+
+def test_a_taken_port_is_a_one_line_error(tiny_runs):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "weitiao", "serve", str(tiny_runs["classification"]), "--port", str(port)],
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith("error: --port:") and "Traceback" not in out.stderr
+
+
+def test_the_openai_client_streams_a_chat_completion(tiny_runs, tmp_path):
+    from openai import OpenAI
+
+    from weitiao.api import load
+
+    server = Server(tiny_runs["causal_lm"], tmp_path / "lm.log")
+    try:
+        client = OpenAI(base_url=server.url + "/v1", api_key=KEY)
+        messages = [{"role": "user", "content": "Is this positive or negative?\n\nwe saw a great film"}]
+        whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0)
+        text = whole.choices[0].message.content
+        assert whole.object == "chat.completion" and whole.usage.completion_tokens > 0 and whole.usage.prompt_tokens > 5
+        pieces = [c.choices[0].delta.content or "" for c in
+                  client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0, stream=True)]
+        assert len([p for p in pieces if p]) >= 2 and "".join(pieces).strip() == text
+        expected = load(str(tiny_runs["causal_lm"])).predict([messages[0]["content"]], max_new_tokens=6, temperature=0)[0]
+        assert text == expected["generation"]
+        status, body = server.call("POST", "/v1/predict", {"inputs": [messages[0]["content"]]})  # the run's own generation settings
+        assert status == 200 and body["predictions"] == load(str(tiny_runs["causal_lm"])).predict([messages[0]["content"]])
+        bad = OpenAI(base_url=server.url + "/v1", api_key="wrong")
+        with pytest.raises(Exception, match="401"):
+            bad.chat.completions.create(model="tiny", messages=messages)
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)
