@@ -1,4 +1,4 @@
-"""Command line: `weitiao train | eval | predict | chat | export | serve`. Thin: parse, then call the module that works.
+"""Command line: `weitiao train | eval | predict | chat | export | distill | serve`. Thin: parse, then call the module that works.
 
 Heavy libraries are imported inside the commands, so `weitiao --help` answers at once.
 """
@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--task", help="multi-task runs: the task whose model to write")
     ex.add_argument("--rows", type=int, default=1000, help="validation rows the parity check scores (default: 1000)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+    di = sub.add_parser("distill", help="train a smaller student on a teacher run's soft labels (student.yaml: a config, with student: {layers: N})")
+    di.add_argument("teacher", help="the teacher's run folder")
+    di.add_argument("config", help="the student's YAML config (distill: {temperature, alpha, unlabelled}; student: {layers})")
+    di.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    di.add_argument("--name", help="run folder name under output.dir")
+    di.add_argument("--overwrite", action="store_true", help="replace an existing run folder of that name")
 
     sv = sub.add_parser("serve", help="serve a run (or an export of it) over HTTP: /v1/predict, /v1/chat/completions, /health")
     sv.add_argument("run_dir")
@@ -141,6 +148,10 @@ def run(argv: list[str] | None = None) -> int:
             from weitiao.export import export
 
             print(export(args.run_dir, args.format, args.out, args.task, args.overwrite, args.rows))
+        elif args.command == "distill":
+            from weitiao.distill import distill_command
+
+            distill_command(args.teacher, args.config, args.overrides, args.name, args.overwrite)
         elif args.command == "serve":
             from weitiao.serve.server import serve
 

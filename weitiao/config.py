@@ -125,6 +125,17 @@ class OutputConfig(Section):
     dir: str = "runs"
 
 
+class StudentConfig(Section):
+    layers: int | None = Field(None, ge=1)  # distill: the teacher's model with this many of its layers (evenly spaced, the top one kept)
+
+
+class DistillConfig(Section):
+    teacher: str | None = None  # the teacher's run folder (`weitiao distill TEACHER student.yaml` sets it)
+    temperature: float = Field(2.0, gt=0)  # logits are divided by it before the softmax, on both sides
+    alpha: float = Field(0.5, ge=0, le=1)  # the distillation term's weight; 1 - alpha on the labels' cross-entropy
+    unlabelled: str | None = None  # texts without labels (a .txt file, a text a line; or a table): the teacher labels them
+
+
 class RunConfig(Section):
     version: int = SCHEMA_VERSION
     model: str = "minilm"
@@ -133,6 +144,8 @@ class RunConfig(Section):
     strategy: StrategyConfig = StrategyConfig()
     training: TrainingConfig = TrainingConfig()
     output: OutputConfig = OutputConfig()
+    student: StudentConfig | None = None
+    distill: DistillConfig | None = None
 
     @field_validator("version")
     @classmethod

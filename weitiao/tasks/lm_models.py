@@ -18,7 +18,9 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weitiao"
+    from weitiao.models import cache_dir
+
+    return cache_dir("")
 
 
 def bundled_smollm2(name: str = "smollm2-135m-instruct") -> str:

@@ -96,7 +96,9 @@ def prepare(cfg: RunConfig) -> Prepared:
         torch.set_num_threads(t.num_threads)
     get_strategy(s)  # an unknown method or a misplaced option fails before the model loads
     cuda, mixed_precision = pick_device(t.device, t.mixed_precision)
-    path = resolve_model(cfg.model)
+    from weitiao.distill import student_model
+
+    path = student_model(cfg) or resolve_model(cfg.model)  # distillation into fewer layers: the teacher's model, cut
     tokenizer = task.processor(path, cfg.model, cfg.data.max_length)  # checked: a pad token, positions for data.max_length
     names = data.labels.names
     encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length, opts, names)
@@ -117,6 +119,10 @@ def prepare(cfg: RunConfig) -> Prepared:
         for split, bad in skipped.items():
             for file, reason in bad[:3]:
                 say(f"skipped unreadable {split} file '{file}' ({reason})")
+    if cfg.distill and cfg.distill.teacher:
+        from weitiao.distill import with_teacher
+
+        task = with_teacher(task, cfg, data, encoded, names, tokenizer, say)  # training batches carry the teacher's logits
     model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, getattr(tokenizer, "pad_token_id", None))
     if hasattr(task, "configure_model"):  # what the task settles on the model from its processor (a causal LM: where generation stops)
         task.configure_model(model, tokenizer, opts, encoded["train"])
