@@ -224,3 +224,17 @@ def test_the_openai_client_streams_a_chat_completion(tiny_runs, tmp_path):
             bad.chat.completions.create(model="tiny", messages=messages)
     finally:
         assert server.stop() in (0, -signal.SIGTERM)
+
+
+def test_the_onnx_backend_serves_the_same_predictions(tiny_runs, tmp_path):
+    from weitiao.api import load
+
+    server = Server(tiny_runs["classification"], tmp_path / "onnx.log", "--backend", "onnx", key=None)
+    try:
+        status, body = server.call("POST", "/v1/predict", {"inputs": TEXTS})
+        assert status == 200 and server.call("GET", "/v1/model")[1]["backend"] == "onnx"
+        expected = load(str(tiny_runs["classification"])).predict(TEXTS)
+        assert [r["label"] for r in body["predictions"]] == [r["label"] for r in expected]
+        assert [r["score"] for r in body["predictions"]] == pytest.approx([r["score"] for r in expected], abs=1e-5)
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM)

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     sv.add_argument("--backend", choices=("torch", "onnx"), help="torch (default for a run folder) or onnx (exported at start, with its parity check)")
     sv.add_argument("--max-batch", type=int, default=32, help="inputs scored together at most (default: 32)")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with (default: 5)")
+    sv.add_argument("--max-wait-ms", type=float, default=0.0,
+                    help="how long a batch waits for more requests (default: 0: it takes those that queued while the last batch ran)")
     sv.add_argument("--no-batching", action="store_true", help="score every request alone, as it comes")
     sv.add_argument("--max-inputs", type=int, default=256, help="inputs one request may hold (default: 256)")
     return parser

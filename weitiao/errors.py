@@ -31,3 +31,20 @@ class TrainingStopped(Exception):
     The message names where it stopped and what was kept; the CLI prints it as one line and
     exits with code 3.
     """
+
+
+def add_to(table: dict, name: str, item, kind: str):
+    """`table[name] = item` for one of weitiao's registries (tasks, strategies, export formats); a second
+    item of the same name is refused (a programming mistake, not a user's)."""
+    if name in table:
+        raise ValueError(f"{kind} '{name}' is registered twice")
+    table[name] = item
+    return item
+
+
+def unknown(field: str, kind: str, name, known) -> UserError:
+    """The error for a name not in a registry: a did-you-mean when one is close, else the list."""
+    import difflib
+
+    match = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.5)
+    return UserError(field, f"unknown {kind} {name!r}", f"did you mean '{match[0]}'?" if match else f"use one of {', '.join(sorted(known))}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from weitiao.errors import UserError
+from weitiao.errors import UserError, add_to, unknown
 
 MANIFEST = "weitiao_export.json"
 
@@ -38,10 +38,7 @@ FORMATS: dict[str, Format] = {}
 
 
 def register_format(fmt: Format) -> Format:
-    if fmt.name in FORMATS:
-        raise ValueError(f"export format '{fmt.name}' is registered twice")
-    FORMATS[fmt.name] = fmt
-    return fmt
+    return add_to(FORMATS, fmt.name, fmt, "export format")
 
 
 def load_formats() -> dict[str, Format]:
@@ -51,12 +48,9 @@ def load_formats() -> dict[str, Format]:
 
 
 def get_format(name: str) -> Format:
-    import difflib
-
     load_formats()
     if name not in FORMATS:
-        match = difflib.get_close_matches(str(name), list(FORMATS), n=1, cutoff=0.5)
-        raise UserError("--format", f"unknown format {name!r}", f"did you mean '{match[0]}'?" if match else f"use one of {', '.join(FORMATS)}")
+        raise unknown("--format", "format", name, FORMATS)
     return FORMATS[name]
 
 

@@ -30,7 +30,7 @@ API_KEY_ENV = "WEITIAO_API_KEY"
 @dataclass
 class Settings:
     max_batch: int = 32  # inputs scored together at most
-    max_wait_ms: float = 5.0  # how long a request waits for others to batch with
+    max_wait_ms: float = 0.0  # how long a batch waits for more requests; 0: it takes those queued while the last batch ran
     batching: bool = True
     max_inputs: int = 256  # inputs in one request
     max_chars: int = 20_000  # characters in one text input

@@ -12,7 +12,7 @@ from weitiao.errors import UserError
 
 
 def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, backend: str | None = None, max_batch: int = 32,
-          max_wait_ms: float = 5.0, batching: bool = True, max_inputs: int = 256) -> None:
+          max_wait_ms: float = 0.0, batching: bool = True, max_inputs: int = 256) -> None:
     import uvicorn
 
     from weitiao.serve.app import Settings, create_app

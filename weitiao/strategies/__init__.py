@@ -11,12 +11,11 @@ trains something else.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from weitiao.errors import UserError
+from weitiao.errors import UserError, add_to, unknown
 
 STRATEGIES: dict[str, "Method"] = {}
 
@@ -54,9 +53,7 @@ def register(name: str, options: tuple[str, ...] = (), peft: bool = False):
     """Decorator: add a method under `name` with the options it reads; duplicates are refused."""
 
     def add(fn: Callable) -> Callable:
-        if name in STRATEGIES:
-            raise ValueError(f"strategy '{name}' is registered twice")
-        STRATEGIES[name] = Method(fn, frozenset(options), peft)
+        add_to(STRATEGIES, name, Method(fn, frozenset(options), peft), "strategy")
         return fn
 
     return add
@@ -73,9 +70,7 @@ def get_strategy(spec) -> Method:
     """The registered method for `spec.method`, after checking the options set beside it."""
     load_all()
     if spec.method not in STRATEGIES:
-        match = difflib.get_close_matches(spec.method, list(STRATEGIES), n=1)
-        hint = f"did you mean '{match[0]}'?" if match else f"use one of {sorted(STRATEGIES)}"
-        raise UserError("strategy.method", f"unknown strategy '{spec.method}'", hint)
+        raise unknown("strategy.method", "strategy", spec.method, STRATEGIES)
     method = STRATEGIES[spec.method]
     # Only options changed from their default count: a resolved config lists every option.
     changed = {k for k in spec.model_fields_set if getattr(spec, k) != type(spec).model_fields[k].default}

@@ -11,10 +11,9 @@ The registry test matrix (tests/test_tasks.py) then trains, saves, reloads and p
 
 from __future__ import annotations
 
-import difflib
 from typing import TYPE_CHECKING, Any, Protocol
 
-from weitiao.errors import UserError
+from weitiao.errors import UserError, add_to, unknown
 
 if TYPE_CHECKING:
     import torch
@@ -68,10 +67,7 @@ ALIASES = {"ner": "token_classification", "text_classification": "classification
 
 def register_task(task: Task) -> Task:
     """Add a task under `task.name`; a second task of the same name is refused."""
-    if task.name in TASKS:
-        raise ValueError(f"task '{task.name}' is registered twice")
-    TASKS[task.name] = task
-    return task
+    return add_to(TASKS, task.name, task, "task")
 
 
 def load_all() -> dict[str, Task]:
@@ -87,9 +83,7 @@ def get_task(name: str) -> Task:
     load_all()
     name = ALIASES.get(name, name) if isinstance(name, str) else name
     if name not in TASKS:
-        match = difflib.get_close_matches(str(name), list(TASKS), n=1, cutoff=0.5)
-        hint = f"did you mean '{match[0]}'?" if match else f"use one of {', '.join(sorted(TASKS))}"
-        raise UserError("task.type", f"unknown task {name!r}", hint)
+        raise unknown("task.type", "task", name, TASKS)
     return TASKS[name]
 
 

