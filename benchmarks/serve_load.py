@@ -74,6 +74,30 @@ def level(url: str, texts: list[str], concurrency: int) -> dict:
             "throughput_rps": round(len(texts) / wall, 1), "p50_ms": round(pick(0.50) * 1000, 1), "p99_ms": round(pick(0.99) * 1000, 1)}
 
 
+def in_process(run: str, texts: list[str], repeats: int = 8) -> dict:
+    """The model alone, no HTTP: median milliseconds of `predict_rows` for 1 sentence, for 32 consecutive dev sentences
+    in one batch (padded to the longest) and in sub-batches of 8 sorted by length (as the server scores), on 2 threads."""
+    import statistics
+
+    import torch
+
+    from weitiao.predict import open_run, predict_rows
+
+    torch.set_num_threads(2)
+    loaded = open_run(run)
+    predict_rows(loaded, texts[:8])
+    out = {}
+    for name, n, bucket in (("1", 1, None), ("32", 32, 32), ("32 by 8", 32, 8)):
+        times = []
+        for k in range(repeats):
+            start = time.perf_counter()
+            predict_rows(loaded, texts[k * n:(k + 1) * n], None, bucket)
+            times.append(time.perf_counter() - start)
+        ms = statistics.median(times) * 1000
+        out[name] = {"ms": round(ms, 1), "sentences_per_s": round(n / ms * 1000, 1)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run")
@@ -92,7 +116,8 @@ def main() -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
     off = {r["concurrency"]: r for r in rows if r["batching"] == "off"}
-    result = {"command": " ".join(["benchmarks/serve_load.py"] + sys.argv[1:]), "results": rows}
+    ceiling = in_process(a.run, texts)
+    result = {"command": " ".join(["benchmarks/serve_load.py"] + sys.argv[1:]), "results": rows, "in_process": ceiling}
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = ["# `weitiao serve` under load: one SST-2 sentence a request, loopback, 2-core CPU", "", f"`.venv/bin/python {result['command']}`", "",
@@ -101,6 +126,11 @@ def main() -> None:
         ratio = r["throughput_rps"] / off[r["concurrency"]]["throughput_rps"]
         lines.append(f"| {r['batching']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['throughput_rps']} | "
                      f"{ratio:.2f}x | {r['p50_ms']} | {r['p99_ms']} |")
+    one, whole, bucketed = ceiling["1"], ceiling["32"], ceiling["32 by 8"]
+    lines += ["", f"In-process (the model alone, no HTTP; median of 8): 1 sentence {one['ms']} ms ({one['sentences_per_s']}/s); "
+              f"32 sentences in one padded batch {whole['ms']} ms ({whole['sentences_per_s']}/s), in length-sorted sub-batches of 8 "
+              f"(as the server scores them) {bucketed['ms']} ms ({bucketed['sentences_per_s']}/s): batching can give at most "
+              f"{bucketed['sentences_per_s'] / one['sentences_per_s']:.1f}x here."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
