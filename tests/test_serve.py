@@ -154,7 +154,7 @@ def test_schemathesis_finds_no_server_errors(classifier, tmp_path):
     st = Path(sys.executable).with_name("schemathesis")
     result = subprocess.run([str(st), "run", f"{classifier.url}/openapi.json", "--checks", "not_a_server_error",
                              "-H", f"Authorization: Bearer {KEY}", "--max-examples", "30", "--seed", "1", "--workers", "1",
-                             "--request-timeout", "60"], capture_output=True, text=True, timeout=300)
+                             "--request-timeout", "60"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
