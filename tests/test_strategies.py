@@ -395,7 +395,7 @@ def test_a_newly_registered_method_is_found_with_its_options():
 @pytest.mark.parametrize("method, hint", [
     ("lorra", "did you mean 'lora'?"),
     ("head-only", "did you mean 'head_only'?"),
-    ("zzzz", f"use one of {sorted(load_all())}"),
+    ("zzzz", f"use one of {', '.join(sorted(load_all()))}"),
 ])
 def test_an_unknown_method_is_a_user_error_with_a_suggestion(method, hint):
     with pytest.raises(UserError) as info:

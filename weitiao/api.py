@@ -91,10 +91,14 @@ def train(config: str | Path | dict, name: str | None = None, overrides: dict | 
 
 @_plain_errors
 def load(run_dir: str | Path) -> Run:
-    """A finished run folder (with model/ and metrics.json) as a `Run`."""
+    """A finished run folder (with model/ and metrics.json), or a folder `weitiao export` wrote, as a `Run`."""
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`, e.g. runs/demo")
+    from weitiao.export import is_export
+
+    if is_export(path):
+        return Run(path)
     if not (path / "model" / "config.json").is_file() or not (path / "metrics.json").is_file():
         raise UserError("run_dir", f"'{run_dir}' has no finished model (model/ or metrics.json is missing)", "let the run finish, or resume it")
     return Run(path)

@@ -37,6 +37,8 @@ def distill_command(teacher: str, config: str, overrides: list[str], name: str |
     if not (Path(teacher) / "model" / "config.json").is_file():
         raise UserError("teacher", f"'{teacher}' is not a finished run folder (no model/)", "give a run folder written by `weitiao train`")
     cfg = load_config(config, [*overrides, f"distill.teacher={teacher}"])
+    if cfg.student is not None and cfg.student.layers is not None and "model" not in cfg.model_fields_set:
+        cfg = cfg.model_copy(update={"model": str(Path(teacher) / "model")})  # what the student is cut from, in its config.yaml
     return train(cfg, name or f"{Path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}", overwrite)
 
 
@@ -46,10 +48,10 @@ def student_model(cfg) -> str | None:
         return None
     if cfg.distill is None or not cfg.distill.teacher:
         raise UserError("student.layers", "needs a teacher to take the layers from", "run `weitiao distill TEACHER_RUN student.yaml`")
-    if "model" in cfg.model_fields_set:
+    source = Path(cfg.distill.teacher) / "model"
+    if "model" in cfg.model_fields_set and Path(cfg.model) != source:
         raise UserError("model", f"{cfg.model!r} is set beside student.layers, which builds the student from the teacher's model",
                         "leave out model, or leave out student.layers to distill into that model")
-    source = Path(cfg.distill.teacher) / "model"
     stamp = hashlib.sha256((source / "model.safetensors").read_bytes()).hexdigest()[:16] if (source / "model.safetensors").is_file() else "x"
     from weitiao.models import cache_dir
 

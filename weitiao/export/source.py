@@ -93,6 +93,8 @@ def write_common(source: Source, folder: Path, form) -> None:
     from weitiao.export import MANIFEST
 
     shutil.copy(source.run_dir / "config.yaml", folder / "config.yaml")
+    if (source.run_dir / "metrics.json").is_file():  # the run's own scores, for /v1/model and the card
+        shutil.copy(source.run_dir / "metrics.json", folder / "metrics.json")
     if not (folder / "config.json").is_file():
         source.run.model.config.save_pretrained(folder)
     source.run.tokenizer.save_pretrained(folder)

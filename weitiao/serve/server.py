@@ -25,7 +25,7 @@ def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, backend: str 
     _check_port(host, port)
     with tempfile.TemporaryDirectory(prefix="weitiao-serve-") as tmp:
         run = _load(run_dir, backend, Path(tmp))
-        app = create_app(run, Settings(max_batch, max_wait_ms, batching, max_inputs), Path(run_dir).resolve().name)
+        app = create_app(run, Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, batching=batching, max_inputs=max_inputs), Path(run_dir).resolve().name)
         print(f"serving {run_dir} ({run.opts.type}, {run.backend}) at http://{host}:{port}  (docs: /docs; stop: Ctrl-C or SIGTERM)",
               file=sys.stderr, flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
