@@ -173,6 +173,15 @@ def test_an_image_run_takes_base64_and_a_bad_image_fails_alone(tiny_runs, tmp_pa
         assert server.call("POST", "/v1/predict", {"inputs": ["not base64!"]})[0] == 422
         assert server.call("POST", "/v1/predict", {"inputs": [base64.b64encode(b"not an image").decode()]})[0] == 422
         assert server.call("POST", "/v1/predict", {"inputs": encoded[:1]})[0] == 200
+        # the same images as multipart form data: each row names its file
+        boundary = "weitiao-test-boundary"
+        parts = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{p.name}\"\r\n"
+                         f"Content-Type: image/png\r\n\r\n".encode() + p.read_bytes() + b"\r\n" for p in images) + f"--{boundary}--\r\n".encode()
+        req = urllib.request.Request(server.url + "/v1/predict/files", data=parts, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            rows = json.loads(r.read())["predictions"]
+        assert [r["label"] for r in rows] == [r["label"] for r in expected] and [r["image"] for r in rows] == [p.name for p in images]
     finally:
         assert server.stop() in (0, -signal.SIGTERM)
 

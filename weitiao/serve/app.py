@@ -4,6 +4,7 @@
     GET  /v1/model            task, labels, base model, validation metrics, weitiao's version
     POST /v1/predict          {"inputs": [...]} -> {"predictions": [...]}: one object per input, in order,
                               each what `weitiao predict` prints for it (images: base64 strings)
+    POST /v1/predict/files    image runs: the same for image files sent as multipart form data
     POST /v1/chat/completions OpenAI chat completions, streaming or not (causal LM runs; see openai.py)
 
 With WEITIAO_API_KEY set, every route but /health wants `Authorization: Bearer <key>` (401
@@ -133,8 +134,27 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
                 raise HTTPException(422, f"inputs[{i}]: {len(text)} characters, over the limit of {limit}")
             if not text.strip():
                 raise HTTPException(422, f"inputs[{i}]: empty {'image' if image else 'text'}")
-        items = [_image_bytes(t, i) for i, t in enumerate(request.inputs)] if image else list(request.inputs)
-        return {"predictions": await asyncio.wrap_future(batcher.submit(items, "predict"))}
+        if not image:
+            return {"predictions": await asyncio.wrap_future(batcher.submit(list(request.inputs), "predict"))}
+        rows = await asyncio.wrap_future(batcher.submit([_image_bytes(t, i) for i, t in enumerate(request.inputs)], "predict"))
+        return {"predictions": [{**r, "image": f"inputs[{i}]"} for i, r in enumerate(rows)]}
+
+    if image:
+        from fastapi import File, UploadFile
+
+        @app.post("/v1/predict/files", response_model=PredictResponse)
+        async def predict_files(files: list[UploadFile] = File(..., description="image files, as `curl -F files=@a.jpg -F files=@b.png`")) -> dict:
+            """The same predictions for image files sent as multipart form data; each names its file."""
+            import asyncio
+
+            if not 1 <= len(files) <= settings.max_inputs:
+                raise HTTPException(422, f"files: {len(files)} files; send 1 to {settings.max_inputs}")
+            data = [await f.read() for f in files]
+            for i, d in enumerate(data):
+                if not d:
+                    raise HTTPException(422, f"files[{i}] ({files[i].filename}): empty file")
+            rows = await asyncio.wrap_future(batcher.submit(data, "predict"))
+            return {"predictions": [{**r, "image": f.filename or f"files[{i}]"} for i, (f, r) in enumerate(zip(files, rows))]}
 
     @app.exception_handler(UserError)
     async def bad_input(request, e: UserError):
@@ -202,6 +222,4 @@ def _score_images(run, images: list[bytes], bucket: int) -> list[dict]:
         rows = predict_rows(run, paths, None, bucket)
     if len(rows) != len(paths):
         raise UserError("inputs", f"{len(paths) - len(rows)} of {len(paths)} images could not be read", "send PNG, JPEG or other image files Pillow reads")
-    for row in rows:
-        row["image"] = f"inputs[{int(Path(row['image']).name)}]"
-    return rows
+    return rows  # in input order; each route names its own inputs
