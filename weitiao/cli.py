@@ -1,4 +1,4 @@
-"""Command line: `weitiao train | eval | predict | chat | export | distill | serve`. Thin: parse, then call the module that works.
+"""Command line: `weitiao train | eval | predict | chat | export | distill | tune | serve`. Thin: parse, then call the module that works.
 
 Heavy libraries are imported inside the commands, so `weitiao --help` answers at once.
 """
@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
     di.add_argument("--name", help="run folder name under output.dir")
     di.add_argument("--overwrite", action="store_true", help="replace an existing run folder of that name")
+
+    tu = sub.add_parser("tune", help="search hyperparameters (the config's search: section) with Optuna; output.dir is the search folder")
+    tu.add_argument("config", help="a config with a search: section of dotted keys, e.g. training.lr: {low: 1.0e-5, high: 1.0e-3, log: true}")
+    tu.add_argument("--trials", type=int, required=True, help="trials in all (a stopped search resumes to this many)")
+    tu.add_argument("--jobs", type=int, default=1, help="worker processes running trials at once (default: 1)")
+    tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
 
     sv = sub.add_parser("serve", help="serve a run (or an export of it) over HTTP: /v1/predict, /v1/chat/completions, /health")
     sv.add_argument("run_dir")
@@ -153,6 +159,10 @@ def run(argv: list[str] | None = None) -> int:
             from weitiao.distill import distill_command
 
             distill_command(args.teacher, args.config, args.overrides, args.name, args.overwrite)
+        elif args.command == "tune":
+            from weitiao.tune import tune
+
+            tune(args.config, args.trials, args.jobs, args.overrides)
         elif args.command == "serve":
             from weitiao.serve.server import serve
 

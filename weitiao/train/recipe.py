@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from weitiao.config import RunConfig, dump_config
@@ -19,8 +20,12 @@ from weitiao.runtime import eval_batch_size, pick_device, quiet_hf, say  # noqa:
 from weitiao.train.saving import load_best, merge_adapter, save_adapter, save_model  # noqa: F401
 
 
-def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None = None, force: bool = False) -> Path:
+def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None = None, force: bool = False,
+          on_eval: Callable[[dict], None] | None = None) -> Path:
     """Run one fine-tuning as configured, or continue one (`resume`: a run folder or "auto").
+
+    `on_eval(record)`: called after every evaluation with its metrics.jsonl record (a search prunes
+    a trial by raising there).
 
     Returns the run folder.
     """
@@ -33,7 +38,7 @@ def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None
     else:
         run_dir = check_run_dir(cfg.output.dir, name, overwrite)
     setup = prepare(cfg)  # data, strategy, device, model, probe, parameter groups: all user errors surface here
-    return fit(cfg, setup, run_dir, overwrite, setup.cuda, checkpoint)
+    return fit(cfg, setup, run_dir, overwrite, setup.cuda, checkpoint, on_eval)
 
 
 def find_checkpoint(cfg: RunConfig, resume: str, name: str | None, force: bool) -> tuple[Path, Path]:
@@ -142,7 +147,8 @@ def prepare(cfg: RunConfig) -> Prepared:
                     pruned, groups, l2sp)
 
 
-def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: bool, checkpoint: Path | None = None) -> Path:
+def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: bool, checkpoint: Path | None = None,
+        on_eval: Callable[[dict], None] | None = None) -> Path:
     """Create (or reopen, to resume) the run folder, lock it, and train into it.
 
     Under `accelerate launch` only the main process writes the folder; all of them train.
@@ -173,7 +179,7 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
             log.write({"step": meta["step"], "resumed_from": checkpoint.name})
         else:
             log.write({"data": setup.data.report})
-        return _fit(cfg, setup, run_dir, accelerator, log, checkpoint, started=folder.started if folder else lambda: None)
+        return _fit(cfg, setup, run_dir, accelerator, log, checkpoint, started=folder.started if folder else lambda: None, on_eval=on_eval)
     except BaseException:
         if lock:
             lock.release()
@@ -186,7 +192,7 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
             lock.release()
 
 
-def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, checkpoint: Path | None, started) -> Path:
+def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, checkpoint: Path | None, started, on_eval=None) -> Path:
     from weitiao.data.batching import length_grouped_batches, padding_fraction
     from weitiao.evaluate.scoring import pad_id
     from weitiao.strategies.lr_groups import lr_table
@@ -262,7 +268,8 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
                         evaluate=steps.validation_headline, save_best=save_best,
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
                         checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data, cfg.task)}, train_mode=train_mode,
-                        after_eval=lambda record: write_generations(run_dir, record["step"], steps.latest_generations))
+                        after_eval=lambda record: (write_generations(run_dir, record["step"], steps.latest_generations),
+                                                   on_eval and on_eval(record)))
     if main:
         finish(setup, run_dir, accelerator, log, steps, result, t.metric, s.probe)
     return run_dir
