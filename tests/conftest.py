@@ -3,6 +3,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Hundreds of tiny runs here: reports (plots, and scoring the validation data again) are written only
+# where a test asks for one (tests/test_report.py); users get them by default (output.report).
+os.environ.setdefault("WEITIAO_REPORT", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 

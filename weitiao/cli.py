@@ -1,4 +1,4 @@
-"""Command line: `weitiao train | eval | predict | chat | export | distill | tune | serve`. Thin: parse, then call the module that works.
+"""Command line: `weitiao train | eval | predict | chat | export | distill | tune | report | serve`. Thin: parse, then call the module that works.
 
 Heavy libraries are imported inside the commands, so `weitiao --help` answers at once.
 """
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--trials", type=int, required=True, help="trials in all (a stopped search resumes to this many)")
     tu.add_argument("--jobs", type=int, default=1, help="worker processes running trials at once (default: 1)")
     tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+
+    rp = sub.add_parser("report", help="write (again) a run's report.html and plots/: also for a run that is training or stopped")
+    rp.add_argument("run_dir")
 
     sv = sub.add_parser("serve", help="serve a run (or an export of it) over HTTP: /v1/predict, /v1/chat/completions, /health")
     sv.add_argument("run_dir")
@@ -163,6 +166,10 @@ def run(argv: list[str] | None = None) -> int:
             from weitiao.tune import tune
 
             tune(args.config, args.trials, args.jobs, args.overrides)
+        elif args.command == "report":
+            from weitiao.evaluate.report import write_report
+
+            print(write_report(args.run_dir))
         elif args.command == "serve":
             from weitiao.serve.server import serve
 

@@ -123,6 +123,8 @@ class TrainingConfig(Section):
 
 class OutputConfig(Section):
     dir: str = "runs"
+    report: bool = True  # report.html and plots/ at the end of training (`weitiao report RUN` writes them any time)
+    tracking: list[str] | str = "tensorboard"  # accelerate's trackers: tensorboard, wandb, mlflow, ... (installed ones); none: off
 
 
 class StudentConfig(Section):

@@ -317,9 +317,11 @@ def _log_window(write, bar, window: dict, step: int, epoch: float, scheduler) ->
     now = time.perf_counter()
     rate = window["samples"] / max(now - window["t"], 1e-9)
     loss = window["loss"] / max(window["n"], 1)
-    lr = scheduler.get_last_lr()[0]
+    lrs = scheduler.get_last_lr()
+    lr = lrs[0]
+    by_group = {g.get("name", str(i)): v for i, (g, v) in enumerate(zip(scheduler.optimizer.param_groups, lrs))}  # decay / no-decay share a name
     targets_rate = window["targets"] / max(now - window["t"], 1e-9)
-    write({"step": step, "epoch": round(epoch, 4), "loss": loss, "lr": lr, "samples_per_s": rate, "targets_per_s": targets_rate})
+    write({"step": step, "epoch": round(epoch, 4), "loss": loss, "lr": lr, "lrs": by_group, "samples_per_s": rate, "targets_per_s": targets_rate})
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
     window.update(loss=0.0, n=0, samples=0, targets=0, t=now)
 

@@ -159,7 +159,9 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
     from weitiao.train.run_folder import MetricsLog, NewRunFolder, NullLog, RunLock, write_env
 
     t = cfg.training
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=setup.mixed_precision)
+    trackers = tracking(cfg.output.tracking)
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=setup.mixed_precision, log_with=trackers or None,
+                              project_dir=str(run_dir) if trackers else None)
     main = accelerator.is_main_process
     lock = folder = None
     try:
@@ -170,12 +172,14 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
                 write_env(run_dir, t.seed, str(accelerator.device), accelerator.num_processes, setup.mixed_precision)
             lock = RunLock(run_dir)
         accelerator.wait_for_everyone()
-        log = MetricsLog(run_dir / "metrics.jsonl") if main else NullLog()
+        if trackers:
+            accelerator.init_trackers("tensorboard" if trackers == ["tensorboard"] else "tracking", config=_flat(cfg.model_dump(mode="json")))
+        log = MetricsLog(run_dir / "metrics.jsonl", accelerator if trackers else None) if main else NullLog()
         if checkpoint is not None:
             meta = json.loads((checkpoint / "meta.json").read_text())
             if main:
                 truncate_metrics(log.path, meta["metrics_lines"])
-                log = MetricsLog(log.path)
+                log = MetricsLog(log.path, log.tracker)
             log.write({"step": meta["step"], "resumed_from": checkpoint.name})
         else:
             log.write({"data": setup.data.report})
@@ -188,8 +192,41 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
             folder.abandon()  # only before training started: the old run (with --overwrite) is back
         raise
     finally:
+        if trackers:
+            accelerator.end_training()
         if lock:
             lock.release()
+
+
+def tracking(setting) -> list[str]:
+    """output.tracking as accelerate's log_with list ([] for none); an unknown or missing tracker is a UserError."""
+    names = [setting] if isinstance(setting, str) else list(setting)
+    names = [n for n in names if n and n != "none"]
+    if not names:
+        return []
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise UserError("output.tracking", f"unknown tracker {name!r}", f"use none or some of {', '.join(sorted(LOGGER_TYPE_TO_CLASS))}")
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
+    for name in names:
+        if name in available and not available[name]():
+            raise UserError("output.tracking", f"{name} is not installed", f"pip install {name}, or set output.tracking: tensorboard")
+    return names
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config as {a.b: value} of scalars (what trackers store as hyperparameters)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        elif isinstance(v, (int, float, str, bool)):
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, checkpoint: Path | None, started, on_eval=None) -> Path:
@@ -213,6 +250,10 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     tell(f"task: {task.describe(opts)}; strategy: {strategy_line(s)}; model: {cfg.model}; device: {accelerator.device}"
          + (f" x {world} processes" if world > 1 else ""))
     tell(parameter_table(model))
+    if main and checkpoint is None:  # for the report: the table as data
+        from weitiao.strategies.report import parameter_rows
+
+        log.write({"parameters": [{"module": n, "trainable": tr, "total": tot} for n, tr, tot in parameter_rows(model)]})
     if setup.pruned_last_layer:
         tell("last layer: the head reads only the first token, so that layer computes only its output "
              "(keys and values still from every token; training.prune_last_layer: false turns this off)")
@@ -272,6 +313,13 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
                                                    on_eval and on_eval(record)))
     if main:
         finish(setup, run_dir, accelerator, log, steps, result, t.metric, s.probe)
+        from weitiao.evaluate.report import enabled, write_report
+
+        if enabled(cfg):
+            try:
+                say(f"report: {write_report(run_dir)}")
+            except Exception as e:  # noqa: BLE001  (the model and metrics are written; `weitiao report RUN` can try again)
+                say(f"report: not written ({type(e).__name__}: {e}); `weitiao report {run_dir}` tries again")
     return run_dir
 
 

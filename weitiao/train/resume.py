@@ -17,7 +17,7 @@ from weitiao.config import RunConfig
 from weitiao.errors import UserError
 
 # Keys that change how a run is shown, not what it computes.
-COSMETIC = {("training", "progress"), ("training", "log_every"), ("output", "dir")}
+COSMETIC = {("training", "progress"), ("training", "log_every"), ("output", "dir"), ("output", "report"), ("output", "tracking")}
 # Keys added after checkpoints were written, with their defaults: left out of the hash while at
 # the default, so that a checkpoint from before they existed still resumes.
 ADDED = {("data", "tokens_column"): "tokens", ("data", "tags_column"): "tags", ("data", "image_column"): "image",

@@ -126,16 +126,37 @@ def write_env(path: Path, seed: int, device: str, processes: int = 1, mixed_prec
 
 
 class MetricsLog:
-    """Append-only metrics.jsonl: one JSON object per log or evaluation step."""
+    """Append-only metrics.jsonl: one JSON object per log or evaluation step (the source of truth).
 
-    def __init__(self, path: Path):
-        self.path = path
+    `tracker`: an Accelerator with trackers (TensorBoard by default): each step's scalars go to them
+    too, as train/loss, train/lr/GROUP, eval/METRIC."""
+
+    def __init__(self, path: Path, tracker=None):
+        self.path, self.tracker = path, tracker
         self.lines = len(path.read_text(encoding="utf-8").splitlines()) if path.is_file() else 0
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         self.lines += 1
+        if self.tracker is not None and isinstance(record.get("step"), int):
+            scalars = tracked_scalars(record)
+            if scalars:
+                self.tracker.log(scalars, step=record["step"])
+
+
+def tracked_scalars(record: dict) -> dict[str, float]:
+    """The numbers of a metrics.jsonl record under tracker names: train/*, train/lr/GROUP, eval/*."""
+    out = {}
+    for key in ("loss", "lr", "samples_per_s", "targets_per_s"):
+        if isinstance(record.get(key), (int, float)):
+            out[f"train/{key}"] = float(record[key])
+    for group, lr in (record.get("lrs") or {}).items():
+        out[f"train/lr/{group}"] = float(lr)
+    for key, value in (record.get("eval") or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"eval/{key}"] = float(value)
+    return out
 
 
 class NullLog:

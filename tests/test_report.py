@@ -1,0 +1,133 @@
+"""report.html and plots/, TensorBoard event files, and the runs table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import write_config
+
+
+def test_ece_matches_a_hand_computation():
+    from weitiao.evaluate.report import expected_calibration_error
+
+    probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.35, 0.65], [0.4, 0.6], [0.2, 0.8], [0.55, 0.45]])
+    labels = np.array([0, 1, 1, 0, 1, 0])
+    # confidences 0.95 0.9 0.65 0.6 0.8 0.55; correct 1 0 1 0 1 1
+    # bins (0.5,0.6]: {0.6 wrong, 0.55 right} acc 0.5 conf 0.575; (0.6,0.7]: {0.65 right} acc 1 conf 0.65;
+    # (0.7,0.8]: {0.8 right}; (0.8,0.9]: {0.9 wrong}; (0.9,1]: {0.95 right}
+    hand = (2 * abs(0.5 - 0.575) + abs(1 - 0.65) + abs(1 - 0.8) + abs(0 - 0.9) + abs(1 - 0.95)) / 6
+    ece, bins = expected_calibration_error(probs, labels)
+    assert ece == pytest.approx(hand, abs=1e-12)
+    assert sum(b["count"] for b in bins) == 6
+
+
+def _valid_png(path) -> bool:
+    image = np.asarray(Image.open(path).convert("L"), dtype=float)
+    return image.size > 10_000 and image.std() > 5  # not blank: a drawn plot has lines and text on white
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory, tiny_runs):
+    """A tiny classifier trained with the report on (as users get it), and TensorBoard tracking."""
+    import os
+    import random
+
+    from test_tasks import classification_data
+
+    from weitiao.cli import main
+
+    tmp = tmp_path_factory.mktemp("report")
+    cfg = {"version": 1, "model": str(tiny_runs["classification"].parents[1] / "tiny"), **classification_data(tmp, random.Random(1)),
+           "strategy": {"method": "lora", "r": 4, "target_modules": "all-linear", "head_lr": 3e-3},
+           "training": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "progress": False, "log_every": 2, "eval_every": 5},
+           "output": {"dir": str(tmp / "runs")}}
+    os.environ["WEITIAO_REPORT"] = "1"
+    try:
+        assert main(["train", str(write_config(tmp / "c.yaml", cfg)), "--name", "r"]) == 0
+    finally:
+        os.environ["WEITIAO_REPORT"] = "0"
+    return tmp / "runs" / "r"
+
+
+CLASSIFIER_PLOTS = ["loss", "lr", "metrics", "throughput", "confusion", "confusion_normalized", "per_class", "reliability"]
+
+
+def test_a_finished_run_has_a_report_with_every_plot(reported):
+    page = (reported / "report.html").read_text()
+    for name in CLASSIFIER_PLOTS:
+        assert _valid_png(reported / "plots" / f"{name}.png"), name
+        assert f"alt='{name}.png'" in page
+    assert "data:image/png;base64," in page and "<b>finished</b>" in page
+    assert "Trainable parameters" in page and "Most confidently wrong" in page and "Data: reading and cleaning" in page
+    ece = json.loads((reported / "plots" / "calibration.json").read_text())["ece"]
+    assert 0 <= ece <= 1 and f"expected calibration error {ece:.4f}" in page
+
+
+def test_the_lr_plot_has_a_line_per_parameter_group(reported):
+    records = [json.loads(line) for line in (reported / "metrics.jsonl").read_text().splitlines()]
+    groups = {k for r in records for k in r.get("lrs", {})}
+    assert {"head", "body"} <= groups or len(groups) >= 2, groups  # head_lr gives the head its own group
+
+
+def test_report_works_on_a_stopped_run(reported, tmp_path, capsys):
+    from weitiao.cli import main
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(reported, stopped)
+    (stopped / "metrics.json").unlink()  # as a run killed before it finished leaves it
+    (stopped / "report.html").unlink()
+    assert main(["report", str(stopped)]) == 0
+    page = (stopped / "report.html").read_text()
+    assert "<b>stopped</b>" in page and _valid_png(stopped / "plots" / "loss.png")
+
+
+def test_token_and_generative_runs_get_their_plots(tiny_runs, tmp_path):
+    from weitiao.evaluate.report import write_report
+
+    for task in ("token_classification", "causal_lm"):
+        run = tmp_path / task
+        shutil.copytree(tiny_runs[task], run)
+        page = write_report(run).read_text()
+        assert _valid_png(run / "plots" / "metrics.png")
+    assert _valid_png(tmp_path / "token_classification" / "plots" / "per_type.png")
+    assert "perplexity" in (tmp_path / "causal_lm" / "metrics.jsonl").read_text() and "Sample generations" in page
+
+
+def test_tensorboard_holds_the_logged_scalars(reported):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = [p for p in (reported / "tensorboard").rglob("events.out.tfevents.*")]
+    assert events
+    scalars = {}
+    for path in events:
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = [(e.step, e.value) for e in acc.Scalars(tag)]
+    records = [json.loads(line) for line in (reported / "metrics.jsonl").read_text().splitlines()]
+    logged = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r and "eval" not in r]
+    assert [s for s, _ in scalars["train/loss"]] == [s for s, _ in logged]
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx([v for _, v in logged], rel=1e-6)
+    evals = [(r["step"], r["eval"]["accuracy"]) for r in records if "eval" in r]
+    assert [(s, pytest.approx(v, rel=1e-6)) for s, v in scalars["eval/accuracy"]] == evals
+    assert any(tag.startswith("train/lr/") for tag in scalars)
+
+
+def test_tracking_none_writes_no_event_files(tmp_path, tiny_runs):
+    import random
+
+    from test_tasks import classification_data
+
+    from weitiao.cli import main
+
+    cfg = {"version": 1, "model": str(tiny_runs["classification"].parents[1] / "tiny"), **classification_data(tmp_path, random.Random(2)),
+           "training": {"max_steps": 2, "progress": False}, "output": {"dir": str(tmp_path / "runs"), "tracking": "none"}}
+    assert main(["train", str(write_config(tmp_path / "c.yaml", cfg)), "--name", "n"]) == 0
+    assert not (tmp_path / "runs" / "n" / "tensorboard").exists()
+    cfg["output"]["tracking"] = "tensorbored"
+    assert main(["train", str(write_config(tmp_path / "c.yaml", cfg)), "--name", "m"]) == 2
