@@ -131,3 +131,29 @@ def test_tracking_none_writes_no_event_files(tmp_path, tiny_runs):
     assert not (tmp_path / "runs" / "n" / "tensorboard").exists()
     cfg["output"]["tracking"] = "tensorbored"
     assert main(["train", str(write_config(tmp_path / "c.yaml", cfg)), "--name", "m"]) == 2
+
+
+def test_runs_lists_finished_and_stopped_runs_and_compare_lines_them_up(reported, tmp_path, capsys):
+    from weitiao.cli import main
+
+    folder = tmp_path / "many"
+    shutil.copytree(reported, folder / "a")
+    shutil.copytree(reported, folder / "b")
+    (folder / "b" / "metrics.json").unlink()  # stopped before it finished
+    config = (folder / "b" / "config.yaml").read_text().replace("lr: 0.001", "lr: 0.002")
+    (folder / "b" / "config.yaml").write_text(config)
+    capsys.readouterr()
+    assert main(["runs", str(folder), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["a"]["status"] == "finished" and rows["b"]["status"] == "stopped"
+    saved = json.loads((reported / "metrics.json").read_text())["validation"]["accuracy"]
+    assert rows["a"]["value"] == pytest.approx(saved) and rows["a"]["task"] == "classification" and rows["a"]["strategy"] == "lora"
+    assert rows["b"]["value"] is not None  # the best evaluation so far, from metrics.jsonl
+
+    out = tmp_path / "c.html"
+    assert main(["compare", str(folder / "a"), str(folder / "b"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "training.lr: 0.001 | 0.002" in printed
+    page = out.read_text()
+    assert page.count("data:image/png;base64,") >= 2 and "training.lr" in page
+    assert main(["runs", str(tmp_path / "nope")]) == 2

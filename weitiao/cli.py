@@ -1,4 +1,4 @@
-"""Command line: `weitiao train | eval | predict | chat | export | distill | tune | report | serve`. Thin: parse, then call the module that works.
+"""Command line: `weitiao train | eval | predict | chat | export | distill | tune | report | runs | compare | serve`. Thin: parse, then call the module that works.
 
 Heavy libraries are imported inside the commands, so `weitiao --help` answers at once.
 """
@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="write (again) a run's report.html and plots/: also for a run that is training or stopped")
     rp.add_argument("run_dir")
+
+    rs = sub.add_parser("runs", help="a table of the runs in a folder: task, model, strategy, metric, time, date, status")
+    rs.add_argument("dir", nargs="?", default="runs", help="the folder of run folders (default: runs)")
+    rs.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    cp = sub.add_parser("compare", help="config and metric differences of runs side by side, their curves in one HTML page")
+    cp.add_argument("runs", nargs="+", metavar="RUN")
+    cp.add_argument("--out", default="compare.html", help="the HTML page to write (default: compare.html)")
 
     sv = sub.add_parser("serve", help="serve a run (or an export of it) over HTTP: /v1/predict, /v1/chat/completions, /health")
     sv.add_argument("run_dir")
@@ -170,6 +178,14 @@ def run(argv: list[str] | None = None) -> int:
             from weitiao.evaluate.report import write_report
 
             print(write_report(args.run_dir))
+        elif args.command == "runs":
+            from weitiao.evaluate.runs import runs_table
+
+            runs_table(args.dir, args.json)
+        elif args.command == "compare":
+            from weitiao.evaluate.runs import compare
+
+            compare(args.runs, args.out)
         elif args.command == "serve":
             from weitiao.serve.server import serve
 

@@ -415,6 +415,17 @@ def _known_keys(loc: list[str], task: str | None = None, member: str | None = No
     return list(model.model_fields)
 
 
+def flat_config(d: dict | None, prefix: str = "") -> dict:
+    """A nested config mapping as {dotted.key: value} (what `--set` takes, trackers store, `compare` lines up)."""
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out |= flat_config(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def dump_config(cfg: RunConfig) -> str:
     """The resolved config as YAML: feeding it back to `weitiao train` repeats the run."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

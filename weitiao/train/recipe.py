@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
 
-from weitiao.config import RunConfig, dump_config
+from weitiao.config import RunConfig, dump_config, flat_config
 from weitiao.errors import UserError
 from weitiao.runtime import eval_batch_size, pick_device, quiet_hf, say  # noqa: F401 (pick_device, quiet_hf: part of this module's API)
 from weitiao.train.saving import load_best, merge_adapter, save_adapter, save_model  # noqa: F401
@@ -173,7 +173,7 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
             lock = RunLock(run_dir)
         accelerator.wait_for_everyone()
         if trackers:
-            accelerator.init_trackers("tensorboard" if trackers == ["tensorboard"] else "tracking", config=_flat(cfg.model_dump(mode="json")))
+            accelerator.init_trackers("tensorboard" if trackers == ["tensorboard"] else "tracking", config={k: v for k, v in flat_config(cfg.model_dump(mode="json")).items() if isinstance(v, (int, float, str, bool))})
         log = MetricsLog(run_dir / "metrics.jsonl", accelerator if trackers else None) if main else NullLog()
         if checkpoint is not None:
             meta = json.loads((checkpoint / "meta.json").read_text())
@@ -216,17 +216,6 @@ def tracking(setting) -> list[str]:
         if name in available and not available[name]():
             raise UserError("output.tracking", f"{name} is not installed", f"pip install {name}, or set output.tracking: tensorboard")
     return names
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """A nested config as {a.b: value} of scalars (what trackers store as hyperparameters)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= _flat(v, f"{prefix}{k}.")
-        elif isinstance(v, (int, float, str, bool)):
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, checkpoint: Path | None, started, on_eval=None) -> Path:
