@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock demo test test-all clean
+.PHONY: install lock demo test test-all clean browser
 
 install: $(STAMP)
 
@@ -27,10 +27,15 @@ lock:
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m weitiao train examples/sst2.yaml --name demo --overwrite
 
-test: $(STAMP)
+# The dashboard's test drives a real headless Chromium: Debian's (Playwright's own download cannot
+# work offline). Installed once with apt-get where it is missing.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m ''
 
 clean:

@@ -1,4 +1,4 @@
-"""Command line: `weitiao train | eval | predict | chat | export | distill | tune | report | runs | compare | serve`. Thin: parse, then call the module that works.
+"""Command line: `weitiao train | eval | predict | chat | export | distill | tune | report | runs | compare | ui | serve`. Thin: parse, then call the module that works.
 
 Heavy libraries are imported inside the commands, so `weitiao --help` answers at once.
 """
@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="config and metric differences of runs side by side, their curves in one HTML page")
     cp.add_argument("runs", nargs="+", metavar="RUN")
     cp.add_argument("--out", default="compare.html", help="the HTML page to write (default: compare.html)")
+
+    ui = sub.add_parser("ui", help="a local dashboard: the runs table (live), reports, comparisons, a box to try a model")
+    ui.add_argument("--runs", default="runs", help="the folder of run folders (default: runs)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    ui.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
 
     sv = sub.add_parser("serve", help="serve a run (or an export of it) over HTTP: /v1/predict, /v1/chat/completions, /health")
     sv.add_argument("run_dir")
@@ -186,6 +191,10 @@ def run(argv: list[str] | None = None) -> int:
             from weitiao.evaluate.runs import compare
 
             compare(args.runs, args.out)
+        elif args.command == "ui":
+            from weitiao.ui.app import ui
+
+            ui(args.runs, args.host, args.port)
         elif args.command == "serve":
             from weitiao.serve.server import serve
 

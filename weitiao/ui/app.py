@@ -1,0 +1,133 @@
+"""`weitiao ui [--runs DIR] [--port 7860]`: a local web page over a folder of runs.
+
+The runs table (refreshed every 2 s, so a run that trains moves), each run's report, two or more
+runs compared, and a box that sends text (or image files, for image runs) to a run's model.
+Built on what serving already uses (FastAPI on uvicorn) and one page of plain HTML and
+JavaScript: no front-end build, nothing more to install, and the same code path as `weitiao
+serve` for predictions. Binds 127.0.0.1 unless told otherwise.
+"""
+
+
+import tempfile
+import threading
+from pathlib import Path
+
+from weitiao.errors import UserError
+
+PAGE = Path(__file__).with_name("page.html")
+
+
+def create_app(root: Path):
+    from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+    from fastapi.responses import HTMLResponse
+    from pydantic import BaseModel, Field
+
+    import weitiao
+    from weitiao.evaluate.runs import describe_run, find_runs
+
+    app = FastAPI(title="weitiao dashboard", version=weitiao.__version__)
+    loaded: dict[str, object] = {}
+    lock = threading.Lock()
+
+    def folder(name: str) -> Path:
+        path = (root / name).resolve()
+        if not path.is_relative_to(root.resolve()) or not (path / "config.yaml").is_file():
+            raise HTTPException(404, f"no run '{name}' in {root}")
+        return path
+
+    def model_of(name: str):
+        from weitiao.predict import open_run
+
+        path = folder(name)
+        key = f"{name}:{(path / 'model' / 'config.json').stat().st_mtime if (path / 'model' / 'config.json').is_file() else 0}"
+        with lock:
+            if key not in loaded:
+                try:
+                    loaded[key] = open_run(str(path))
+                except UserError as e:
+                    raise HTTPException(409, e.line()) from None
+            return loaded[key]
+
+    class PredictRequest(BaseModel):
+        inputs: list[str] = Field(..., min_length=1, max_length=64)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return PAGE.read_text(encoding="utf-8")
+
+    @app.get("/api/runs")
+    def runs() -> list[dict]:
+        from dataclasses import asdict
+
+        rows = sorted((describe_run(f, root) for f in find_runs(root)), key=lambda r: r.date, reverse=True)
+        return [asdict(r) | {"has_model": (Path(r.path) / "model" / "config.json").is_file()} for r in rows]
+
+    @app.get("/runs/{name:path}/report", response_class=HTMLResponse)
+    def report(name: str) -> str:
+        from weitiao.evaluate.report import REPORT, write_report
+
+        path = folder(name)
+        page = path / REPORT
+        log = path / "metrics.jsonl"
+        if not page.is_file() or (log.is_file() and log.stat().st_mtime > page.stat().st_mtime):
+            write_report(path)  # missing, or older than the run's log (a run that trains)
+        return page.read_text(encoding="utf-8")
+
+    @app.get("/compare", response_class=HTMLResponse)
+    def compare(run: list[str] = Query(..., min_length=2)) -> str:
+        import contextlib
+        import io
+
+        from weitiao.evaluate.runs import compare as compare_runs
+
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            out = Path(tmp) / "compare.html"
+            compare_runs([str(folder(n)) for n in run], str(out))
+            return out.read_text(encoding="utf-8")
+
+    @app.post("/api/runs/{name:path}/predict")
+    def predict(name: str, request: PredictRequest) -> dict:
+        from weitiao.predict import check_texts, predict_rows
+
+        run = model_of(name)
+        try:
+            check_texts(request.inputs, "inputs")
+            return {"predictions": predict_rows(run, list(request.inputs))}
+        except UserError as e:
+            raise HTTPException(422, e.line()) from None
+
+    @app.post("/api/runs/{name:path}/predict_files")
+    async def predict_files(name: str, files: list[UploadFile] = File(...)) -> dict:
+        from weitiao.predict import predict_rows
+
+        run = model_of(name)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for i, f in enumerate(files[:64]):
+                path = Path(tmp) / f"{i}-{Path(f.filename or 'image').name}"
+                path.write_bytes(await f.read())
+                paths.append(str(path))
+            try:
+                rows = predict_rows(run, paths)
+            except UserError as e:
+                raise HTTPException(422, e.line()) from None
+        for row in rows:
+            row["image"] = Path(row["image"]).name.split("-", 1)[1]
+        return {"predictions": rows}
+
+    return app
+
+
+def ui(runs: str = "runs", host: str = "127.0.0.1", port: int = 7860) -> None:
+    import sys
+
+    import uvicorn
+
+    from weitiao.serve.server import _check_port
+
+    root = Path(runs)
+    if not root.is_dir():
+        raise UserError("--runs", f"folder '{runs}' does not exist", "give the folder your runs are in (output.dir, default runs)")
+    _check_port(host, port)
+    print(f"dashboard of {root} at http://{host}:{port}  (stop: Ctrl-C)", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(root), host=host, port=port, log_level="warning")
