@@ -6,14 +6,12 @@ layers on SST-2) by benchmarks/distill.py (docs/benchmarks.md)."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from helpers import write_config
-from weitiao.errors import UserError
 
 
 def test_kept_layers_are_evenly_spaced_with_the_top_one():

@@ -9,7 +9,6 @@ what they give on the run. The real MiniLM is exported in tests/e2e/test_export_
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest

@@ -19,7 +19,6 @@ Tasks: classification (single- and multi-label), image classification, token cla
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from weitiao.errors import UserError

@@ -42,7 +42,7 @@ def _load(run_dir: str, backend: str | None, scratch: Path):
         run_dir = export(run_dir, "onnx", str(scratch / "onnx"))
     run = open_run(run_dir)
     if backend and run.backend.split("-")[0] != backend:
-        raise UserError("--backend", f"'{run_dir}' is an export run by {run.backend}, not {backend}", f"leave out --backend, or serve the run folder")
+        raise UserError("--backend", f"'{run_dir}' is an export run by {run.backend}, not {backend}", "leave out --backend, or serve the run folder")
     return run
 
 
