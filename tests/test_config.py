@@ -49,7 +49,7 @@ def test_unknown_key_suggests_the_close_name(raw, field, hint):
 def test_unknown_key_with_no_close_name_lists_the_known_keys():
     err = refusal({"data": {"train": "x"}, "output": {"zzz": 1}})
     assert err.field == "output.zzz"
-    assert err.fix == "known keys here: dir"
+    assert err.fix == "known keys here: dir, report, tracking"
 
 
 def test_unknown_key_is_refused_from_a_yaml_file(tmp_path):
