@@ -2,8 +2,9 @@
 
 Both run every batch; parity.json records the largest |delta logit| (over real positions: padding
 is left out), how many predictions agree, and the task's metrics from each. A format with a
-tolerance (fp32 ONNX, TorchScript, hf, adapter) that misses it, or changes any prediction,
-fails the export with those numbers; int8 is measured and reported.
+tolerance (fp32 ONNX and TorchScript 1e-4, hf 1e-5, adapter 1e-4; times the largest |logit| where
+that is above 1) that misses it, or changes any prediction, fails the export with those numbers;
+int8 is measured and reported.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Diff:
 
     def __init__(self, multi_label: bool, threshold: float):
         self.multi_label, self.threshold = multi_label, threshold
-        self.max_abs, self.agree, self.total = 0.0, 0, 0
+        self.max_abs, self.scale, self.agree, self.total = 0.0, 0.0, 0, 0
 
     def add(self, ref: torch.Tensor, got: torch.Tensor, mask: torch.Tensor | None) -> None:
         """ref, got: [batch, labels] or [batch, tokens, labels] logits; mask: [batch, tokens], 1 on real tokens."""
@@ -34,6 +35,7 @@ class Diff:
         if not ref.numel():
             return
         self.max_abs = max(self.max_abs, float((ref - got).abs().max()))
+        self.scale = max(self.scale, float(ref.abs().max()))
         if self.multi_label:
             same = ((torch.sigmoid(ref) >= self.threshold) == (torch.sigmoid(got) >= self.threshold)).all(dim=-1)
         else:
@@ -68,7 +70,7 @@ def compare(reference, exported, task, enc, names: list[str], opts, pad: int, ba
         for i, a, b in zip(index, task.outputs(ref, enc, index, opts), task.outputs(got, enc, index, opts)):
             before[i], after[i] = a, b
     m_before, m_after = task.metrics(before, enc, names, opts), task.metrics(after, enc, names, opts)
-    return {"rows": len(enc), "predictions": diff.total, "max_abs_logit_diff": diff.max_abs, "agreement": diff.agreement,
+    return {"rows": len(enc), "predictions": diff.total, "max_abs_logit_diff": diff.max_abs, "max_abs_logit": diff.scale, "agreement": diff.agreement,
             "metrics_before": task.headline(m_before), "metrics_after": task.headline(m_after)}
 
 
@@ -80,14 +82,17 @@ def check(source, form, folder: Path, batch_size: int | None) -> dict:
     run = source.run
     exported = load_exported(folder, run.task)
     result = compare(run.model, exported, run.task, source.enc, run.names, run.opts, pad_id(run.tokenizer), batch_size or 32)
-    result = {"format": form.name, "tolerance": form.tolerance, **result}
-    passed = form.tolerance is None or (result["max_abs_logit_diff"] <= form.tolerance and result["agreement"] == 1.0)
+    # fp32 rounding grows with the numbers rounded: logits past 1 scale the tolerance (EfficientNet's reach 10 and differ
+    # by 1.1e-4 between oneDNN and onnxruntime, 1e-5 of their size; a text classifier's stay near 3 and differ by 1e-6).
+    allowed = None if form.tolerance is None else form.tolerance * max(1.0, result["max_abs_logit"])
+    result = {"format": form.name, "tolerance": form.tolerance, "allowed": allowed, **result}
+    passed = allowed is None or (result["max_abs_logit_diff"] <= allowed and result["agreement"] == 1.0)
     result["passed"] = passed
     (folder / "parity.json").write_text(json.dumps(result, indent=2))
     numbers = (f"max |delta logit| {result['max_abs_logit_diff']:.3g}, agreement {result['agreement']:.2%} "
                f"of {result['predictions']} predictions on {result['rows']} rows")
     if not passed:
-        raise UserError("--format", f"the {form.name} export does not reproduce the run's model ({numbers}; needs <= {form.tolerance:g} and 100%)",
+        raise UserError("--format", f"the {form.name} export does not reproduce the run's model ({numbers}; needs <= {allowed:.3g} and 100%)",
                         "report this with the run's config; export --format hf meanwhile")
     if form.tolerance is None and result["agreement"] < INT8_AGREEMENT:
         print(f"note: {form.name} keeps {result['agreement']:.2%} of the predictions (usually >= {INT8_AGREEMENT:.0%}); "
