@@ -60,6 +60,17 @@ def test_eval_and_predict_on_the_saved_run(image_run, capsys):
     assert "--image: file" in capsys.readouterr().err
 
 
+def test_efficientnet_exports_to_onnx_fp32_and_int8_with_parity(image_run, tmp_path):
+    """The bundled EfficientNet-Lite0 (channels-last in torch) as ONNX: every prediction the same in fp32;
+    int8 quantizes its matrix products only (quantized convolutions lose most predictions) and keeps them too."""
+    run, _ = image_run
+    for fmt in ("onnx", "onnx-int8"):
+        assert main(["export", str(run), "--format", fmt, "--out", str(tmp_path / fmt)]) == 0
+        parity = json.loads((tmp_path / fmt / "parity.json").read_text())
+        assert parity["rows"] == 60 and parity["agreement"] >= (1.0 if fmt == "onnx" else 0.95), parity
+    assert parity["metrics_after"]["accuracy"] == pytest.approx(parity["metrics_before"]["accuracy"], abs=0.05)
+
+
 def test_head_only_computes_the_frozen_backbone_once_and_learns_the_same(image_run):
     """The cache replays the frozen body's output (EfficientNet's pooled features); without it the body
     runs every step in eval mode: the same function, so the same scores."""
