@@ -31,8 +31,13 @@ def _export(run: Path, fmt: str, task: str | None = None) -> Path:
     return Path(export(str(run), fmt, str(run.parent / f"{run.name}-{fmt}"), task=task, overwrite=True))
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("task", ["classification", "token_classification", "image_classification", "multitask"])
+# int8 of images and of a multi-task member takes the onnx path above it; int8 of a real image model runs on
+# EfficientNet-Lite0 in tests/e2e/test_image_classification.py
+CASES = [(t, f) for t in ("classification", "token_classification", "image_classification", "multitask") for f in FORMATS
+         if not (f == "onnx-int8" and t in ("image_classification", "multitask"))]
+
+
+@pytest.mark.parametrize("task, fmt", CASES)
 def test_every_format_reproduces_the_run(runs, task, fmt):
     from weitiao.predict import evaluate_file
 
