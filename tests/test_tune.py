@@ -102,3 +102,16 @@ def test_a_search_folder_of_another_search_is_refused(search_config, tmp_path):
     cfg["search"] = {"training.lr": {"choices": [2.0e-3]}}
     with pytest.raises(UserError, match="another config or search space"):
         tune(str(write_config(tmp_path / "b.yaml", cfg)), 2)
+
+
+def test_jobs_run_trials_in_worker_processes(search_config, tmp_path):
+    from weitiao.tune import tune
+
+    config, _ = search_config
+    cfg = yaml.safe_load(config.read_text())
+    cfg["output"] = {"dir": str(tmp_path / "s")}
+    cfg["training"]["epochs"] = 1
+    folder = tune(str(write_config(tmp_path / "j.yaml", cfg)), 2, jobs=2)
+    trials = json.loads((folder / "search.json").read_text())["trials"]
+    assert len(trials) == 2 and all(t["state"] == "complete" for t in trials)
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 2, "two workers drew different values"
