@@ -26,6 +26,18 @@ def test_ece_matches_a_hand_computation():
     assert sum(b["count"] for b in bins) == 6
 
 
+def test_entity_confusion_matches_spans_exactly():
+    from weitiao.evaluate.report import entity_confusion
+
+    gold = [["B-person", "I-person", "O", "B-location"], ["B-location", "O"]]
+    pred = [["B-person", "O", "O", "B-person"], ["B-location", "B-person"]]
+    kinds, matrix = entity_confusion(gold, pred)
+    assert kinds == ["location", "person", "(none)"]
+    # person "alice bob" predicted only as "alice": a missed person and a spurious one; location 3 read as a person;
+    # location 0 right; word 1 of sentence 2 a spurious person
+    assert matrix.tolist() == [[1, 1, 0], [0, 0, 1], [0, 2, 0]]
+
+
 def _valid_png(path) -> bool:
     image = np.asarray(Image.open(path).convert("L"), dtype=float)
     return image.size > 10_000 and image.std() > 5  # not blank: a drawn plot has lines and text on white
@@ -95,6 +107,7 @@ def test_token_and_generative_runs_get_their_plots(tiny_runs, tmp_path):
         page = write_report(run).read_text()
         assert _valid_png(run / "plots" / "metrics.png")
     assert _valid_png(tmp_path / "token_classification" / "plots" / "per_type.png")
+    assert _valid_png(tmp_path / "token_classification" / "plots" / "entity_confusion.png")
     assert "perplexity" in (tmp_path / "causal_lm" / "metrics.jsonl").read_text() and "Sample generations" in page
 
 

@@ -7,7 +7,7 @@ and scores the validation data with model/ (the best model so far) where one exi
 Plots: training and validation loss, learning rate per parameter group, each evaluation metric
 over steps, throughput; classifiers: the confusion matrix (counts and normalized), per-class
 precision/recall/F1, a reliability diagram with its expected calibration error; NER: F1 per
-entity type; generative runs: perplexity over steps (with the metrics) and sample generations.
+entity type and a confusion of entity types (exact spans); generative runs: perplexity over steps (with the metrics) and sample generations.
 Tables: final metrics, the trainable parameters, data cleaning counts, the forgetting probe,
 the most confidently wrong validation examples.
 """
@@ -116,6 +116,8 @@ def write_report(run_dir: str | Path, score: bool = True) -> Path:
         figures_, tables_ = classifier_section(run_dir, plots)
         figures += figures_
         tables += tables_
+    if score and (run_dir / "model" / "config.json").is_file() and task_type == "token_classification":
+        figures.append(("Entity types: gold (rows) against predicted (columns), exact spans", entity_section(run_dir, plots)))
     tables = summary_tables(records, final) + tables
     generations = run_dir / "generations.jsonl"
     if generations.is_file():
@@ -260,6 +262,59 @@ def classifier_section(run_dir: Path, plots: Path) -> tuple[list, list]:
     table = f"<table><tr><th>input</th><th>true</th><th>predicted</th><th>confidence</th></tr>{rows}</table>" if wrong else "<p>none</p>"
     (plots / "calibration.json").write_text(json.dumps({"ece": ece, "bins": bins}, indent=2))
     return figures, [("Most confidently wrong validation examples", table)]
+
+
+NONE = "(none)"
+
+
+def entity_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[str], np.ndarray]:
+    """Entities matched by exact span: [gold type, predicted type] counts; a gold entity with no predicted
+    entity on its span counts under the predicted type "(none)", a predicted one with no gold under gold "(none)".
+
+    Args:
+        gold, pred: per sentence, the tag of every word (IOB2 or BIOES).
+
+    Returns:
+        (the types, then "(none)"; the [types + 1, types + 1] count matrix).
+    """
+    from weitiao.tasks import tags as T
+
+    pairs = []
+    for g, p in zip(gold, pred):
+        want = {(a, b): kind for a, b, kind in T.entity_spans(g)}
+        got = {(a, b): kind for a, b, kind in T.entity_spans(p)}
+        pairs += [(kind, got.get(span, NONE)) for span, kind in want.items()]
+        pairs += [(NONE, kind) for span, kind in got.items() if span not in want]
+    kinds = sorted({k for pair in pairs for k in pair} - {NONE}) + [NONE]
+    at = {k: i for i, k in enumerate(kinds)}
+    matrix = np.zeros((len(kinds), len(kinds)), dtype=int)
+    for g, p in pairs:
+        matrix[at[g], at[p]] += 1
+    return kinds, matrix
+
+
+def entity_section(run_dir: Path, plots: Path) -> Path:
+    from weitiao.predict import open_run, scored, validation_data
+    from weitiao.tasks.token_classification import predicted_tags, word_probs
+
+    run = open_run(str(run_dir))
+    enc = validation_data(run, "validation data")
+    outputs = scored(run, enc, None).outputs
+    gold = [[run.names[i] for i in s] for s in enc.gold]
+    pred = [predicted_tags(p, run.names)[0] for p in word_probs(outputs, enc)]
+    kinds, matrix = entity_confusion(gold, pred)
+
+    def draw(fig, ax):
+        ax.imshow(matrix, cmap="Blues")
+        ax.set_xticks(range(len(kinds)), kinds, rotation=60, fontsize=7)
+        ax.set_yticks(range(len(kinds)), kinds, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        for i in range(len(kinds)):
+            for j in range(len(kinds)):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7)
+
+    return _figure(plots / "entity_confusion.png", draw, (5.5, 5))
 
 
 def _validation_texts(run) -> list:
