@@ -126,6 +126,16 @@ class OutputConfig(Section):
     report: bool = True  # report.html and plots/ at the end of training (`weitiao report RUN` writes them any time)
     tracking: list[str] | str = "tensorboard"  # accelerate's trackers: tensorboard, wandb, mlflow, ... (installed ones); none: off
 
+    @field_validator("tracking")
+    @classmethod
+    def _known_trackers(cls, v):
+        known = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio", "none")
+        for name in [v] if isinstance(v, str) else v:
+            if name not in known:
+                match = difflib.get_close_matches(name, known, n=1)
+                raise UserError("output.tracking", f"unknown tracker {name!r}", f"did you mean '{match[0]}'?" if match else f"use one of {', '.join(known)}")
+        return v
+
 
 class StudentConfig(Section):
     layers: int | None = Field(None, ge=1)  # distill: the teacher's model with this many of its layers (evenly spaced, the top one kept)
