@@ -247,3 +247,23 @@ def test_the_onnx_backend_serves_the_same_predictions(tiny_runs, tmp_path):
         assert [r["score"] for r in body["predictions"]] == pytest.approx([r["score"] for r in expected], abs=1e-5)
     finally:
         assert server.stop() in (0, -signal.SIGTERM)
+
+
+def test_a_body_over_the_limit_is_413_with_or_without_its_length(classifier):
+    import http.client
+
+    body = json.dumps({"inputs": ["x" * 1000] * 34_000}).encode()  # 34 MB, over the 32 MB limit
+    conn = http.client.HTTPConnection("127.0.0.1", classifier.port, timeout=60)
+    conn.putrequest("POST", "/v1/predict")  # the headers alone: the length is refused before any of the body is read
+    for name, value in (("Content-Type", "application/json"), ("Authorization", f"Bearer {KEY}"), ("Content-Length", str(len(body)))):
+        conn.putheader(name, value)
+    conn.endheaders()
+    assert conn.getresponse().status == 413
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", classifier.port, timeout=60)
+    chunks = (body[i:i + 1 << 20] for i in range(0, len(body), 1 << 20))  # chunked: no Content-Length to check first
+    conn.request("POST", "/v1/predict", body=chunks, encode_chunked=True,
+                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    assert conn.getresponse().status == 413
+    conn.close()
+    assert classifier.call("POST", "/v1/predict", {"inputs": ["fine"]})[0] == 200

@@ -40,8 +40,15 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
+from starlette.exceptions import HTTPException as _HTTPException  # noqa: E402  (this module is imported only to serve)
+
+
+class BodyTooLarge(_HTTPException):
+    """A body (sent in chunks, with no Content-Length) that grew past the limit while it was read: 413.
+    An HTTPException, so FastAPI's body parsing passes it on instead of answering 400."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 class Guard:
@@ -71,7 +78,7 @@ class Guard:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise BodyTooLarge
+                raise BodyTooLarge(self.limit)
             return message
 
         async def watched(message):
