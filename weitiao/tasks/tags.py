@@ -113,3 +113,69 @@ def subword_tags(tag: str, pieces: int, scheme: str) -> list[str]:
     first = {"B": f"B-{kind}", "S": f"B-{kind}"}.get(prefix, f"I-{kind}")
     last = {"E": f"E-{kind}", "S": f"E-{kind}"}.get(prefix, f"I-{kind}") if scheme == "BIOES" else f"I-{kind}"
     return [first, *inner, last]
+
+
+# ---------------------------------------------------------------------------------------
+# Strict entity scoring: seqeval's `mode="strict"` (IOB2 / IOBES schemes), in plain Python.
+# seqeval's last release is from 2020 and comes only as source, which a cold install would have
+# to build; tests/test_tags_scoring.py holds these scores equal to seqeval's on real files.
+
+
+def strict_entities(tags: list[str], scheme: str) -> list[tuple[int, int, str]]:
+    """(start, end, type) of every entity that is well formed in `scheme` (IOB2 or BIOES), as
+    seqeval's strict mode reads it: in IOB2 an entity is B-X followed by any run of I-X (a stray
+    I- is no entity); in BIOES it is S-X, or B-X, I-X..., E-X (a B- that does not reach its E-
+    is none). Raises ValueError on a prefix the scheme does not have."""
+    allowed = PREFIXES["BIOES" if scheme == "BIOES" else "IOB2"] + "O"
+    spans, i, n = [], 0, len(tags)
+    parsed = [split_tag(t) for t in tags]
+    for t, (prefix, _) in zip(tags, parsed):
+        if prefix not in allowed:
+            raise ValueError(f"tag {t!r} is not valid in {scheme}")
+    while i < n:
+        prefix, kind = parsed[i]
+        if prefix not in ("B", "S") if scheme == "BIOES" else prefix != "B":
+            i += 1
+            continue
+        end, last = i + 1, prefix
+        if prefix == "B":
+            inside = ("I", "E") if scheme == "BIOES" else ("I",)
+            while end < n and last in ("B", "I") and parsed[end][0] in inside and parsed[end][1] == kind:
+                last = parsed[end][0]
+                end += 1
+        if scheme != "BIOES" or last in ("E", "S"):
+            spans.append((i, end, kind))
+        i = end
+    return spans
+
+
+def strict_scores(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict:
+    """Entity-level precision, recall and F1 over all sentences, micro-averaged and per type (a
+    type only predicted is listed with support 0; 0/0 scores 0), as seqeval's
+    `classification_report(mode="strict", zero_division=0)`.
+
+    Returns {"micro": {...}, "per_type": {type: {...}}}, each {precision, recall, f1, support}."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
+    true_sets: dict[str, set] = {}
+    pred_sets: dict[str, set] = {}
+    for sid, (g, p) in enumerate(zip(gold, pred)):
+        if len(g) != len(p):
+            raise ValueError(f"sentence {sid}: {len(g)} gold tags but {len(p)} predicted")
+        for sets, tags in ((true_sets, g), (pred_sets, p)):
+            for start, end, kind in strict_entities(tags, scheme):
+                sets.setdefault(kind, set()).add((sid, start, end))
+
+    def score(tp: int, n_pred: int, n_true: int) -> dict:
+        precision = tp / n_pred if n_pred else 0.0
+        recall = tp / n_true if n_true else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {"precision": precision, "recall": recall, "f1": f1, "support": n_true}
+
+    per_type, totals = {}, [0, 0, 0]
+    for kind in sorted(true_sets.keys() | pred_sets.keys()):
+        t, p = true_sets.get(kind, set()), pred_sets.get(kind, set())
+        counts = (len(t & p), len(p), len(t))
+        per_type[kind] = score(*counts)
+        totals = [a + b for a, b in zip(totals, counts)]
+    return {"micro": score(*totals), "per_type": per_type}

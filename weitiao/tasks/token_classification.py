@@ -1,4 +1,4 @@
-"""Token classification (NER): one tag per word, scored by entity (seqeval, strict mode).
+"""Token classification (NER): one tag per word, scored by entity (strict, as seqeval's strict mode).
 
 - Words are split into sub-words by the model's fast tokenizer; the first sub-word of a word
   carries its tag and the rest are ignored (-100), as transformers' run_ner does; with
@@ -201,20 +201,14 @@ def predicted_tags(probs, names: list[str]) -> tuple[list[str], list[float]]:
 
 
 def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict:
-    """seqeval in strict mode: entity-level precision/recall/F1 micro and per type, and word accuracy."""
-    from seqeval.metrics import classification_report
-    from seqeval.scheme import IOB2, IOBES
-
-    report = classification_report(gold, pred, mode="strict", scheme=IOBES if scheme == "BIOES" else IOB2, output_dict=True, zero_division=0)
-    micro = report.pop("micro avg")
-    for key in ("macro avg", "weighted avg"):
-        report.pop(key, None)
+    """Strict entity-level precision/recall/F1 (seqeval's strict mode), micro and per type, and word accuracy."""
+    scores = T.strict_scores(gold, pred, "BIOES" if scheme == "BIOES" else "IOB2")
+    micro = scores["micro"]
     words = sum(len(s) for s in gold)
     right = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
-    return {"f1": float(micro["f1-score"]), "precision": float(micro["precision"]), "recall": float(micro["recall"]),
-            "token_accuracy": right / words if words else 0.0, "entities": int(micro["support"]), "n": len(gold),
-            "per_type": {k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]),
-                             "support": int(v["support"])} for k, v in sorted(report.items())}}
+    return {"f1": micro["f1"], "precision": micro["precision"], "recall": micro["recall"],
+            "token_accuracy": right / words if words else 0.0, "entities": micro["support"], "n": len(gold),
+            "per_type": scores["per_type"]}
 
 
 # ---------------------------------------------------------------------------------------
