@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --only-binary=:all: --no-deps --require-hashes -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
-	HF_HUB_OFFLINE=1 $(PY) -m weitiao.models --prepare
+	HF_HUB_OFFLINE=1 TQDM_DISABLE=1 $(PY) -m weitiao.models --prepare
 	touch $(STAMP)
 
 # Re-resolve pyproject.toml's ranges today and rewrite requirements.lock (then `make test`).

@@ -79,18 +79,18 @@ def test_head_only_computes_the_frozen_backbone_once_and_learns_the_same(image_r
     assert cached["train"]["feature_cache"]["frozen_body"] == "efficientnet" and plain["train"]["feature_cache"] is None
     assert cached["validation"]["accuracy"] == plain["validation"]["accuracy"]
     assert cached["validation"]["loss"] == pytest.approx(plain["validation"]["loss"], rel=1e-4)
-    assert cached["train"]["seconds"] < plain["train"]["seconds"]
+    assert cached["train"]["feature_cache"]["megabytes"] == round(80 * 1280 * 4 / 2**20, 1)  # one 1280-float vector per readable photo
 
 
-@pytest.mark.slow
 def test_digits_from_pixel_rows_train_far_above_chance(tmp_path):
-    """examples/digits.yaml (8x8 pixel rows as images, EfficientNet full fine-tuning), on 800 rows, two epochs."""
+    """Full fine-tuning on real images: examples/digits.yaml (8x8 pixel rows as images, EfficientNet-Lite0,
+    every weight learning) on 600 training rows, two epochs, scored on its 180 validation rows."""
     import json
 
     from helpers import ROOT
     from weitiao.cli import main
 
     assert main(["train", str(ROOT / "examples/digits.yaml"), "--name", "digits", "--set", "training.epochs=2",
-                 "--set", "data.train_limit=800", "--set", f"output.dir={tmp_path}", "--set", "training.progress=false"]) == 0
+                 "--set", "data.train_limit=600", "--set", f"output.dir={tmp_path}", "--set", "training.progress=false"]) == 0
     metrics = json.loads((tmp_path / "digits" / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] > 0.6  # 10 balanced classes: a constant predictor scores about 0.1

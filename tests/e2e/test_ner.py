@@ -1,5 +1,6 @@
-"""NER end to end on real data: MiniLM on a WNUT 2017 subset trains, evaluates, predicts with
-character offsets, reloads in plain transformers (pipeline parity) and through the Python API."""
+"""NER end to end on real data: MiniLM on a WNUT 2017 subset, in the default first-sub-word mode,
+trains, evaluates, predicts with character offsets, reloads in plain transformers (pipeline
+parity) and through the Python API."""
 
 from __future__ import annotations
 
@@ -19,16 +20,17 @@ def sentences(path, n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ner_run(tmp_path_factory):
+    """MiniLM fine-tuned on 700 real WNUT 2017 sentences in the default mode (each word's first
+    sub-word carries its tag; the others are not trained), validated on 400 dev sentences."""
     tmp = tmp_path_factory.mktemp("ner")
     dev = tmp / "dev.conll"
     dev.write_text("\n\n".join(sentences(WNUT / "emerging.dev.conll", 400)) + "\n", encoding="utf-8")
-    # Every sub-word labelled, so that transformers' pipeline with aggregation "simple" (which reads
-    # each sub-word's own prediction) can agree with weitiao too; the default (first sub-word only)
-    # is trained on real data in examples/wnut17.yaml and on synthetic data in tests/test_tasks.py.
-    cfg = {"version": 1, "model": "minilm", "task": {"type": "token_classification", "label_all_subwords": True},
-           "data": {"train": str(WNUT / "wnut17train.conll"), "validation": str(dev), "format": "conll", "train_limit": 1500, "max_length": 64},
-           "strategy": "full",
-           "training": {"epochs": 3, "batch_size": 32, "lr": 2e-4, "progress": False, "log_every": 5},
+    cfg = {"version": 1, "model": "minilm", "task": "token_classification",
+           "data": {"train": str(WNUT / "wnut17train.conll"), "validation": str(dev), "format": "conll", "train_limit": 700, "max_length": 64},
+           # a new head learns faster than the pretrained body: at lr 2e-4 alone 2 epochs of 700 sentences
+           # still tag every word O on some seeds; with head_lr 5e-3, F1 0.355 measured
+           "strategy": {"method": "full", "head_lr": 5e-3},
+           "training": {"epochs": 2, "batch_size": 32, "lr": 2e-4, "progress": False, "log_every": 5},
            "output": {"dir": str(tmp / "runs")}}
     assert main(["train", str(write_config(tmp / "wnut.yaml", cfg)), "--name", "ner"]) == 0
     return tmp / "runs" / "ner", dev
@@ -72,22 +74,21 @@ def test_predict_gives_entities_with_character_offsets(ner_run, capsys):
     assert any(e["type"] == "person" and "Obama" in e["text"] for e in row["entities"]), row["entities"]
 
 
-@pytest.mark.parametrize("aggregation, share", [("first", 1.0), ("simple", 0.9)])  # simple: 113 of 120 measured
-def test_the_saved_model_loads_in_transformers_and_its_pipeline_finds_the_same_entities(ner_run, capsys, aggregation, share):
-    """"first" reads a word at its first sub-word, as weitiao does: identical. "simple" reads every
-    sub-word's own tag, so a word whose later pieces are tagged otherwise is split; with every
-    sub-word trained (this run) that is rare."""
+def test_the_saved_model_loads_in_transformers_and_its_pipeline_finds_the_same_entities(ner_run, capsys):
+    """transformers' pipeline with aggregation "first" reads a word at its first sub-word, as weitiao
+    trains and predicts it: the same entities in every sentence."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
     run, dev = ner_run
     model = AutoModelForTokenClassification.from_pretrained(run / "model")
     tag = pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(run / "model"),
-                   aggregation_strategy=aggregation, device=-1)
+                   aggregation_strategy="first", device=-1)
     texts = [" ".join(line.split("\t")[0] for line in s.splitlines() if line.strip()) for s in sentences(dev, 120)]
     ours = predict_json(capsys, str(run), "--text", *texts)
     same = sum({(e["start"], e["end"], e["entity_group"]) for e in tag(text)} == {(e["start"], e["end"], e["type"]) for e in row["entities"]}
                for text, row in zip(texts, ours))
-    assert same >= share * len(texts), f"{same} of {len(texts)} sentences with the same entities"
+    assert sum(bool(r["entities"]) for r in ours) > 10  # the comparison is not between empty sets
+    assert same == len(texts), f"{same} of {len(texts)} sentences with the same entities"
 
 
 def test_python_api_loads_the_run_and_predicts_what_the_cli_prints(ner_run, capsys):
