@@ -2,7 +2,7 @@
 formats, paths and model load together (quality on the full data: benchmarks/examples.py; the
 real-data runs of each task: the other tests in tests/e2e/).
 
-Each example trains for 2 steps on its first 64 training rows and is scored on 32 validation
+Each example trains for 2 steps of 4 rows (from its first 64 training rows) and is scored on 32 validation
 (and test) rows written in the example's own format; everything else is the shipped file."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_the_example_runs_as_shipped(example, tmp_path):
     if "generate" in task:
         task["generate"] = {**task["generate"], "samples": 2, "max_new_tokens": 8}
     cfg["task"] = task
-    cfg["training"] = {**cfg.get("training", {}), "max_steps": 2, "progress": False}
+    cfg["training"] = {**cfg.get("training", {}), "max_steps": 2, "batch_size": 4, "progress": False}
     cfg["output"] = {"dir": str(tmp_path / "runs")}
     assert main(["train", str(write_config(tmp_path / example.name, cfg)), "--name", example.stem]) == 0
     run = tmp_path / "runs" / example.stem
