@@ -43,17 +43,18 @@ def sliced(path: Path, out: Path, n: int) -> Path:
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_the_example_runs_as_shipped(example, tmp_path):
     cfg = yaml.safe_load(example.read_text())
-    data = cfg["data"]
-    for key, n in (("train", 64), ("validation", 32), ("test", 32)):
-        if data.get(key):
-            source = (ROOT / data[key]).resolve()
-            assert source.exists(), f"{example.name}: data.{key} {data[key]} is missing"
-            data[key] = str(sliced(source, tmp_path / f"{key}{''.join(source.suffixes)}", n))
-    for key in ("labels_file",):
-        if data.get(key):
-            data[key] = str((ROOT / data[key]).resolve())
-    data["train_limit"] = 64
     task = cfg["task"] if isinstance(cfg["task"], dict) else {"type": cfg["task"]}
+    members = task.get("tasks", {})  # a multi-task example: each task names its own data
+    for name, data in [("", cfg["data"])] + [(f"{m}_", spec.get("data", {})) for m, spec in members.items()]:
+        for key, n in (("train", 64), ("validation", 32), ("test", 32)):
+            if data.get(key):
+                source = (ROOT / data[key]).resolve()
+                assert source.exists(), f"{example.name}: {name}data.{key} {data[key]} is missing"
+                data[key] = str(sliced(source, tmp_path / f"{name}{key}{''.join(source.suffixes)}", n))
+        if data.get("labels_file"):
+            data["labels_file"] = str((ROOT / data["labels_file"]).resolve())
+        if data.get("train"):
+            data["train_limit"] = 64
     if "generate" in task:
         task["generate"] = {**task["generate"], "samples": 2, "max_new_tokens": 8}
     cfg["task"] = task
