@@ -35,11 +35,16 @@ browser:
 	@command -v chromium >/dev/null || (echo "make: installing Debian's chromium for the dashboard test (apt-get, once)" && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+# Two pytest-xdist workers (one thread each, tests/conftest.py): on 2 cores the suite's many small
+# models and process starts overlap. Tests sharing a trained run stay on one worker (loadgroup).
+TEST_WORKERS ?= 2
+PYTEST := HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(STAMP) browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(PYTEST)
 
 test-all: $(STAMP) browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m ''
+	$(PYTEST) -m ''
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

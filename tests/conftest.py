@@ -6,12 +6,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Hundreds of tiny runs here: reports (plots, and scoring the validation data again) are written only
 # where a test asks for one (tests/test_report.py); users get them by default (output.report).
 os.environ.setdefault("WEITIAO_REPORT", "0")
+# `make test` runs two pytest-xdist workers on two cores: one thread each (and in the processes they
+# start), so that the workers do not fight over the cores. Set before torch is imported.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 import random  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's loadgroup: the tests of a module that shares a module-scoped fixture (a
+    trained run) go to one worker, so that the run is trained once; the modules that share the
+    session's tiny_runs go to one worker together. Tests that share nothing are spread one by one."""
+    if not config.pluginmanager.hasplugin("xdist") or not config.getoption("dist", "no") == "loadgroup":
+        return
+    modules: dict[str, str | None] = {}
+    for item in items:
+        fixtures = item._fixtureinfo.name2fixturedefs
+        group = modules.get(item.module.__name__)
+        if "tiny_runs" in fixtures:
+            group = "tiny_runs"
+        elif group is None and any(defs[-1].scope == "module" and defs[-1].baseid for defs in fixtures.values()):
+            group = item.module.__name__
+        modules[item.module.__name__] = group
+    for item in items:
+        if modules.get(item.module.__name__):
+            item.add_marker(pytest.mark.xdist_group(modules[item.module.__name__]))
 
 LORA = {"method": "lora", "r": 4, "target_modules": "all-linear"}
 # task -> (strategy, the multi-task member that export and serve use)

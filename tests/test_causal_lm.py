@@ -277,13 +277,17 @@ def test_sft_end_to_end_predict_merge_and_plain_peft(lm, tmp_path):
     from weitiao.cli import main
     from weitiao.predict import predict
 
+    # 80 examples, 3 epochs of 5 steps at a high learning rate: evaluations at steps 5, 7, 10, 14 and 15 (two of them
+    # mid-epoch), perplexity from about 6 to about 1.4
     cfg = {"version": 1, "model": str(lm), "task": {"type": "causal_lm", "generate": {"samples": 4, "max_new_tokens": 4, "metrics": ["rouge_l"]}},
-           "data": alpaca_files(tmp_path / "data"), "strategy": {"method": "lora", "r": 8, "target_modules": "all-linear"},
-           "training": {"epochs": 8, "batch_size": 16, "lr": 1e-2, "progress": False, "warmup_ratio": 0.0, "eval_every": 20},
+           "data": alpaca_files(tmp_path / "data", 80), "strategy": {"method": "lora", "r": 8, "target_modules": "all-linear"},
+           "training": {"epochs": 3, "batch_size": 16, "lr": 2e-2, "progress": False, "warmup_ratio": 0.0, "eval_every": 7},
            "output": {"dir": str(tmp_path / "runs")}}
     assert main(["train", str(write_config(tmp_path / "c.yaml", cfg)), "--name", "r"]) == 0
     run = tmp_path / "runs" / "r"
-    evals = [json.loads(line)["eval"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["eval"] for r in records if "eval" in r]
+    assert [r["step"] for r in records if "eval" in r] == [5, 7, 10, 14, 15]
     assert evals[-1]["perplexity"] < 0.5 * evals[0]["perplexity"], [e["perplexity"] for e in evals]
     gens = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
     assert len({g["step"] for g in gens}) == len(evals) and all(len([g for g in gens if g["step"] == s]) == 4 for s in {g["step"] for g in gens})
@@ -327,14 +331,27 @@ def test_chat_keeps_the_conversation(lm, tmp_path):
     import io
 
     from weitiao.cli import main
-    from weitiao.predict import chat
+    from weitiao.data.examples import Examples
+    from weitiao.predict import chat, default_sampling, open_run, predict
 
     cfg = {"version": 1, "model": str(lm), "task": "causal_lm", "data": alpaca_files(tmp_path / "data", 32),
            "strategy": "full", "training": {"max_steps": 2, "batch_size": 16, "progress": False}, "output": {"dir": str(tmp_path / "runs")}}
     assert main(["train", str(write_config(tmp_path / "c.yaml", cfg)), "--name", "c"]) == 0
+    run_dir = str(tmp_path / "runs" / "c")
     out = io.StringIO()
-    chat(str(tmp_path / "runs" / "c"), io.StringIO("hello\n/reset\nit was great\n/exit\nnever read\n"), out, {"max_new_tokens": 3})
-    assert len(out.getvalue().splitlines()) == 2
+    chat(run_dir, io.StringIO("hello\nit was great\n/reset\nit was great\n/exit\nnever read\n"), out, {"max_new_tokens": 3})
+    run = open_run(run_dir)
+    sampling = default_sampling(run.opts, {"max_new_tokens": 3})
+
+    def answer(*conv) -> str:  # what predict answers to a whole conversation (its last user turn, after the earlier turns)
+        return run.task.answer(run, Examples([conv], None, None, [1], "test"), sampling)[0]["generation"]
+
+    first = answer(("user", "hello"))
+    second = answer(("user", "hello"), ("assistant", first), ("user", "it was great"))
+    fresh = predict(run, ["it was great"], None, None, sampling={"max_new_tokens": 3})[0]["generation"]
+    assert fresh != second, "the earlier turns change this answer: the test can tell a kept conversation from a fresh one"
+    # the second reply answers the two-turn conversation; after /reset the same text is a fresh conversation; /exit leaves
+    assert out.getvalue() == f"{first}\n{second}\n{fresh}\n"
 
 
 @pytest.mark.parametrize("records, field, words", [
@@ -375,10 +392,27 @@ def test_config_mistakes_of_a_language_model_run(lm, tmp_path, capsys):
 
 
 def test_generation_options_on_a_classifier_are_refused(tmp_path, capsys):
-    from weitiao.cli import main
+    """A classifier run folder (a tiny BERT with its head): valid options, refused because it does not generate."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    assert main(["predict", str(tmp_path), "--text", "hi", "--max-new-tokens", "0"]) == 2
-    assert "error: --max-new-tokens" in capsys.readouterr().err
+    from helpers import minilm_path
+    from weitiao.cli import main
+    from weitiao.config import dump_config, validate
+
+    run = tmp_path / "cls"
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32, id2label={0: "neg", 1: "pos"})).save_pretrained(run / "model")
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(run / "model")
+    (run / "config.yaml").write_text(dump_config(validate({"version": 1, "model": str(run / "model"), "data": {"train": "train.csv"}})))
+    capsys.readouterr()
+    assert main(["predict", str(run), "--text", "hi"]) == 0  # the run folder is a working classifier
+    assert json.loads(capsys.readouterr().out)["label"] in ("neg", "pos")
+    for option, value in (("--max-new-tokens", "3"), ("--temperature", "0.5"), ("--num-beams", "2")):
+        assert main(["predict", str(run), "--text", "hi", option, value]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"error: {option}: a classification run does not generate text; fix: leave out the generation options\n"
+        assert captured.out == ""
 
 
 def test_an_empty_prompt_is_named_by_its_option(tmp_path, capsys):

@@ -31,6 +31,20 @@ def _export(run: Path, fmt: str, task: str | None = None) -> Path:
     return Path(export(str(run), fmt, str(run.parent / f"{run.name}-{fmt}"), task=task, overwrite=True))
 
 
+@pytest.fixture(scope="module")
+def exported(runs):
+    """(task, format) -> that run's export folder, written once in this module by the first test that asks:
+    every test gets its exports whichever tests ran before it."""
+    made: dict[tuple[str, str], Path] = {}
+
+    def get(task: str, fmt: str) -> Path:
+        if (task, fmt) not in made:
+            made[task, fmt] = _export(runs[task], fmt, RUNS[task][1])
+        return made[task, fmt]
+
+    return get
+
+
 # int8 of images and of a multi-task member takes the onnx path above it; int8 of a real image model runs on
 # EfficientNet-Lite0 in tests/e2e/test_image_classification.py
 CASES = [(t, f) for t in ("classification", "token_classification", "image_classification", "multitask") for f in FORMATS
@@ -38,7 +52,7 @@ CASES = [(t, f) for t in ("classification", "token_classification", "image_class
 
 
 @pytest.mark.parametrize("task, fmt", CASES)
-def test_every_format_reproduces_the_run(runs, task, fmt):
+def test_every_format_reproduces_the_run(runs, exported, task, fmt):
     from weitiao.predict import evaluate_file
 
     run, member = runs[task], RUNS[task][1]
@@ -46,7 +60,7 @@ def test_every_format_reproduces_the_run(runs, task, fmt):
         with pytest.raises(UserError, match="no PEFT adapter"):
             _export(run, fmt, member)
         return
-    out = _export(run, fmt, member)
+    out = exported(task, fmt)
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] and parity["rows"] > 0 and parity["predictions"] >= parity["rows"]
     if fmt != "onnx-int8":
@@ -64,27 +78,23 @@ def test_every_format_reproduces_the_run(runs, task, fmt):
     assert card.startswith("---\nbase_model: ") and f"exported as `{fmt}`" in card
 
 
-def test_predict_on_an_export_prints_what_predict_on_the_run_prints(runs, capsys):
+def test_predict_on_an_export_prints_what_predict_on_the_run_prints(runs, exported, capsys):
     from weitiao.predict import predict
 
     texts = ["we saw a great film", "it was awful", "then went home"]
     expected = predict(str(runs["classification"]), texts, None, None)
     for fmt in ("onnx", "torchscript"):
-        got = predict(str(runs["classification"].parent / f"classification-{fmt}"), texts, None, None)
+        got = predict(str(exported("classification", fmt)), texts, None, None)
         assert [(r["text"], r["label"]) for r in got] == [(r["text"], r["label"]) for r in expected]
         assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=1e-5)
 
 
-def test_the_hf_and_adapter_exports_load_with_transformers_and_peft_alone(runs):
+def test_the_hf_and_adapter_exports_load_with_transformers_and_peft_alone(exported):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    run = runs["classification"]
-    hf, adapter = run.parent / "classification-hf", run.parent / "classification-adapter"
-    for fmt in ("hf", "adapter"):
-        if not (run.parent / f"classification-{fmt}").exists():
-            _export(run, fmt)
+    hf, adapter = exported("classification", "hf"), exported("classification", "adapter")
     tok = AutoTokenizer.from_pretrained(str(hf))
     batch = tok(["we saw a great film", "dull"], padding=True, return_tensors="pt")
     merged = AutoModelForSequenceClassification.from_pretrained(str(hf)).eval()

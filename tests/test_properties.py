@@ -422,10 +422,40 @@ def put(raw: dict, path: tuple[str, ...], value) -> dict:
     return raw
 
 
+def scalar_keys(model: type[BaseModel] = RunConfig, prefix: tuple = ()) -> dict[tuple[str, ...], str]:
+    """Every key whose value is one scalar (None aside) -> how a wrong value there is refused: "expected a number",
+    "expected a whole number", "expected true or false", "expected a string", or "is not allowed" (a fixed set)."""
+    import types
+    import typing
+
+    words = {int: "expected a whole number", float: "expected a number", bool: "expected true or false", str: "expected a string"}
+    out = {}
+    for name, info in model.model_fields.items():
+        annotation, path = info.annotation, prefix + (name,)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out |= scalar_keys(annotation, path)
+            continue
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = options[0] if len(options) == 1 else None
+        if typing.get_origin(annotation) is typing.Literal:
+            out[path] = "is not allowed"
+        elif annotation in words:
+            out[path] = words[annotation]
+    return out
+
+
+SCALAR_KEYS = scalar_keys()
+
+
 @quick
 @given(path=st.sampled_from(KEY_PATHS), value=json_values)
 def test_wrong_type_at_a_known_key_is_refused_there(path, value):
+    """Any value at any key: read, or refused naming that key. A list or a mapping where the schema wants one
+    scalar is always refused, at exactly that key, saying what it wanted."""
     raw = put(json.loads(json.dumps(BASE)), path, value)
+    wrong = path in SCALAR_KEYS and isinstance(value, (list, dict))
+    outcome("wrong type" if wrong else "any value")
     with scratch() as tmp:
         try:
             load_config(config_file(tmp, yaml.safe_dump(raw, allow_unicode=True)))
@@ -433,6 +463,24 @@ def test_wrong_type_at_a_known_key_is_refused_there(path, value):
             check_refusal(err, err.field)
             where = ".".join(path)
             assert err.field == where or err.field.startswith(where + ".") or where.startswith(err.field + "."), (err.line(), where)
+            if wrong:
+                assert err.field == where and SCALAR_KEYS[path] in err.problem, (err.line(), where)
+        else:
+            assert not wrong, f"{'.'.join(path)}: {value!r} was accepted"
+
+
+def test_a_mapping_or_list_at_a_scalar_key_is_refused_with_what_it_wants(tmp_path):
+    assert len(SCALAR_KEYS) > 50 and ("training", "lr") in SCALAR_KEYS
+    for path, wanted in SCALAR_KEYS.items():
+        for value in ({"a": 1}, [1, 2]):
+            try:
+                load_config(config_file(tmp_path, yaml.safe_dump(put(json.loads(json.dumps(BASE)), path, value))))
+            except UserError as caught:
+                err = caught
+            else:
+                raise AssertionError(f"{'.'.join(path)}: {value!r} was accepted")
+            check_refusal(err, ".".join(path))
+            assert err.problem == (f"{value!r} {wanted}" if wanted == "is not allowed" else f"{wanted}, got {value!r}"), err.line()
 
 
 overrides = st.one_of(

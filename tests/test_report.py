@@ -56,7 +56,7 @@ def reported(tmp_path_factory, tiny_runs):
     tmp = tmp_path_factory.mktemp("report")
     cfg = {"version": 1, "model": str(tiny_runs["classification"].parents[1] / "tiny"), **classification_data(tmp, random.Random(1)),
            "strategy": {"method": "lora", "r": 4, "target_modules": "all-linear", "head_lr": 3e-3},
-           "training": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "progress": False, "log_every": 2, "eval_every": 5},
+           "training": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "progress": False, "log_every": 1, "eval_every": 5},
            "output": {"dir": str(tmp / "runs")}}
     os.environ["WEITIAO_REPORT"] = "1"
     try:
@@ -80,10 +80,48 @@ def test_a_finished_run_has_a_report_with_every_plot(reported):
     assert 0 <= ece <= 1 and f"expected calibration error {ece:.4f}" in page
 
 
-def test_the_lr_plot_has_a_line_per_parameter_group(reported):
-    records = [json.loads(line) for line in (reported / "metrics.jsonl").read_text().splitlines()]
-    groups = {k for r in records for k in r.get("lrs", {})}
-    assert {"head", "body"} <= groups or len(groups) >= 2, groups  # head_lr gives the head its own group
+def test_the_lr_plot_has_a_line_per_parameter_group(reported, tmp_path, monkeypatch):
+    """lr.png draws one line per parameter group (head_lr gives the head its own), each the linear schedule
+    (warmup, then decay to 0) times that group's learning rate, at every logged step."""
+    import math
+
+    import yaml
+
+    from weitiao.evaluate import report
+
+    drawn = {}
+    real_figure = report._figure
+
+    def figure(path, draw, size=(6.4, 3.6)):
+        def spy(fig, ax):
+            draw(fig, ax)
+            drawn[path.name] = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+        return real_figure(path, spy, size)
+
+    monkeypatch.setattr(report, "_figure", figure)
+    run = tmp_path / "r"
+    shutil.copytree(reported, run)
+    (run / "plots" / "lr.png").unlink()
+    report.write_report(run, score=False)
+    assert _valid_png(run / "plots" / "lr.png")
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    t = cfg["training"]
+    total = json.loads((run / "metrics.json").read_text())["train"]["steps"]  # the run's optimizer steps: the schedule's length
+    warmup = math.ceil(total * t["warmup_ratio"])
+    assert t["log_every"] < warmup < total, (t["log_every"], warmup, total)  # a logged step falls inside the warmup
+
+    def scheduled(step: int) -> float:  # the factor in force after `step` optimizer steps
+        return (step + 1) / (warmup + 1) if step < warmup else max(0.0, 1 - (step - warmup) / (total - warmup))
+
+    steps = list(range(t["log_every"], total + 1, t["log_every"])) + ([total] if total % t["log_every"] else [])
+    lines = drawn["lr.png"]
+    assert set(lines) == {"head", "body"}, lines.keys()
+    for name, lr in (("head", cfg["strategy"]["head_lr"]), ("body", t["lr"])):
+        xs, ys = lines[name]
+        assert xs == steps, (name, xs)
+        assert ys == pytest.approx([lr * scheduled(s) for s in steps], rel=1e-6, abs=1e-12), name
+    assert lines["body"][1][0] > 0 and lines["head"][1][0] == pytest.approx(3 * lines["body"][1][0])
 
 
 def test_report_works_on_a_stopped_run(reported, tmp_path, capsys):

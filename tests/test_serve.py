@@ -137,17 +137,22 @@ def test_concurrent_callers_each_get_their_own_answers_batched_together(classifi
 
 
 def test_health_answers_while_the_model_works(classifier):
+    """While a request's batch is being scored (/v1/model counts it, its answer has not come back), /health answers."""
     big = {"inputs": [" ".join(["lovely"] * 40 + [str(i)]) for i in range(64)]}
-    results = []
-    worker = threading.Thread(target=lambda: results.extend(classifier.call("POST", "/v1/predict", big) for _ in range(3)))
-    worker.start()
-    slowest = 0.0
-    while worker.is_alive():
-        start = time.perf_counter()
-        assert classifier.call("GET", "/health", key=None)[0] == 200
-        slowest = max(slowest, time.perf_counter() - start)
-    worker.join()
-    assert all(s == 200 for s, _ in results) and slowest < 1.0
+    results, during = [], 0
+    for _ in range(10):  # a request at a time, until one was caught in the middle of its scoring
+        before = classifier.call("GET", "/v1/model")[1]["batches_scored"]
+        worker = threading.Thread(target=lambda: results.append(classifier.call("POST", "/v1/predict", big)))
+        worker.start()
+        while worker.is_alive():
+            started = classifier.call("GET", "/v1/model")[1]["batches_scored"] > before
+            assert classifier.call("GET", "/health", key=None) == (200, {"status": "ok"})
+            during += started and worker.is_alive()  # answered after the batch began and before its answer arrived
+        worker.join()
+        if during:
+            break
+    assert results and all(s == 200 and len(b["predictions"]) == 64 for s, b in results)
+    assert during, "/health never answered while a batch was being scored"
 
 
 def test_schemathesis_finds_no_server_errors(classifier, tmp_path):
@@ -187,15 +192,20 @@ def test_an_image_run_takes_base64_and_a_bad_image_fails_alone(tiny_runs, tmp_pa
 
 
 def test_sigterm_finishes_the_request_in_flight(tiny_runs, tmp_path):
-    server = Server(tiny_runs["classification"], tmp_path / "term.log", key=None)
-    big = {"inputs": [" ".join(["superb"] * 60 + [str(i)]) for i in range(256)]}
-    result = []
-    worker = threading.Thread(target=lambda: result.append(server.call("POST", "/v1/predict", big)))
+    server = Server(tiny_runs["classification"], tmp_path / "term.log", "--max-inputs", "1024", key=None)
+    big = {"inputs": [" ".join(["superb"] * 60 + [str(i)]) for i in range(1024)]}  # one batch, scored for about half a second
+    result, answered = [], []
+    worker = threading.Thread(target=lambda: (result.append(server.call("POST", "/v1/predict", big)), answered.append(time.monotonic())))
     worker.start()
-    time.sleep(0.3)
+    deadline = time.time() + 120
+    while server.call("GET", "/v1/model")[1]["batches_scored"] == 0:  # the server is scoring the request: it is in flight
+        assert time.time() < deadline and worker.is_alive(), result
+        time.sleep(0.01)
+    signalled = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     worker.join(120)
-    assert result and result[0][0] == 200 and len(result[0][1]["predictions"]) == 256
+    assert result and result[0][0] == 200 and len(result[0][1]["predictions"]) == 1024, result[:1]
+    assert answered[0] > signalled, "the answer came after SIGTERM: the request was in flight when the signal came"
     assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
 
 
@@ -260,10 +270,19 @@ def test_a_body_over_the_limit_is_413_with_or_without_its_length(classifier):
     conn.endheaders()
     assert conn.getresponse().status == 413
     conn.close()
-    conn = http.client.HTTPConnection("127.0.0.1", classifier.port, timeout=60)
-    chunks = (body[i:i + 1 << 20] for i in range(0, len(body), 1 << 20))  # chunked: no Content-Length to check first
-    conn.request("POST", "/v1/predict", body=chunks, encode_chunked=True,
-                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
-    assert conn.getresponse().status == 413
-    conn.close()
+    def chunked(data: bytes) -> tuple[int, int]:
+        """(status, bytes sent) of `data` sent in chunks of 1 MiB: no Content-Length to check first."""
+        sent = []
+        conn = http.client.HTTPConnection("127.0.0.1", classifier.port, timeout=60)
+        chunks = (sent.append(len(data[i:i + (1 << 20)])) or data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20))
+        conn.request("POST", "/v1/predict", body=chunks, encode_chunked=True,
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+        status = conn.getresponse().status
+        conn.close()
+        return status, sum(sent)
+
+    status, sent = chunked(body)
+    assert status == 413 and 32 * 2**20 < sent <= len(body), (status, sent)  # the body itself, once: just over the limit
+    small = json.dumps({"inputs": ["fine"] * 3}).encode()
+    assert chunked(small) == (200, len(small))  # a chunked body under the limit is read and answered
     assert classifier.call("POST", "/v1/predict", {"inputs": ["fine"]})[0] == 200

@@ -105,7 +105,10 @@ def test_a_search_folder_of_another_search_is_refused(search_config, tmp_path):
 
 
 def test_jobs_run_trials_in_worker_processes(search_config, tmp_path):
-    from weitiao.tune import tune
+    """--jobs 2: two worker processes (not this one), each with its own trial, running at the same time."""
+    import optuna
+
+    from weitiao.tune import STUDY_FILE, STUDY_NAME, tune
 
     config, _ = search_config
     cfg = yaml.safe_load(config.read_text())
@@ -115,3 +118,10 @@ def test_jobs_run_trials_in_worker_processes(search_config, tmp_path):
     trials = json.loads((folder / "search.json").read_text())["trials"]
     assert len(trials) == 2 and all(t["state"] == "complete" for t in trials)
     assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 2, "two workers drew different values"
+    # each trial's run folder names the process that trained into it (its lock file): two processes, neither this one
+    pids = [int((folder / t["run"] / ".lock").read_text().split()[1]) for t in trials]
+    assert len(set(pids)) == 2 and os.getpid() not in pids, pids
+    # and the two trials ran at once: each started before the other finished
+    study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{folder / STUDY_FILE}")
+    (s1, e1), (s2, e2) = [(t.datetime_start, t.datetime_complete) for t in study.get_trials(deepcopy=False)]
+    assert s1 < e2 and s2 < e1, [(str(s1), str(e1)), (str(s2), str(e2))]
