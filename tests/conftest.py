@@ -18,13 +18,14 @@ import random  # noqa: E402
 import pytest  # noqa: E402
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(wrapper=True)  # before every plain implementation: xdist's reads the groups to name the tests
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist's loadgroup: the tests of a module that shares a module-scoped fixture (a
     trained run) go to one worker, so that the run is trained once; the modules that share the
     session's tiny_runs go to one worker together. Tests that share nothing are spread one by one."""
-    if not config.pluginmanager.hasplugin("xdist") or not config.getoption("dist", "no") == "loadgroup":
-        return
+    # a worker's own config says dist "no"; xdist sets its option loadgroup there
+    if not getattr(config.option, "loadgroup", False):
+        return (yield)
     modules: dict[str, str | None] = {}
     for item in items:
         fixtures = item._fixtureinfo.name2fixturedefs
@@ -37,6 +38,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if modules.get(item.module.__name__):
             item.add_marker(pytest.mark.xdist_group(modules[item.module.__name__]))
+    return (yield)
 
 LORA = {"method": "lora", "r": 4, "target_modules": "all-linear"}
 # task -> (strategy, the multi-task member that export and serve use)

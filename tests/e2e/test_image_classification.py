@@ -79,7 +79,7 @@ def test_head_only_computes_the_frozen_backbone_once_and_learns_the_same(image_r
     assert cached["train"]["feature_cache"]["frozen_body"] == "efficientnet" and plain["train"]["feature_cache"] is None
     assert cached["validation"]["accuracy"] == plain["validation"]["accuracy"]
     assert cached["validation"]["loss"] == pytest.approx(plain["validation"]["loss"], rel=1e-4)
-    assert cached["train"]["feature_cache"]["megabytes"] == round(80 * 1280 * 4 / 2**20, 1)  # one 1280-float vector per readable photo
+    assert cached["train"]["feature_cache"]["megabytes"] == round((80 + 60) * 1280 * 4 / 2**20, 1)  # one 1280-float vector per readable photo, training and validation
 
 
 def test_digits_from_pixel_rows_train_far_above_chance(tmp_path):
