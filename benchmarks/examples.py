@@ -46,7 +46,7 @@ def run_example(path: Path, out: Path) -> dict:
     metrics = json.loads((out / path.stem / "metrics.json").read_text())
     keep = {split: {k: v for k, v in metrics[split].items() if k in HEADLINES or "/" in k and k.split("/")[-1] in HEADLINES}
             for split in ("validation", "test") if isinstance(metrics.get(split), dict)}
-    return {"example": path.name, "exit_code": 0, "wall_s": round(wall, 1), "train_s": metrics.get("train_seconds"), **keep}
+    return {"example": path.name, "exit_code": 0, "wall_s": round(wall, 1), "train_s": (metrics.get("train") or {}).get("seconds"), **keep}
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
