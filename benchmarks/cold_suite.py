@@ -44,7 +44,8 @@ def summary(out: str) -> str:
 
 
 def minutes(s: float) -> str:
-    return f"{int(s // 60)} min {round(s % 60)} s"
+    s = round(s)
+    return f"{s // 60} min {s % 60} s"
 
 
 def main() -> None:
