@@ -23,6 +23,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_trainer import _git_commit  # noqa: E402  (the commit, "+dirty" where weitiao/ has changes)
+
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
 
@@ -90,13 +93,13 @@ def main() -> None:
     for name, distill in students.items():
         rows.append({"model": f"student ({a.layers} layers), {name}", **measure(work / "runs" / (name.split()[0] + str(len(distill)))),
                      "train_s": round(seconds[name], 1)})
-    result = {"command": " ".join(["benchmarks/distill.py"] + sys.argv[1:]), "rows": a.rows, "unlabelled": a.unlabelled,
+    result = {"commit": _git_commit(), "command": " ".join(["benchmarks/distill.py"] + sys.argv[1:]), "rows": a.rows, "unlabelled": a.unlabelled,
               "student_epochs": a.epochs, "results": rows}
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     t = rows[0]
     table = [f"# Distillation: MiniLM 6 -> {a.layers} layers on SST-2 ({a.rows} labelled rows)", "",
-             f"`.venv/bin/python {result['command']}` (one run per side, 2-core CPU)", "",
+             f"`.venv/bin/python {result['command']}` (one run per side, 2-core CPU; weitiao {result['commit']})", "",
              "| model | dev accuracy | parameters | model file | dev sentences/s | vs teacher | training (s) |", "|---|---|---|---|---|---|---|"]
     table += [f"| {r['model']} | {r['accuracy']:.4f} | {r['params_m']}M | {r['size_mb']} MB | {r['sentences_per_s']} | "
               f"{r['sentences_per_s'] / t['sentences_per_s']:.2f}x | {r['train_s']} |" for r in rows]
