@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock demo test test-all clean browser
+.PHONY: install lock demo test test-all test-slow clean browser
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ test: $(STAMP) browser
 
 test-all: $(STAMP) browser
 	$(PYTEST) -m ''
+
+# The slow tests alone (benchmarks/cold_suite.py times them).
+test-slow: $(STAMP) browser
+	$(PYTEST) -m slow
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import provenance
+from provenance import git
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def git(*args: str, cwd: Path = ROOT) -> str:
-    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, check=True).stdout.strip()
 
 
 def timed(command: list[str], cwd: Path, env: dict) -> tuple[float, int, str]:
@@ -52,9 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-slow", action="store_true", help="leave out the slow tests' run")
     args = parser.parse_args()
-    if git("status", "--porcelain", "--untracked-files=no"):
-        sys.exit("cold_suite: the working tree has uncommitted changes; commit first so the times have a commit")
-    commit = git("rev-parse", "--short", "HEAD")
+    commit = provenance.commit("cold_suite", paths=())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "shared").symlink_to(ROOT.parent / "shared")
@@ -72,8 +69,7 @@ def main() -> None:
         rows = [("make install (cold)", install_s, ""), ("make test", test_s, f"{result['pytest']} (exit {code})"),
                 ("both", install_s + test_s, "")]
         if not args.no_slow and not code:
-            slow_s, slow_code, slow_out = timed([".venv/bin/python", "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-m", "slow"],
-                                                tmp / "main", env | {"HF_HUB_OFFLINE": "1"})
+            slow_s, slow_code, slow_out = timed(["make", "test-slow"], tmp / "main", env)
             result |= {"slow_tests_s": slow_s, "slow_exit_code": slow_code, "slow_pytest": summary(slow_out)}
             rows.append(("the slow tests alone (make test-all adds them)", slow_s, f"{result['slow_pytest']} (exit {slow_code})"))
             code = code or slow_code

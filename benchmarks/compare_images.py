@@ -634,13 +634,13 @@ def machine_info() -> dict:
     import importlib.metadata as md
 
     sys.path.insert(0, str(HERE))
-    from compare_trainer import _git_commit
+    from provenance import commit
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "loadavg_start": os.getloadavg(),
             "python": sys.version.split()[0], "torch": md.version("torch"), "pillow": md.version("pillow"),
-            "weitiao_commit": _git_commit()}
+            "weitiao_commit": commit("compare_images")}
 
 
 def main() -> None:

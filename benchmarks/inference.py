@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_trainer import _git_commit  # noqa: E402  (the commit, "+dirty" where weitiao/ has changes)
+from provenance import commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
@@ -80,7 +80,7 @@ def main() -> None:
     results[0]["dev_accuracy"] = own.get("accuracy")  # the run's own, as training measured it
     eager = results[0]["sentences_per_s"]
     out = Path(a.out)
-    result = {"commit": _git_commit(), "command": " ".join(["benchmarks/inference.py"] + sys.argv[1:]), "sentences": len(texts), "batch_size": 32, "threads": 2, "results": results}
+    result = {"commit": commit("inference"), "command": " ".join(["benchmarks/inference.py"] + sys.argv[1:]), "sentences": len(texts), "batch_size": 32, "threads": 2, "results": results}
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [f"# Inference backends: {len(texts)} SST-2 sentences, batch 32, 2 threads", "", f"`.venv/bin/python {result['command']}` (weitiao {result['commit']})", "",
              "| backend | sentences/s | vs torch | agreement with torch | dev accuracy (parity check) | max abs logit diff |", "|---|---|---|---|---|---|"]

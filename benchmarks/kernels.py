@@ -71,9 +71,9 @@ def main() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_trainer import _git_commit
+    from provenance import commit
 
-    print(f"\n<!-- .venv/bin/python benchmarks/kernels.py --steps {args.steps} (weitiao {_git_commit()}, 2 CPU threads) -->")
+    print(f"\n<!-- .venv/bin/python benchmarks/kernels.py --steps {args.steps} (weitiao {commit('kernels')}, 2 CPU threads) -->")
     print(f"| variant (batch 32 x {args.tokens} tokens, 2 threads) | median step s | vs sdpa |\n|---|---|---|")
     for name, ts in times.items():
         print(f"| {name} | {statistics.median(ts):.3f} | {base / statistics.median(ts):.2f}x |")

@@ -89,6 +89,8 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="JSON file for the per-phase peaks")
     ap.add_argument("--every-ms", type=float, default=5.0)
     args = ap.parse_args(argv[:split])
+    from provenance import commit
+    stamp = commit("memory_phases")
     phases = Phases(args.every_ms / 1000)
     phases.thread.start()
     instrument(phases)
@@ -106,7 +108,7 @@ def main() -> int:
             print(f"  {phase:<44} {phases.peak[phase]:8.0f}" + ("   <- peak" if phase == top else ""))
         print(f"  ru_maxrss {maxrss:.0f} MB")
         if args.out:
-            Path(args.out).write_text(json.dumps({"phases": {p: round(phases.peak[p], 1) for p in phases.order},
+            Path(args.out).write_text(json.dumps({"commit": stamp, "command": " ".join(["benchmarks/memory_phases.py", *argv]), "phases": {p: round(phases.peak[p], 1) for p in phases.order},
                                                   "peak_phase": top, "ru_maxrss_mb": round(maxrss, 1)}, indent=2))
     return rc
 

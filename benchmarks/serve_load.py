@@ -104,6 +104,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/serve_load"))
     a = ap.parse_args()
+    from provenance import commit
+    stamp = commit("serve_load")
     texts = [r.split("\t")[0] for r in SST2.joinpath("dev.tsv").read_text(encoding="utf-8").splitlines()[1:]][:a.requests]
     rows = []
     for side, extra in SIDES.items():  # each side its own fresh server
@@ -117,10 +119,10 @@ def main() -> None:
             proc.wait(timeout=60)
     off = {r["concurrency"]: r for r in rows if r["batching"] == "off"}
     ceiling = in_process(a.run, texts)
-    result = {"command": " ".join(["benchmarks/serve_load.py"] + sys.argv[1:]), "results": rows, "in_process": ceiling}
+    result = {"commit": stamp, "command": " ".join(["benchmarks/serve_load.py"] + sys.argv[1:]), "results": rows, "in_process": ceiling}
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    lines = ["# `weitiao serve` under load: one SST-2 sentence a request, loopback, 2-core CPU", "", f"`.venv/bin/python {result['command']}`", "",
+    lines = ["# `weitiao serve` under load: one SST-2 sentence a request, loopback, 2-core CPU", "", f"`.venv/bin/python {result['command']}` (weitiao {stamp})", "",
              "| micro-batching | concurrency | requests | errors | requests/s | vs off | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["throughput_rps"] / off[r["concurrency"]]["throughput_rps"]

@@ -17,11 +17,13 @@ from weitiao.tasks.lm_text import alpaca_conversation
 from weitiao.tasks.generation import generate, Sampling, stop_ids
 from weitiao.tasks.lm_text import prompt_text
 torch.set_num_threads(2)
+sys.path.insert(0, __import__('os').path.dirname(__file__))
+from provenance import commit
+out = {"commit": commit("sft_before_after"), "command": " ".join(["benchmarks/sft_before_after.py", *sys.argv[1:]])}
 run, val = sys.argv[1], sys.argv[2]
 records = json.load(open(val))
 convs = [alpaca_conversation(r["instruction"], r.get("input") or "", r["output"]) for r in records]
 opts = TASK.Options()
-out = {}
 for name, path in (("before", resolve_model("smollm2-135m-instruct")), ("after", run + "/model")):
     tok = AutoTokenizer.from_pretrained(path); model = AutoModelForCausalLM.from_pretrained(path).eval()
     enc = TASK.encode(tok, Examples(convs, None, None, list(range(len(convs))), "val"), 256, opts, [])

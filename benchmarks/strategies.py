@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-strategies"), help="run folders")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "strategies"), help="writes RESULTS.md and RESULTS.json")
     args = ap.parse_args()
+    from provenance import commit
+    stamp = commit("strategies")
     rows = []
     for label, (sets, lr) in STRATEGIES.items():
         if args.only and label not in args.only:
@@ -80,8 +82,8 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     command = "python benchmarks/strategies.py " + " ".join(sys.argv[1:])
-    Path(args.results + ".md").write_text(f"<!-- {command} -->\n{table}", encoding="utf-8")
-    Path(args.results + ".json").write_text(json.dumps({"command": command, "rows": [
+    Path(args.results + ".md").write_text(f"<!-- {command} (weitiao {stamp}) -->\n{table}", encoding="utf-8")
+    Path(args.results + ".json").write_text(json.dumps({"commit": stamp, "command": command, "rows": [
         {"strategy": label, "lr": lr, "wall_s": round(wall, 1), "error": err or None,
          "validation": m and {k: m["validation"][k] for k in ("accuracy", "f1_macro", "roc_auc", "loss", "n")},
          "train": m and m["train"]} for label, lr, m, wall, err in rows]}, indent=2), encoding="utf-8")
