@@ -17,7 +17,7 @@ from weitiao.errors import UserError
 
 from conftest import LORA, TINY_RUNS as RUNS
 
-FORMATS = ["hf", "adapter", "onnx", "onnx-int8", "torchscript"]
+FORMATS = ["hf", "adapter", "onnx", "onnx-int8", "pt2"]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,8 @@ def test_every_format_reproduces_the_run(runs, exported, task, fmt):
     if member:  # the rest compares with the run's own scoring of the same single task: the multi-task view is checked above
         return
     # `weitiao eval` on the export: the run's metrics (fp32), from the same validation rows
-    assert evaluate_file(str(out))["loss"] == pytest.approx(evaluate_file(str(run))["loss"], abs=1e-5 if fmt != "onnx-int8" else 0.05)
+    trust = ("pt2",) if fmt == "pt2" else ()  # a .pt2 can carry code: opened only when named
+    assert evaluate_file(str(out), trust=trust)["loss"] == pytest.approx(evaluate_file(str(run))["loss"], abs=1e-5 if fmt != "onnx-int8" else 0.05)
     manifest = json.loads((out / "weitiao_export.json").read_text())
     assert manifest["format"] == fmt and manifest["inputs"][0] in ("input_ids", "pixel_values")
     card = (out / "README.md").read_text()
@@ -83,8 +84,8 @@ def test_predict_on_an_export_prints_what_predict_on_the_run_prints(runs, export
 
     texts = ["we saw a great film", "it was awful", "then went home"]
     expected = predict(str(runs["classification"]), texts, None, None)
-    for fmt in ("onnx", "torchscript"):
-        got = predict(str(exported("classification", fmt)), texts, None, None)
+    for fmt in ("onnx", "pt2"):
+        got = predict(str(exported("classification", fmt)), texts, None, None, trust=("pt2",))
         assert [(r["text"], r["label"]) for r in got] == [(r["text"], r["label"]) for r in expected]
         assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=1e-5)
 
@@ -110,7 +111,7 @@ def test_generative_runs_export_as_folders_and_refuse_graphs(runs):
     from transformers import AutoModelForCausalLM
 
     run = runs["causal_lm"]
-    for fmt in ("onnx", "torchscript"):
+    for fmt in ("onnx", "pt2"):
         with pytest.raises(UserError, match="hf or adapter"):
             _export(run, fmt)
         assert not (run.parent / f"causal_lm-{fmt}").exists()
@@ -126,12 +127,12 @@ def test_a_failed_parity_check_writes_nothing(runs, monkeypatch):
     from weitiao.export import FORMATS, load_formats
 
     load_formats()
-    monkeypatch.setitem(FORMATS, "torchscript", dataclasses.replace(FORMATS["torchscript"], tolerance=-1.0))
+    monkeypatch.setitem(FORMATS, "pt2", dataclasses.replace(FORMATS["pt2"], tolerance=-1.0))
     out = runs["classification"].parent / "refused"
     from weitiao.export import export
 
     with pytest.raises(UserError, match=r"does not reproduce.*max \|delta logit\|"):
-        export(str(runs["classification"]), "torchscript", str(out))
+        export(str(runs["classification"]), "pt2", str(out))
     assert not out.exists() and not list(out.parent.glob(".refused*"))
 
 

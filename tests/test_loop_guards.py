@@ -98,3 +98,26 @@ def test_out_of_memory_at_batch_size_1_does_not_suggest_a_smaller_batch(tmp_path
     message = str(e.value)
     assert "even one example does not fit" in message and "gradient_checkpointing: true" in message
     assert "training.batch_size: 1 with" not in message and "auto_batch_size" not in message
+
+
+def test_a_diverging_run_stops_with_exit_3_naming_its_last_checkpoint(tmp_path, capsys):
+    """training.lr: 1e10 on a real (tiny) classifier: the weights blow up after a step, the logits the validation
+    scores are NaN. It used to reach ROC-AUC and crash (exit 1, a traceback, no model); now it stops as a divergence."""
+    import random
+
+    from helpers import tiny_bert, write_config
+    from test_tasks import TASK_DATA
+
+    from weitiao.cli import main
+
+    cfg = TASK_DATA["classification"](tmp_path, random.Random(0))
+    cfg.pop("lr_scale", None)
+    cfg = {"version": 1, "model": str(tiny_bert(tmp_path / "tiny")), **cfg, "strategy": "full",
+           "training": {"epochs": 2, "batch_size": 8, "lr": 1e10, "max_grad_norm": None, "progress": False, "warmup_ratio": 0.0,
+                        "eval_every": 2, "max_bad_steps": 1000},
+           "output": {"dir": str(tmp_path / "runs")}}
+    capsys.readouterr()
+    assert main(["train", str(write_config(tmp_path / "diverge.yaml", cfg)), "--name", "diverge"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "stopped: the model's validation loss is not finite" in err, err[-2000:]
+    assert "last good checkpoint:" in err

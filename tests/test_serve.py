@@ -107,7 +107,7 @@ def test_the_api_key_guards_every_route_but_health(classifier):
 
 
 @pytest.mark.parametrize("body, words", [({"inputs": []}, "at least 1"), ({"inputs": ["ok"] * 65}, "at most 64"), ({"inputs": ["  "]}, "empty"),
-                                         ({"inputs": [3]}, "string"), ({"inputs": "x"}, "list"), ({"texts": ["x"]}, "inputs"),
+                                         ({"inputs": [3]}, "string"), ({"inputs": "x"}, "array"), ({"texts": ["x"]}, "inputs"),
                                          ({"inputs": ["x" * 20_001]}, "over the limit")])
 def test_bad_requests_are_422_with_a_message(classifier, body, words):
     status, answer = classifier.call("POST", "/v1/predict", body)
@@ -286,3 +286,71 @@ def test_a_body_over_the_limit_is_413_with_or_without_its_length(classifier):
     small = json.dumps({"inputs": ["fine"] * 3}).encode()
     assert chunked(small) == (200, len(small))  # a chunked body under the limit is read and answered
     assert classifier.call("POST", "/v1/predict", {"inputs": ["fine"]})[0] == 200
+
+
+def test_a_foreign_host_is_refused_and_no_path_leaves_the_server(classifier):
+    """DNS rebinding: a page whose own name now points at 127.0.0.1 sends its Host; the server answers only its own names."""
+    req = urllib.request.Request(classifier.url + "/v1/model", headers={"Host": "attacker.example:8000", "Authorization": f"Bearer {KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=30)
+    assert refused.value.code == 403 and b"Host" in refused.value.read()
+    status, info = classifier.call("GET", "/v1/model")
+    assert status == 200 and "/" not in info["base_model"] and info["base_model"]
+
+
+def test_five_million_tiny_strings_fail_at_once_and_alone(classifier):
+    """A 25 MB body of tiny strings is refused from a count of its quotes, before any parsing (pydantic would
+    say 'at most 64 items' only after building every string); the next request is answered."""
+    body = b'{"inputs": [' + b",".join([b'"a"'] * 5_000_000) + b"]}"
+    status, answer = classifier.call("POST", "/v1/predict", raw=body)
+    assert status == 422 and "strings in the body, over the limit of 64 inputs" in answer["detail"], answer
+    assert classifier.call("POST", "/v1/predict", {"inputs": ['a "quoted" word', "fine"]})[0] == 200
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tiny_runs, tmp_path):
+    """A PNG of 12,000 x 12,000 pixels compresses to a few KB; decoding it would cost ~820 MB. It is 422 from its header."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(buf, "PNG")
+    assert len(buf.getvalue()) < 100_000
+    server = Server(tiny_runs["image_classification"], tmp_path / "bomb.log", key=None)
+    try:
+        status, answer = server.call("POST", "/v1/predict", {"inputs": [base64.b64encode(buf.getvalue()).decode()]})
+        assert status == 422 and "megapixels" in json.dumps(answer), answer
+        assert server.call("GET", "/health")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_health_reports_a_dead_batching_thread(tiny_runs):
+    from fastapi.testclient import TestClient
+
+    from weitiao.predict import open_run
+    from weitiao.serve.app import create_app
+
+    app = create_app(open_run(str(tiny_runs["classification"])))
+    client = TestClient(app)
+    assert client.get("/health").json() == {"status": "ok"}
+    app.state.batcher.close()
+    answer = client.get("/health")
+    assert answer.status_code == 503 and "batching thread" in answer.json()["detail"]
+
+
+def test_serve_options_out_of_range_and_an_open_bind_without_a_key(tiny_runs):
+    run = str(tiny_runs["classification"])
+    for value in ("inf", "nan", "-1", "10001"):
+        proc = subprocess.run([sys.executable, "-m", "weitiao", "serve", run, "--max-wait-ms", value, "--port", str(free_port())],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: --max-wait-ms") and "Traceback" not in proc.stderr, proc.stderr
+    env = {k: v for k, v in os.environ.items() if k != "WEITIAO_API_KEY"}
+    proc = subprocess.Popen([sys.executable, "-m", "weitiao", "serve", run, "--host", "0.0.0.0", "--port", str(free_port())],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert first.startswith("warning: serving on every address") and "WEITIAO_API_KEY" in first

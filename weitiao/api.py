@@ -45,9 +45,10 @@ def _plain_errors(fn):
 class Run:
     """A finished run folder: its path, its metrics and a `predict` that keeps the model loaded."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, trust_format: tuple[str, ...] = ()):
         self.path = Path(path)
         self._loaded = None
+        self._trust = tuple(trust_format)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -69,7 +70,7 @@ class Run:
             raise UserError("inputs", f"{type(inputs).__name__} {inputs!r:.40} is not a list of texts", "pass a non-empty list of strings")
         check_texts(list(inputs))
         if self._loaded is None:
-            self._loaded = open_run(str(self.path))
+            self._loaded = open_run(str(self.path), trust=self._trust)
         unknown = set(generation) - {"max_new_tokens", "temperature", "top_p", "num_beams"}
         if unknown:
             raise UserError(sorted(unknown)[0], "is not a generation option", "use max_new_tokens, temperature, top_p or num_beams")
@@ -90,15 +91,18 @@ def train(config: str | Path | dict, name: str | None = None, overrides: dict | 
 
 
 @_plain_errors
-def load(run_dir: str | Path) -> Run:
-    """A finished run folder (with model/ and metrics.json), or a folder `weitiao export` wrote, as a `Run`."""
+def load(run_dir: str | Path, trust_format: tuple[str, ...] = ()) -> Run:
+    """A finished run folder (with model/ and metrics.json), or a folder `weitiao export` wrote, as a `Run`.
+
+    `trust_format`: code-carrying export formats (("pt2",)) to open anyway, as `--trust-format`;
+    only for folders you made yourself."""
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`, e.g. runs/demo")
     from weitiao.export import is_export
 
     if is_export(path):
-        return Run(path)
+        return Run(path, trust_format)
     if not (path / "model" / "config.json").is_file() or not (path / "metrics.json").is_file():
         raise UserError("run_dir", f"'{run_dir}' has no finished model (model/ or metrics.json is missing)", "let the run finish, or resume it")
     return Run(path)

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "default: the run's own validation data")
     ev.add_argument("--output", help="write the metrics as JSON here too")
     ev.add_argument("--batch-size", type=int, help="examples scored at once (default: training.eval_batch_size)")
+    _trust_option(ev)
 
     pr = sub.add_parser("predict", help="the task's prediction for new texts (labels and probabilities; entities)")
     pr.add_argument("run_dir")
@@ -43,15 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", help="write predictions here (.jsonl or .csv); default: print JSON lines")
     pr.add_argument("--batch-size", type=int, help="texts scored at once (default: training.eval_batch_size)")
     _generation_options(pr)
+    _trust_option(pr)
 
     ch = sub.add_parser("chat", help="talk with a causal LM run (the conversation is kept; /reset, /exit)")
     ch.add_argument("run_dir")
     _generation_options(ch)
+    _trust_option(ch)
 
-    ex = sub.add_parser("export", help="write a run's model as hf, adapter, onnx, onnx-int8 or torchscript, with a parity check")
+    ex = sub.add_parser("export", help="write a run's model as hf, adapter, onnx, onnx-int8 or pt2 (torch.export), with a parity check")
     ex.add_argument("run_dir")
     ex.add_argument("--format", default="hf", metavar="FORMAT",
-                    help="hf (merged safetensors, default), adapter (PEFT), onnx (fp32), onnx-int8, torchscript")
+                    help="hf (merged safetensors, default), adapter (PEFT), onnx (fp32), onnx-int8, pt2 (torch.export)")
     ex.add_argument("--out", help="the folder to write (default: RUN/export/FORMAT; must not exist, unless --overwrite)")
     ex.add_argument("--task", help="multi-task runs: the task whose model to write")
     ex.add_argument("--rows", type=int, default=1000, help="validation rows the parity check scores (default: 1000)")
@@ -96,7 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how long a batch waits for more requests (default: 0: it takes those that queued while the last batch ran)")
     sv.add_argument("--no-batching", action="store_true", help="score every request alone, as it comes")
     sv.add_argument("--max-inputs", type=int, default=256, help="inputs one request may hold (default: 256)")
+    _trust_option(sv)
     return parser
+
+
+def _trust_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-format", dest="trust", action="append", default=[], metavar="FORMAT",
+                   help="open an export in a format whose files can run code when loaded (pt2, torchscript): only one you made yourself")
 
 
 def _generation_options(p: argparse.ArgumentParser) -> None:
@@ -156,17 +165,17 @@ def run(argv: list[str] | None = None) -> int:
         elif args.command == "eval":
             from weitiao.predict import evaluate_file
 
-            evaluate_file(args.run_dir, args.data, args.output, _positive(args.batch_size))
+            evaluate_file(args.run_dir, args.data, args.output, _positive(args.batch_size), trust=args.trust)
         elif args.command == "predict":
             from weitiao.predict import predict
 
             field = "--image" if args.image is not None else "--prompt" if args.prompt is not None else "--text"
             inputs = args.image if args.image is not None else args.prompt if args.prompt is not None else args.text
-            predict(args.run_dir, inputs, args.file, args.output, _positive(args.batch_size), _sampling(args), field)
+            predict(args.run_dir, inputs, args.file, args.output, _positive(args.batch_size), _sampling(args), field, trust=args.trust)
         elif args.command == "chat":
             from weitiao.predict import chat
 
-            chat(args.run_dir, sampling=_sampling(args))
+            chat(args.run_dir, sampling=_sampling(args), trust=args.trust)
         elif args.command == "export":
             from weitiao.export import export
 
@@ -198,7 +207,7 @@ def run(argv: list[str] | None = None) -> int:
         elif args.command == "serve":
             from weitiao.serve.server import serve
 
-            serve(args.run_dir, args.host, args.port, args.backend, args.max_batch, args.max_wait_ms, not args.no_batching, args.max_inputs)
+            serve(args.run_dir, args.host, args.port, args.backend, args.max_batch, args.max_wait_ms, not args.no_batching, args.max_inputs, trust=args.trust)
     except UserError as e:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2

@@ -117,7 +117,7 @@ class TrainingConfig(Section):
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: 58% less GPU memory, 37% fewer samples/s (docs/benchmarks.md)
     attention: Literal["auto", "eager", "sdpa"] = "auto"  # auto: eager on CPU (no measurable difference from sdpa there), sdpa on GPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int | None = Field(None, ge=1)
+    num_threads: int | None = Field(None, ge=1, le=1024)  # torch segfaults on absurd counts
     progress: bool = True
 
 

@@ -33,6 +33,10 @@ class TrainingStopped(Exception):
     """
 
 
+class Diverged(TrainingStopped):
+    """The model's outputs stopped being finite (found when it is scored); the loop names the checkpoint to go back to."""
+
+
 def add_to(table: dict, name: str, item, kind: str):
     """`table[name] = item` for one of weitiao's registries (tasks, strategies, export formats); a second
     item of the same name is refused (a programming mistake, not a user's)."""

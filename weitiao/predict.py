@@ -7,6 +7,7 @@ entities) is the task's: this module reads, scores and writes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -29,25 +30,29 @@ class LoadedRun:
     names: list[str]
     config: object  # the whole RunConfig, for what the probe re-reads (its data and seed)
     root: Path | None = None  # the folder it was read from
-    backend: str = "torch"  # what runs the model: torch, or an export's format (onnx, onnx-int8, torchscript)
+    backend: str = "torch"  # what runs the model: torch, or an export's format (onnx, onnx-int8, pt2)
 
 
-def load_run(run_dir: str) -> tuple:
+def load_run(run_dir: str, trust=()) -> tuple:
     """(config, model, tokenizer) of a finished run (see `open_run`)."""
-    run = open_run(run_dir)
+    run = open_run(run_dir, trust=trust)
     return run.config, run.model, run.tokenizer
 
 
-def open_run(run_dir: str, prune: bool = True) -> LoadedRun:
+def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
     """The run's task, model and tokenizer: a run folder, or a folder `weitiao export` wrote (any format).
+
+    Nothing in the folder runs: weights are read from safetensors (or with torch's weights_only),
+    the model's own code (auto_map) is never imported, and an export in a format that carries code
+    (pt2, torchscript) is refused unless `trust` names its format (`--trust-format`).
 
     `prune`: BERT-style classifiers compute only the token their head reads in the last layer (exact).
 
     Raises:
-        UserError: the folder is neither a finished run nor an export.
+        UserError: the folder is neither a finished run nor an export, or a code-carrying export not trusted.
     """
     from weitiao.config import load_config
-    from weitiao.export import MANIFEST, is_export
+    from weitiao.export import is_export
     from weitiao.runtime import quiet_hf
     from weitiao.tasks import get_task
 
@@ -61,24 +66,42 @@ def open_run(run_dir: str, prune: bool = True) -> LoadedRun:
     quiet_hf()
     cfg = load_config(root / "config.yaml")
     task = get_task(cfg.task.type)
-    if exported:
-        from weitiao.export.loading import load_exported
+    with _damaged(run_dir, model_dir):
+        if exported:
+            from weitiao.export.loading import load_exported
 
-        model = load_exported(root, task)
-    else:
-        model = task.load(model_dir)
+            model = load_exported(root, task, trust)
+        else:
+            model = task.load(model_dir)
     if prune and cfg.training.prune_last_layer and task.reads_one_position and hasattr(model, "named_modules"):
         from weitiao.train.last_layer import prune_last_layer
 
         prune_last_layer(model)  # the same predictions, a sixth less work on a 6-layer BERT
-    tokenizer = task.processor(str(model_dir))
+    with _damaged(run_dir, model_dir):
+        tokenizer = task.processor(str(model_dir))
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad  # runs saved before the pad token was settled
     names = [] if hasattr(task, "generations") else label_names(model)  # a generative task has no label set
-    backend = json.loads((root / MANIFEST).read_text())["format"] if exported else "torch"
+    if exported:
+        from weitiao.export.loading import read_manifest
+
+    backend = read_manifest(root)["format"] if exported else "torch"
     backend = "torch" if backend in ("hf", "adapter") else backend
     return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg, root, backend)
+
+
+@contextlib.contextmanager
+def _damaged(run_dir: str, model_dir: Path):
+    """A model folder whose files do not load (not JSON, truncated weights, none at all) as one line."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError("run_dir", f"the model in '{model_dir}' cannot be loaded ({reason})",
+                        f"the folder is damaged or incomplete: export or train '{run_dir}' again, or resume it from its last checkpoint") from None
 
 
 def _device():
@@ -177,12 +200,12 @@ def scored(run: LoadedRun, enc, batch_size: int | None):
                               + (f"pass --batch-size {smaller}" if batch_size > 1 else "use a shorter data.max_length or a device with more memory")) from None
 
 
-def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None = None, batch_size: int | None = None) -> dict:
+def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None = None, batch_size: int | None = None, trust=()) -> dict:
     """Metrics of the run's model on a labelled file (None: the run's own validation data); prints and returns them."""
     from weitiao.evaluate.scoring import task_metrics
 
     check_output(output)
-    run = open_run(run_dir)
+    run = open_run(run_dir, trust=trust)
     enc = read_labelled(run, data_path, "--data") if data_path else validation_data(run, "--data")
     report_truncated(run, enc)
     result = scored(run, enc, batch_size)
@@ -196,7 +219,7 @@ def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None
 
 
 def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None, output: str | None, batch_size: int | None = None,
-            sampling=None, field: str = "--text") -> list[dict]:
+            sampling=None, field: str = "--text", trust=()) -> list[dict]:
     """The task's prediction for each input (a classifier: label and probabilities; a token
     classifier: entities, words and tags); JSON lines on stdout, or a .jsonl/.csv file.
 
@@ -205,7 +228,10 @@ def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None,
     """
     check_output(output, (".jsonl", ".csv"))
     check_texts(texts, field)
-    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir)
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, trust=trust)
+    if texts is not None and (field == "--image") != run.task.takes_images:
+        wanted = "--image with image files" if run.task.takes_images else "--prompt" if hasattr(run.task, "answer") else "--text"
+        raise UserError(field, f"a {run.opts.type} run does not take {field} inputs", f"give {wanted}")
     rows = predict_rows(run, texts, file, batch_size, sampling)
     _write_predictions(rows, output, run.task)
     return rows
@@ -250,11 +276,11 @@ def default_sampling(opts, given: dict | None = None):
     return Sampling(**(own | (given or {})))
 
 
-def chat(run_dir: str, stdin=None, stdout=None, sampling=None) -> None:
+def chat(run_dir: str, stdin=None, stdout=None, sampling=None, trust=()) -> None:
     """`weitiao chat RUN`: a conversation with a causal LM run, kept turn after turn (/reset forgets it,
     /exit or end of input leaves)."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    run = open_run(run_dir)
+    run = open_run(run_dir, trust=trust)
     if not hasattr(run.task, "answer"):
         raise UserError("run_dir", f"'{run_dir}' is a {run.opts.type} run, which does not generate text", "chat with a causal_lm run")
     if not getattr(run.tokenizer, "chat_template", None) or getattr(run.model.config, "weitiao_prompts", "chat") != "chat":

@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
-    """Base for every section: unknown keys are refused, assignments are validated."""
+    """Base for every section: unknown keys are refused, assignments are validated, floats are finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # no float field takes inf or NaN
 
 
 class SplitConfig(Section):

@@ -218,3 +218,18 @@ def test_overwrite_keeps_the_old_run_when_the_new_config_fails(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert (old / "metrics.json").read_text() == '{"old": true}'
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["bad"]  # nothing set aside left behind
+
+
+@pytest.mark.parametrize("key, value", [("training.epochs", ".inf"), ("training.lr", ".nan"), ("training.weight_decay", "-.inf"),
+                                        ("training.warmup_ratio", ".nan"), ("training.num_threads", "100000000")])
+def test_infinite_nan_and_absurd_numbers_are_refused_and_overwrite_keeps_the_old_run(tmp_path, key, value):
+    """`--overwrite` with training.epochs: .inf used to pass validation and overflow after the old run was set aside;
+    100,000,000 threads made torch segfault."""
+    old = tmp_path / "runs" / "bad"
+    old.mkdir(parents=True)
+    (old / "metrics.json").write_text('{"old": true}')
+    result = train(tmp_path, config(tmp_path), "--set", f"{key}={value}", "--overwrite")
+    assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {key}:") and len(result.stderr.splitlines()) == 1, result.stderr
+    assert (old / "metrics.json").read_text() == '{"old": true}' and sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["bad"]
+    assert MODEL_CODE not in result.imported

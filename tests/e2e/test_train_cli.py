@@ -122,10 +122,10 @@ def test_eval_and_predict_on_the_trained_run(minilm_run, tmp_path, capsys):
 
 
 def test_the_real_minilm_exports_with_parity(minilm_run, tmp_path, capsys):
-    """ONNX fp32 and TorchScript reproduce the fine-tuned MiniLM on the 872 dev sentences; int8 keeps nearly every prediction."""
+    """ONNX fp32 and torch.export (pt2) reproduce the fine-tuned MiniLM on the 872 dev sentences; int8 keeps nearly every prediction."""
     run, dev = minilm_run
     trained = json.loads((run / "metrics.json").read_text())["validation"]
-    for fmt in ("onnx", "torchscript", "onnx-int8"):
+    for fmt in ("onnx", "pt2", "onnx-int8"):
         assert run_cli("export", str(run), "--format", fmt, "--out", str(tmp_path / fmt)) == 0
         parity = json.loads((tmp_path / fmt / "parity.json").read_text())
         assert parity["rows"] == 872 and parity["metrics_before"]["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-9)

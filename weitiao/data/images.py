@@ -3,7 +3,8 @@
 Decoding (Pillow) respects EXIF rotation, converts grayscale, palette, CMYK and transparent
 images to RGB (transparency over white), and resizes the shorter side then center-crops, as
 image models' processors do. A file that cannot be decoded (truncated, not an image, a
-decompression bomb) comes back as None with the reason; callers skip and count it. Decoding
+decompression bomb: more than MAX_PIXELS by its header, refused before a pixel is decoded)
+comes back as None with the reason; callers skip and count it. Decoding
 runs on threads: Pillow releases the GIL while it decodes, so two cores stay busy.
 """
 
@@ -16,6 +17,8 @@ import numpy as np
 
 from weitiao.errors import UserError
 
+# 40 megapixels (an 8000 x 5000 photo): a 33 KB PNG can claim 144 Mpx and cost ~820 MB and seconds to decode.
+MAX_PIXELS = 40_000_000
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -52,6 +55,9 @@ def load_image(path, size: int, resize: int | None = None, resample: str = "bili
 
     try:
         with (path if isinstance(path, Image.Image) else Image.open(path)) as img:
+            w, h = img.size  # from the header: nothing is decoded yet
+            if w * h > MAX_PIXELS:
+                return None, f"{w} x {h} pixels, over the limit of {MAX_PIXELS // 1_000_000} megapixels"
             img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")

@@ -1,7 +1,7 @@
 """`weitiao export RUN --format FORMAT`: a run's model in a portable format, checked against the run.
 
-One module a format (hf, adapter, onnx and onnx-int8, torchscript), registered by name in
-`FORMATS` (duplicates refused). Every export folder holds the same things beside the model:
+One module a format (hf, adapter, onnx and onnx-int8, pt2), registered by name in `FORMATS`
+(duplicates refused). Every export folder holds the same things beside the model:
 
     config.yaml           the run's resolved config (task, columns): `weitiao predict/eval/serve` read it
     config.json, tokenizer / preprocessor files
@@ -28,10 +28,11 @@ MANIFEST = "weitiao_export.json"
 class Format:
     name: str
     help: str
-    write: Callable  # (source: Source, folder: Path) -> None: the model file(s)
+    write: Callable | None  # (source: Source, folder: Path) -> None: the model file(s); None: read only (a retired format)
     load: Callable  # (folder: Path, task, manifest: dict) -> a model that `scoring.score` can run
     tolerance: float | None  # the largest max |delta logit| that passes; None: measured and reported only
     graph: bool  # a traced graph of the forward pass (no generation loop): refused for generative tasks
+    runs_code: str | None = None  # why loading this format can run code the file carries; such folders open only when trusted by name
 
 
 FORMATS: dict[str, Format] = {}
@@ -42,7 +43,7 @@ def register_format(fmt: Format) -> Format:
 
 
 def load_formats() -> dict[str, Format]:
-    from weitiao.export import adapter, hf, onnx, torchscript  # noqa: F401  (importing registers them)
+    from weitiao.export import adapter, hf, onnx, pt2  # noqa: F401  (importing registers them)
 
     return FORMATS
 
@@ -50,8 +51,15 @@ def load_formats() -> dict[str, Format]:
 def get_format(name: str) -> Format:
     load_formats()
     if name not in FORMATS:
-        raise unknown("--format", "format", name, FORMATS)
+        raise unknown("--format", "format", name, {k for k, f in FORMATS.items() if f.write})
     return FORMATS[name]
+
+
+def writable_format(name: str) -> Format:
+    form = get_format(name)
+    if form.write is None:
+        raise UserError("--format", f"'{name}' is no longer written ({form.help})", "use --format pt2 (torch.export), or onnx")
+    return form
 
 
 def is_export(folder) -> bool:
@@ -76,7 +84,7 @@ def export(run_dir: str, fmt: str = "hf", out: str | None = None, task: str | No
     from weitiao.export.source import open_source
     from weitiao.train.saving import _atomic_folder
 
-    form = get_format(fmt)
+    form = writable_format(fmt)
     target = Path(out) if out else Path(run_dir) / "export" / fmt
     if target.exists() and not overwrite:
         raise UserError("--out", f"'{target}' exists", "give a new folder, or pass --overwrite to replace it")

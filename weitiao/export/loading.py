@@ -1,5 +1,5 @@
 """Reading an export folder back as a model `scoring.score` can run: torch for hf and adapter, an
-onnxruntime session or a TorchScript module behind the same call (`model(**batch).logits`)."""
+onnxruntime session or a torch.export program behind the same call (`model(**batch).logits`)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,44 @@ class GraphModel:
         return iter(())
 
 
-def load_exported(folder, task):
-    """The model of an export folder, by its manifest's format."""
-    from weitiao.export import MANIFEST, get_format
+def read_manifest(folder) -> dict:
+    """weitiao_export.json of an export folder, checked: a format name and the model's input names.
 
-    manifest = json.loads((Path(folder) / MANIFEST).read_text())
-    return get_format(manifest["format"]).load(Path(folder), task, manifest)
+    Raises:
+        UserError: the file is not JSON, or lacks what weitiao wrote there.
+    """
+    from weitiao.errors import UserError
+    from weitiao.export import MANIFEST
+
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(MANIFEST, f"'{path}' cannot be read ({type(e).__name__})", "export the run again (weitiao export RUN --format FORMAT)") from None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("format"), str) and isinstance(manifest.get("inputs"), list)
+            and all(isinstance(i, str) for i in manifest["inputs"])):
+        raise UserError(MANIFEST, f"'{path}' has no format and input names", "export the run again (weitiao export RUN --format FORMAT)")
+    return manifest
+
+
+def load_exported(folder, task, trust=()):
+    """The model of an export folder, by its manifest's format.
+
+    `trust`: the names of code-carrying formats (pt2, torchscript) the user allowed by name; any
+    other such folder is refused before a byte of its model file is read.
+
+    Raises:
+        UserError: an unknown format, or a code-carrying one not trusted.
+    """
+    from weitiao.errors import UserError
+    from weitiao.export import get_format
+
+    manifest = read_manifest(folder)
+    form = get_format(manifest["format"])
+    if form.runs_code and form.name not in trust:
+        raise UserError("--trust-format", f"'{folder}' is a {form.name} export, and {form.runs_code}",
+                        f"open it only if you made it yourself: pass --trust-format {form.name}; an onnx or hf export carries no code")
+    return form.load(Path(folder), task, manifest)
 
 
 def model_config(folder: Path):

@@ -38,6 +38,7 @@ class Settings:
     max_chars: int = 20_000  # characters in one text input
     max_image_chars: int = 28_000_000  # base64 characters in one image (about 20 MB of file)
     max_body_bytes: int = 32 * 1024 * 1024
+    hosts: frozenset[str] | None = None  # the Host names answered (allowed_hosts); None: any
 
 
 from starlette.exceptions import HTTPException as _HTTPException  # noqa: E402  (this module is imported only to serve)
@@ -51,11 +52,61 @@ class BodyTooLarge(_HTTPException):
         super().__init__(413, f"request body over {limit} bytes")
 
 
-class Guard:
-    """ASGI middleware: the API key (when set) on every route but /health, and the body-size limit."""
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
-    def __init__(self, app, key: str | None, limit: int):
-        self.app, self.key, self.limit = app, key, limit
+
+def allowed_hosts(host: str) -> frozenset[str] | None:
+    """The Host names a server bound to `host` answers: loopback names (and `host`) when bound to
+    this machine or one address; None (any) when bound to every address (0.0.0.0, ::)."""
+    return None if host in ("0.0.0.0", "::", "") else LOOPBACK | {host}
+
+
+def _hostname(value: str) -> str:
+    """'127.0.0.1:8000' -> '127.0.0.1', '[::1]:8000' -> '::1', 'http://a.b:1' -> 'a.b'."""
+    value = value.split("://", 1)[-1].split("/", 1)[0].lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class Guard:
+    """ASGI middleware in front of every route: who may call, and how much they may send.
+
+    - `hosts`: the Host header (and a browser's Origin) must name this server: a page elsewhere that
+      rebinds its own name to 127.0.0.1 (DNS rebinding) is refused (403). None: any.
+    - `key`: `Authorization: Bearer <key>` on every route but /health (401), as `weitiao serve` wants.
+    - `token`: the dashboard's per-start token, from `?token=` (which also sets a SameSite=Strict
+      cookie, so the page's own links and calls carry it) or that cookie (403).
+    - `limit`: the body size; past it 413, also for a chunked body without Content-Length.
+    """
+
+    def __init__(self, app, key: str | None, limit: int, hosts: frozenset[str] | None = None, token: str | None = None,
+                 cookie: str = "weitiao_token"):
+        self.app, self.key, self.limit, self.hosts, self.token, self.cookie = app, key, limit, hosts, token, cookie
+
+    def _refusal(self, scope, headers: dict):
+        """(status, detail, extra headers) when the caller may not call, else None; and whether the token came in the URL."""
+        if self.hosts is not None:
+            host = _hostname(headers.get(b"host", b"").decode("latin-1"))
+            if host not in self.hosts:
+                return (403, f"Host '{host}' is not this server's: open it by its own address", {}), False
+            origin = headers.get(b"origin")
+            if origin is not None and _hostname(origin.decode("latin-1")) not in self.hosts:
+                return (403, "a request from another site is refused", {}), False
+        if self.key and scope["path"] != "/health":
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.key}".encode()):
+                return (401, "missing or wrong API key: send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}), False
+        if self.token:
+            from urllib.parse import parse_qs
+
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
+            cookies = dict(part.strip().split("=", 1) for part in headers.get(b"cookie", b"").decode("latin-1").split(";") if "=" in part)
+            if hmac.compare_digest(query.encode(), self.token.encode()):
+                return None, True
+            if not hmac.compare_digest(cookies.get(self.cookie, "").encode(), self.token.encode()):
+                return (403, "missing or wrong token: open the address `weitiao ui` printed (it ends in ?token=...)", {}), False
+        return None, False
 
     async def __call__(self, scope, receive, send):
         from starlette.responses import JSONResponse
@@ -63,11 +114,12 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if self.key and scope["path"] != "/health":
-            given = headers.get(b"authorization", b"").decode("latin-1")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.key}".encode()):
-                return await JSONResponse({"detail": "missing or wrong API key: send Authorization: Bearer <key>"}, 401,
-                                          headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        refusal, token_in_url = self._refusal(scope, headers)
+        if refusal:
+            status, detail, extra = refusal
+            return await JSONResponse({"detail": detail}, status, headers=extra)(scope, receive, send)
+        if token_in_url:
+            send = self._setting_cookie(send)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await JSONResponse({"detail": f"request body over {self.limit} bytes"}, 413)(scope, receive, send)
@@ -92,10 +144,20 @@ class Guard:
             if not started:
                 await JSONResponse({"detail": f"request body over {self.limit} bytes"}, 413)(scope, receive, send)
 
+    def _setting_cookie(self, send):
+        cookie = f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode("latin-1")
+
+        async def with_cookie(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        return with_cookie
+
 
 def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
     """The FastAPI app serving `run` (a predict.LoadedRun)."""
-    from fastapi import FastAPI, HTTPException
+    from fastapi import FastAPI, HTTPException, Request
     from pydantic import BaseModel, Field
 
     import weitiao
@@ -103,7 +165,7 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
 
     settings = settings or Settings()
     generative = hasattr(run.task, "answer")
-    image = run.opts.type == "image_classification"
+    image = run.task.takes_images
     batcher = MicroBatcher(lambda items, key: _score(run, items, key, settings.bucket), settings.max_batch, settings.max_wait_ms / 1000, settings.batching)
 
     @contextlib.asynccontextmanager
@@ -125,16 +187,24 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
         predictions: list[dict] = Field(..., description="one object per input, in order: what `weitiao predict` prints for it")
 
     @app.get("/health")
-    def health() -> dict:
+    def health():
+        from fastapi.responses import JSONResponse
+
+        if not batcher.alive:
+            return JSONResponse({"status": "error", "detail": "the batching thread has stopped: restart the server"}, 503)
         return {"status": "ok"}
 
     @app.get("/v1/model")
     def model_info() -> dict:
         return describe(run, name, settings) | {"batches_scored": batcher.batches}
 
-    @app.post("/v1/predict", response_model=PredictResponse)
-    async def predict(request: PredictRequest) -> dict:
+    body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}}
+
+    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=body_schema)
+    async def predict(raw: Request) -> dict:
         import asyncio
+
+        request = parse_bounded(await raw.body(), PredictRequest, settings.max_inputs)
 
         for i, text in enumerate(request.inputs):
             if len(text) > limit:
@@ -174,8 +244,27 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
 
         add_chat_routes(app, run, batcher, name)
 
-    app.add_middleware(Guard, key=os.environ.get(API_KEY_ENV) or None, limit=settings.max_body_bytes)
+    app.add_middleware(Guard, key=os.environ.get(API_KEY_ENV) or None, limit=settings.max_body_bytes, hosts=settings.hosts)
     return app
+
+
+def parse_bounded(body: bytes, model, max_inputs: int):
+    """`body` as `model`, refused at once (422) when it holds more strings than `max_inputs` allow.
+
+    Counting the quotes that open or close a string is a pass over the bytes in C; parsing 5
+    million tiny strings into objects first would hold the server (and /health) for seconds."""
+    from fastapi import HTTPException
+    from pydantic import ValidationError
+
+    strings = (body.count(b'"') - body.count(b'\\"')) // 2  # a text's escaped quotes do not count
+    if strings > max_inputs + 8:
+        raise HTTPException(422, f"inputs: about {strings} strings in the body, over the limit of {max_inputs} inputs")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise HTTPException(422, f"{where}: {first['msg']}") from None
 
 
 def describe(run, name: str, settings: Settings) -> dict:
@@ -186,7 +275,8 @@ def describe(run, name: str, settings: Settings) -> dict:
     root = Path(getattr(run, "root", "") or "")
     if (root / "metrics.json").is_file():
         metrics = run.task.headline(json.loads((root / "metrics.json").read_text()).get("validation", {}))
-    return {"name": name, "task": run.opts.type, "labels": run.names, "base_model": cfg.model, "strategy": cfg.strategy.method,
+    base = Path(cfg.model).name if ("/" in cfg.model and Path(cfg.model).exists()) else cfg.model  # a name, never this machine's paths
+    return {"name": name, "task": run.opts.type, "labels": run.names, "base_model": base, "strategy": cfg.strategy.method,
             "metrics": metrics, "backend": getattr(run, "backend", "torch"), "weitiao_version": weitiao.__version__,
             "max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms, "max_inputs": settings.max_inputs}
 

@@ -48,6 +48,11 @@ class MicroBatcher:
         self._queue.put(job)
         return job.future
 
+    @property
+    def alive(self) -> bool:
+        """Whether the thread that scores batches still runs (/health reports it)."""
+        return self._thread.is_alive()
+
     def close(self) -> None:
         """Finish the queued jobs, then stop the worker."""
         self._queue.put(None)

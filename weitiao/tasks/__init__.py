@@ -36,6 +36,7 @@ class Task(Protocol):
     peft_task_type: str  # SEQ_CLS | TOKEN_CLS | CAUSAL_LM | SEQ_2_SEQ_LM
     reads_one_position: bool  # the head reads one position of the last layer: gates last-layer pruning and first-token caching
     feature_cache: bool  # its inputs are token sequences whose frozen-bottom features the cache can store
+    takes_images: bool  # its inputs are image files (predict --image, uploads); every other task reads text
 
     def metric_names(self, opts) -> tuple[str, ...]: ...
     def default_metric(self, opts) -> str: ...

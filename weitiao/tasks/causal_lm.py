@@ -225,6 +225,7 @@ class CausalLM:
     peft_task_type = "CAUSAL_LM"
     feature_cache = False
     reads_one_position = False
+    takes_images = False
     default_strategy = {"method": "lora", "r": 16, "alpha": 32}  # when the config names none
     default_max_length = 512
     cpu_attention = "sdpa"  # SmolLM2, LoRA, 3 steps of 8 x 256 tokens on 2 cores: 41.7 s and 7.4 GB against eager's 50.2 s and 9.1 GB

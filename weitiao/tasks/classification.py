@@ -152,6 +152,7 @@ class Classification:
     peft_task_type = "SEQ_CLS"
     feature_cache = True  # a frozen bottom's output per token can be cached
     reads_one_position = True  # BERT-style heads read the first token; the cache and pruning check the model too
+    takes_images = False
 
     def describe(self, opts) -> str:
         return "multi-label classification" if opts.multi_label else "classification"

@@ -211,6 +211,7 @@ class ImageClassification:
     data_keys = frozenset({"image_column", "label_column", "label_separator"})
     peft_task_type = "SEQ_CLS"  # peft's name for "a head on a pooled output": saved with the adapter
     reads_one_position = False  # pooled over the whole feature map: no first-token tricks
+    takes_images = True
     feature_cache = False  # the layer cache stores token sequences; a model adapter's frozen body is cached instead (BodyCache)
     # Images are resized to the model's input, never cut: nothing is ever "too long".
     too_long = "longer than data.max_length ({n})"

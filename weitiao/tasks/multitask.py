@@ -237,6 +237,7 @@ class MultiTask:
     own_data = True  # reads its tasks' data itself (`load_data`): no data.train at the top
     peft_task_type = "FEATURE_EXTRACTION"
     reads_one_position = False
+    takes_images = False
     feature_cache = False
     too_long = "cut to data.max_length ({n} tokens) or windowed, as each task does"
     too_long_fix = "raise data.max_length"

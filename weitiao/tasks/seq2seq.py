@@ -104,6 +104,7 @@ class Seq2Seq:
     peft_task_type = "SEQ_2_SEQ_LM"
     feature_cache = False
     reads_one_position = False
+    takes_images = False
     default_max_length = 256
 
     too_long = "cut to data.max_length ({n} tokens)"

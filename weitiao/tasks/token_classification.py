@@ -255,6 +255,7 @@ class TokenClassification:
     peft_task_type = "TOKEN_CLS"
     feature_cache = True  # a frozen bottom's output per token can be cached
     reads_one_position = False
+    takes_images = False
     too_long = "split into overlapping windows of data.max_length ({n} tokens) and merged back"
     too_long_note = "{k} of {n} sentences were longer than data.max_length ({m} tokens): split into overlapping windows and merged back"
     too_long_fix = "nothing was cut; raise data.max_length for fewer windows"

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from weitiao.errors import TrainingStopped
+from weitiao.errors import Diverged, TrainingStopped
 from weitiao.train.checkpoint import PendingCheckpoint, load_checkpoint
 from weitiao.train.optim import build_optimizer, build_scheduler, warmup_steps
 
@@ -121,7 +121,12 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
 
     def run_eval(epoch: float) -> bool:
         """Evaluate, keep the best model, and say whether to stop early."""
-        metrics = evaluate(model)
+        try:
+            metrics = evaluate(model)
+        except Diverged as e:
+            bar.close()
+            raise TrainingStopped(f"{e} at step {st.step}; last good checkpoint: {st.last_checkpoint or 'none yet'}; "
+                                  "lower training.lr or set training.max_grad_norm") from None
         value = metrics.get(opts.metric)
         improved = value is not None and (st.best is None or (value > st.best if higher_is_better(opts.metric) else value < st.best))
         if improved or st.best_step is None:  # the first evaluation always saves a model, even without a value (AUC of one class)

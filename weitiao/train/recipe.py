@@ -9,13 +9,14 @@ task by name: it asks the task the config names (weitiao/tasks/) for everything 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
 
 from weitiao.config import RunConfig, dump_config, flat_config
-from weitiao.errors import UserError
+from weitiao.errors import Diverged, UserError
 from weitiao.runtime import eval_batch_size, pick_device, quiet_hf, say  # noqa: F401 (pick_device, quiet_hf: part of this module's API)
 from weitiao.train.saving import load_best, merge_adapter, save_adapter, save_model  # noqa: F401
 
@@ -383,9 +384,12 @@ class TaskSteps:
         for index, part in pieces:
             for i, out in zip(index, part.outputs):
                 outputs[i] = out
+        loss_sum = sum(part.loss_sum for _, part in pieces)
+        if not math.isfinite(loss_sum):  # NaN logits would reach the metrics (ROC-AUC refuses them with a traceback)
+            raise Diverged(f"the model's {split} loss is not finite: the weights diverged")
         metrics, records = task_metrics(self.task, acc.unwrap_model(m), enc, outputs, self.names, self.opts, self.processor, acc.device)
         count = sum(part.count for _, part in pieces)
-        metrics["loss"] = sum(part.loss_sum for _, part in pieces) / max(count, 1)
+        metrics["loss"] = loss_sum / max(count, 1)
         if split == "validation":
             self.latest_generations = records  # a generative task's answers to held-out prompts (generations.jsonl)
         release_host_memory()  # evaluation batches are larger than training ones: give their buffers back

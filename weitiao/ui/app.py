@@ -4,7 +4,15 @@ The runs table (refreshed every 2 s, so a run that trains moves), each run's rep
 runs compared, and a box that sends text (or image files, for image runs) to a run's model.
 Built on what serving already uses (FastAPI on uvicorn) and one page of plain HTML and
 JavaScript: no front-end build, nothing more to install, and the same code path as `weitiao
-serve` for predictions. Binds 127.0.0.1 unless told otherwise.
+serve` for predictions.
+
+Who may call: it binds 127.0.0.1 unless told otherwise; every request needs the token made at
+start (the printed address carries it, as Jupyter's does, and sets a SameSite=Strict cookie); the
+Host header must name this machine (DNS rebinding is refused), and a form posted from another
+site is refused by its Origin. A run's own report.html is served under a sandboxing
+Content-Security-Policy: no script in a handed run's files runs in the dashboard's origin.
+Image runs take uploaded files only (never a path on this machine), and the body and text limits
+are `weitiao serve`'s.
 """
 
 
@@ -17,15 +25,28 @@ from weitiao.errors import UserError
 PAGE = Path(__file__).with_name("page.html")
 
 
-def create_app(root: Path):
+# A page from a run folder (its report, a comparison) shows; it runs nothing and fetches nothing.
+SANDBOX = {"Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
+
+
+def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | None = None, port: int = 0):
+    """The dashboard over the run folders in `root`; `token`: the per-start secret (None: made here,
+    on app.state.token); `hosts`: the Host names answered (default: this machine's loopback names)."""
+    import secrets
+
     from fastapi import FastAPI, File, HTTPException, Query, UploadFile
     from fastapi.responses import HTMLResponse
     from pydantic import BaseModel, Field
 
     import weitiao
     from weitiao.evaluate.runs import describe_run, find_runs
+    from weitiao.serve.app import LOOPBACK, Guard, Settings
 
-    app = FastAPI(title="weitiao dashboard", version=weitiao.__version__)
+    limits = Settings()
+    app = FastAPI(title="weitiao dashboard", version=weitiao.__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.token = token or secrets.token_urlsafe(24)
+    app.add_middleware(Guard, key=None, limit=limits.max_body_bytes, hosts=LOOPBACK if hosts is None else hosts,
+                       token=app.state.token, cookie=f"weitiao_ui_{port}")
     loaded: dict[str, object] = {}
     lock = threading.Lock()
 
@@ -63,7 +84,7 @@ def create_app(root: Path):
         return [asdict(r) | {"has_model": (Path(r.path) / "model" / "config.json").is_file()} for r in rows]
 
     @app.get("/runs/{name:path}/report", response_class=HTMLResponse)
-    def report(name: str) -> str:
+    def report(name: str) -> HTMLResponse:
         from weitiao.evaluate.report import REPORT, write_report
 
         path = folder(name)
@@ -71,10 +92,10 @@ def create_app(root: Path):
         log = path / "metrics.jsonl"
         if not page.is_file() or (log.is_file() and log.stat().st_mtime > page.stat().st_mtime):
             write_report(path)  # missing, or older than the run's log (a run that trains)
-        return page.read_text(encoding="utf-8")
+        return HTMLResponse(page.read_text(encoding="utf-8", errors="replace"), headers=SANDBOX)
 
     @app.get("/compare", response_class=HTMLResponse)
-    def compare(run: list[str] = Query(..., min_length=2)) -> str:
+    def compare(run: list[str] = Query(..., min_length=2)) -> HTMLResponse:
         import contextlib
         import io
 
@@ -83,13 +104,18 @@ def create_app(root: Path):
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             out = Path(tmp) / "compare.html"
             compare_runs([str(folder(n)) for n in run], str(out))
-            return out.read_text(encoding="utf-8")
+            return HTMLResponse(out.read_text(encoding="utf-8"), headers=SANDBOX)
 
     @app.post("/api/runs/{name:path}/predict")
     def predict(name: str, request: PredictRequest) -> dict:
         from weitiao.predict import check_texts, predict_rows
 
         run = model_of(name)
+        if run.task.takes_images:
+            raise HTTPException(422, "inputs: an image run takes uploaded image files (POST them to predict_files), not text")
+        for i, text in enumerate(request.inputs):
+            if len(text) > limits.max_chars:
+                raise HTTPException(422, f"inputs[{i}]: {len(text)} characters, over the limit of {limits.max_chars}")
         try:
             check_texts(request.inputs, "inputs")
             return {"predictions": predict_rows(run, list(request.inputs))}
@@ -101,9 +127,13 @@ def create_app(root: Path):
         from weitiao.predict import predict_rows
 
         run = model_of(name)
+        if not run.task.takes_images:
+            raise HTTPException(422, f"files: a {run.opts.type} run takes text (POST it to predict), not files")
+        if len(files) > 64:
+            raise HTTPException(422, f"files: {len(files)} files, over the limit of 64")
         with tempfile.TemporaryDirectory() as tmp:
             paths = []
-            for i, f in enumerate(files[:64]):
+            for i, f in enumerate(files):
                 path = Path(tmp) / f"{i}-{Path(f.filename or 'image').name}"
                 path.write_bytes(await f.read())
                 paths.append(str(path))
@@ -125,9 +155,13 @@ def ui(runs: str = "runs", host: str = "127.0.0.1", port: int = 7860) -> None:
 
     from weitiao.serve.server import _check_port
 
+    from weitiao.serve.app import allowed_hosts
+
     root = Path(runs)
     if not root.is_dir():
         raise UserError("--runs", f"folder '{runs}' does not exist", "give the folder your runs are in (output.dir, default runs)")
     _check_port(host, port)
-    print(f"dashboard of {root} at http://{host}:{port}  (stop: Ctrl-C)", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(root), host=host, port=port, log_level="warning")
+    app = create_app(root, hosts=allowed_hosts(host), port=port)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    print(f"dashboard of {root} at http://{shown}:{port}/?token={app.state.token}  (stop: Ctrl-C)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
