@@ -1,5 +1,5 @@
 """Inference backends side by side: the run's own torch model (as `weitiao predict` runs it) against
-its exports (ONNX fp32, ONNX int8, TorchScript) on 2,000 SST-2 sentences (dev, then train rows).
+its exports (ONNX fp32, ONNX int8, torch.export pt2) on 2,000 SST-2 sentences (dev, then train rows).
 
 Every side scores the same batches (32 sentences, sorted by length: least padding) on 2 threads,
 after one warm-up pass; the time is the best of --repeats passes. Agreement: the share of
