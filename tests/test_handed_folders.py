@@ -183,3 +183,21 @@ def test_inputs_of_the_wrong_kind_are_refused(tiny_runs, capsys):
     assert "does not take --image" in capsys.readouterr().err
     assert main(["predict", str(tiny_runs["image_classification"]), "--text", "/etc/hostname"]) == 2
     assert "give --image" in capsys.readouterr().err
+
+
+def test_a_run_folder_with_its_own_model_code_runs_none_of_it(tiny_runs, tmp_path, capsys):
+    """model/config.json's auto_map points at a module in the folder that creates a file when imported:
+    weitiao never passes trust_remote_code, so it is never imported, whatever the result of the load."""
+    from weitiao.cli import main
+
+    sentinel = tmp_path / "code-ran"
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["classification"], run)
+    (run / "model" / "evil.py").write_text(f"open({str(sentinel)!r}, 'w').close()\nfrom transformers import BertConfig as Config, "
+                                           "BertForSequenceClassification as Model\n")
+    config = json.loads((run / "model" / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.Config", "AutoModelForSequenceClassification": "evil.Model", "AutoTokenizer": ["evil.Config", None]}
+    (run / "model" / "config.json").write_text(json.dumps(config))
+    code = main(["predict", str(run), "--text", "a fine film"])
+    err = capsys.readouterr().err
+    assert not sentinel.exists() and "Traceback" not in err and code in (0, 2), (code, err)

@@ -53,3 +53,33 @@ def test_launch_mixed_precision_on_cpu_is_refused(monkeypatch):
         pick_device("cpu", None)
     assert info.value.field == "accelerate launch mixed_precision"
     assert pick_device("cpu", "no") == (False, "no")
+
+
+def test_what_a_killed_writer_left_is_settled(tmp_path, capsys):
+    """A model/ or export swap killed mid-way leaves `.NAME.tmp-PID` (half written) or `.NAME.old-PID` (the previous
+    version, moved aside); an --overwrite killed before training leaves `.NAME.replaced-PID`. None stays hidden."""
+    import subprocess
+
+    from weitiao.train.run_folder import check_run_dir
+    from weitiao.train.saving import _atomic_folder
+
+    dead = subprocess.Popen(["true"])  # a process id that no longer runs
+    dead.wait()
+    target = tmp_path / "model"
+    (tmp_path / f".model.old-{dead.pid}").mkdir()
+    (tmp_path / f".model.old-{dead.pid}" / "weights").write_text("previous")
+    (tmp_path / f".model.tmp-{dead.pid}").mkdir()
+    seen = {}
+
+    def write(tmp):
+        seen["before"] = target.is_dir() and (target / "weights").read_text()
+        tmp.mkdir()
+        (tmp / "weights").write_text("new")
+
+    _atomic_folder(target, write)
+    assert seen["before"] == "previous" and (target / "weights").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    (tmp_path / f".demo.replaced-{dead.pid}").mkdir()
+    check_run_dir(str(tmp_path), "demo", False)
+    err = capsys.readouterr().err
+    assert f".demo.replaced-{dead.pid}" in err and "mv " in err

@@ -37,10 +37,10 @@ def free_port() -> int:
 class Server:
     """`weitiao serve RUN` in a child process, on a free port, ready when /health answers."""
 
-    def __init__(self, run: Path, log: Path, *args: str, key: str | None = KEY):
+    def __init__(self, run: Path, log: Path, *args: str, key: str | None = KEY, tmpdir: Path | None = None):
         self.port, self.key = free_port(), key
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"} | ({"TMPDIR": str(tmpdir)} if tmpdir else {})
         env.pop("WEITIAO_API_KEY", None)
         if key:
             env["WEITIAO_API_KEY"] = key
@@ -248,15 +248,19 @@ def test_the_openai_client_streams_a_chat_completion(tiny_runs, tmp_path):
 def test_the_onnx_backend_serves_the_same_predictions(tiny_runs, tmp_path):
     from weitiao.api import load
 
-    server = Server(tiny_runs["classification"], tmp_path / "onnx.log", "--backend", "onnx", key=None)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    server = Server(tiny_runs["classification"], tmp_path / "onnx.log", "--backend", "onnx", key=None, tmpdir=scratch)
     try:
         status, body = server.call("POST", "/v1/predict", {"inputs": TEXTS})
-        assert status == 200 and server.call("GET", "/v1/model")[1]["backend"] == "onnx"
+        status_model, info = server.call("GET", "/v1/model")
+        assert status == 200 and info["backend"] == "onnx" and "accuracy" in info["metrics"]
         expected = load(str(tiny_runs["classification"])).predict(TEXTS)
         assert [r["label"] for r in body["predictions"]] == [r["label"] for r in expected]
         assert [r["score"] for r in body["predictions"]] == pytest.approx([r["score"] for r in expected], abs=1e-5)
     finally:
         assert server.stop() in (0, -signal.SIGTERM)
+    assert not list(scratch.glob("weitiao-*")), list(scratch.iterdir())  # the ONNX export made at start (the whole model) is gone after SIGTERM
 
 
 def test_a_body_over_the_limit_is_413_with_or_without_its_length(classifier):

@@ -125,3 +125,17 @@ def test_jobs_run_trials_in_worker_processes(search_config, tmp_path):
     study = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{folder / STUDY_FILE}")
     (s1, e1), (s2, e2) = [(t.datetime_start, t.datetime_complete) for t in study.get_trials(deepcopy=False)]
     assert s1 < e2 and s2 < e1, [(str(s1), str(e1)), (str(s2), str(e2))]
+
+
+@pytest.mark.parametrize("content", [b"this is not a database", b"SQLite format 3\x00" + b"\x00" * 200])
+def test_a_corrupt_study_db_is_one_line(search_config, tmp_path, capsys, content):
+    from weitiao.cli import main
+
+    config, _ = search_config
+    cfg = yaml.safe_load(config.read_text())
+    cfg["output"] = {"dir": str(tmp_path / "s")}
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.db").write_bytes(content)
+    assert main(["tune", str(write_config(tmp_path / "c.yaml", cfg)), "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: output.dir:") and "study.db" in err and "Traceback" not in err, err

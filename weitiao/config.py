@@ -304,6 +304,20 @@ def read_yaml(path: Path) -> dict:
     return raw
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (a second `training:` section used to replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice in one mapping: merge the two",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(text: str) -> Any:
     """yaml.safe_load, failing only with yaml.YAMLError.
 
@@ -311,7 +325,7 @@ def parse_yaml(text: str) -> Any:
     integer past Python's 4300-digit limit, brackets nested past the recursion limit.
     """
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
     except RecursionError:
         raise yaml.YAMLError("nested too deeply") from None
     except ValueError as e:

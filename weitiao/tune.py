@@ -159,7 +159,20 @@ def open_study(folder: Path, raw: dict, dims: list[Dimension], base, fail_stale:
     from weitiao.train.loop import higher_is_better
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{folder / STUDY_FILE}", load_if_exists=True,
+    import sqlite3
+
+    db = folder / STUDY_FILE
+    if db.is_file():  # a corrupt or foreign file: one line, before Optuna's SQLAlchemy stack trace
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                con.execute("select count(*) from sqlite_master").fetchone()
+                ok = con.execute("pragma quick_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:
+            ok = False
+        if not ok:
+            raise UserError("output.dir", f"'{db}' is not a readable Optuna study (a damaged or foreign file)",
+                            "move it away to start the search afresh, or give a new output.dir")
+    study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{db}", load_if_exists=True,
                                 direction="maximize" if higher_is_better(base.training.metric) else "minimize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
     space = json.dumps({"config": raw, "search": [d.__dict__ | {"choices": list(d.choices) if d.choices else None} for d in dims]},

@@ -233,3 +233,36 @@ def test_infinite_nan_and_absurd_numbers_are_refused_and_overwrite_keeps_the_old
     assert result.stderr.startswith(f"error: {key}:") and len(result.stderr.splitlines()) == 1, result.stderr
     assert (old / "metrics.json").read_text() == '{"old": true}' and sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["bad"]
     assert MODEL_CODE not in result.imported
+
+
+def test_a_long_name_and_an_output_dir_that_is_a_file(tmp_path):
+    result = train(tmp_path, config(tmp_path), "--name", "x" * 300)
+    assert result.returncode == 2 and result.stderr.startswith("error: --name:") and "Traceback" not in result.stderr, result.stderr
+    (tmp_path / "afile").write_text("")
+    result = run("train", str(config(tmp_path)), "--name", "bad", "--set", f"output.dir={tmp_path / 'afile'}", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: output.dir:") and "Traceback" not in result.stderr, result.stderr
+
+
+def test_one_broken_run_does_not_break_the_table_or_compare(tmp_path):
+    """A truncated metrics.json (a run killed while writing it, before writes were atomic) made `weitiao runs` and the
+    dashboard's run list fail for every run."""
+    runs = tmp_path / "runs"
+    for name, metrics in (("good", '{"validation": {"accuracy": 0.9}, "train": {"seconds": 3}}'), ("broken", '{"validation": {"acc')):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.yaml").write_text(yaml.safe_dump({"task": {"type": "classification"}, "training": {"metric": "accuracy"}}))
+        (runs / name / "metrics.jsonl").write_text('{"step": 1}\n')
+        (runs / name / "metrics.json").write_text(metrics)
+    result = run("runs", str(runs), "--json", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    rows = {r["name"]: r for r in __import__("json").loads(result.stdout)}
+    assert rows["good"]["value"] == 0.9 and rows["broken"]["status"].startswith("broken: JSONDecodeError")
+    result = run("compare", str(runs / "good"), str(runs / "broken"), "--out", str(tmp_path / "c.html"), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: RUN:") and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_section_given_twice_is_refused(tmp_path):
+    cfg = config(tmp_path)
+    cfg.write_text(cfg.read_text() + "training:\n  lr: 1.0e-3\n")
+    result = train(tmp_path, cfg)
+    line = assert_refused(result, tmp_path, "key 'training' appears twice")
+    assert "line " in line

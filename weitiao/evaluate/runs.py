@@ -36,6 +36,19 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def describe_run(folder: Path, root: Path | None = None) -> RunRow:
+    """One row of the runs table; a run whose files do not read (a truncated metrics.json, a config
+    that is not YAML) is a row with status 'broken: ...', so one bad folder never hides the others."""
+    import yaml
+
+    try:
+        return _describe(folder, root)
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
+        name = str(folder.relative_to(root)) if root else folder.name
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}" if str(e) else type(e).__name__
+        return RunRow(name, str(folder), "?", "?", "?", "?", None, None, "?", f"broken: {reason}")
+
+
+def _describe(folder: Path, root: Path | None) -> RunRow:
     import yaml
 
     from weitiao.evaluate.report import read_records, status
@@ -100,12 +113,16 @@ def compare(runs: list[str], out: str = "compare.html") -> dict:
     for f in folders:
         if not (f / "config.yaml").is_file():
             raise UserError("RUN", f"'{f}' is not a run folder (no config.yaml)", "give folders written by `weitiao train`")
-    configs = [flat_config(yaml.safe_load((f / "config.yaml").read_text(encoding="utf-8"))) for f in folders]
+    try:
+        configs = [flat_config(yaml.safe_load((f / "config.yaml").read_text(encoding="utf-8")) or {}) for f in folders]
+        finals = [json.loads((f / "metrics.json").read_text()) if (f / "metrics.json").is_file() else {} for f in folders]
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
+        raise UserError("RUN", f"a run's config.yaml or metrics.json cannot be read ({type(e).__name__})",
+                        "leave out the damaged run (weitiao runs marks it 'broken')") from None
     keys = sorted({k for c in configs for k in c} - {"output.dir"})
     differ = {k: [c.get(k) for c in configs] for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1}
     metrics = []
-    for f in folders:
-        final = json.loads((f / "metrics.json").read_text()) if (f / "metrics.json").is_file() else {}
+    for final in finals:
         metrics.append({k: v for k, v in final.get("validation", {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     names = sorted({k for m in metrics for k in m})
     result = {"runs": [str(f) for f in folders], "config_differences": differ,

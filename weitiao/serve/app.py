@@ -194,9 +194,11 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
             return JSONResponse({"status": "error", "detail": "the batching thread has stopped: restart the server"}, 503)
         return {"status": "ok"}
 
+    info = describe(run, name, settings)  # now: an --backend onnx scratch folder is gone once serving starts
+
     @app.get("/v1/model")
     def model_info() -> dict:
-        return describe(run, name, settings) | {"batches_scored": batcher.batches}
+        return info | {"batches_scored": batcher.batches}
 
     body_schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}}
 

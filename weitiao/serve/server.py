@@ -27,13 +27,15 @@ def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, backend: str 
     if allowed_hosts(host) is None and not os.environ.get(API_KEY_ENV):
         print(f"warning: serving on every address ({host}) without {API_KEY_ENV}: anyone who can reach this machine can call the model",
               file=sys.stderr, flush=True)
+    # --backend onnx exports into a scratch folder; the session and the app read what they need from it at once, and
+    # it is gone before serving starts: uvicorn re-raises SIGTERM when it stops, which no cleanup after it would survive.
     with tempfile.TemporaryDirectory(prefix="weitiao-serve-") as tmp:
         run = _load(run_dir, backend, Path(tmp), trust)
         settings = Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, batching=batching, max_inputs=max_inputs, hosts=allowed_hosts(host))
         app = create_app(run, settings, Path(run_dir).resolve().name)
-        print(f"serving {run_dir} ({run.opts.type}, {run.backend}) at http://{host}:{port}  (docs: /docs; stop: Ctrl-C or SIGTERM)",
-              file=sys.stderr, flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    print(f"serving {run_dir} ({run.opts.type}, {run.backend}) at http://{host}:{port}  (docs: /docs; stop: Ctrl-C or SIGTERM)",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
 
 
 def _load(run_dir: str, backend: str | None, scratch: Path, trust=()):

@@ -428,7 +428,9 @@ def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, r
         final["probe"] = {"run": probe_run, "before": before, "after": after}
         say(f"forgetting probe ({probe_run}): " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in after if k != "loss" and after[k] is not None))
     final["truncated"] = setup.data.report["truncated"]
-    (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
+    partial = run_dir / ".metrics.json.tmp"  # written whole, then renamed: a reader never sees half a file
+    partial.write_text(json.dumps(final, indent=2))
+    partial.replace(run_dir / "metrics.json")
     log.write({"final": {k: task.headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
     summarize(task, final, run_dir, {split: len(getattr(setup.data, split)) for split in steps.encoded})
 

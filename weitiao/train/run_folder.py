@@ -16,9 +16,18 @@ from weitiao.errors import UserError
 
 def check_run_dir(parent: str, name: str, overwrite: bool) -> Path:
     """The run folder path; refuses an existing one unless `overwrite`. Creates nothing."""
-    if not name or "/" in name or name in (".", ".."):
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
         raise UserError("--name", f"'{name}' is not a folder name", "use letters, digits, '-' or '_'")
+    if len(name.encode()) > 200:  # the file system allows 255 bytes; the folder set aside on --overwrite adds a prefix and a suffix
+        raise UserError("--name", f"'{name[:40]}...' is {len(name.encode())} bytes long", "use a name of at most 200 bytes")
+    if Path(parent).exists() and not Path(parent).is_dir():
+        raise UserError("output.dir", f"'{parent}' is a file, not a folder", "set output.dir to a folder (it is created if missing)")
     path = Path(parent) / name
+    from weitiao.train.saving import left_by_dead
+
+    for aside in left_by_dead(path, "replaced"):  # an --overwrite killed before its training began
+        print(f"note: a run of this name that an --overwrite set aside is kept in '{aside}' (its process was killed); "
+              f"get it back with: mv '{aside}' '{path}'", file=sys.stderr)
     if path.exists() and not overwrite:
         raise UserError("--name", f"run folder '{path}' already exists", "choose another --name, --resume it, or pass --overwrite to replace it")
     refuse_if_locked(path)

@@ -76,8 +76,34 @@ def save_model(model, tokenizer, target: Path) -> None:
     _atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
 
+def left_by_dead(target: Path, kind: str) -> list[Path]:
+    """`.NAME.KIND-PID` folders beside `target` whose process no longer runs (killed mid-write)."""
+    found = []
+    for path in target.parent.glob(f".{target.name}.{kind}-*"):
+        pid = path.name.rsplit("-", 1)[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            found.append(path)
+        except PermissionError:  # alive, another user's
+            pass
+    return found
+
+
 def _atomic_folder(target: Path, write) -> None:
-    """Call `write(tmp)` to fill a temporary folder, then swap it in for `target`."""
+    """Call `write(tmp)` to fill a temporary folder, then swap it in for `target`.
+
+    What a killed writer left is settled first: its half-written `.tmp-PID` is removed; its
+    `.old-PID` (the previous version, moved aside just before the swap) is put back if `target` is missing."""
+    for stale in left_by_dead(target, "old"):
+        if not target.exists():
+            os.replace(stale, target)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+    for stale in left_by_dead(target, "tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     write(tmp)
