@@ -266,3 +266,10 @@ def test_a_section_given_twice_is_refused(tmp_path):
     result = train(tmp_path, cfg)
     line = assert_refused(result, tmp_path, "key 'training' appears twice")
     assert "line " in line
+
+
+def test_a_column_named_twice_is_refused(tmp_path):
+    """The last of two 'text' columns used to win silently."""
+    dup = write(tmp_path / "dup.csv", "text,text,label\ngood,bad,pos\nbad,good,neg\n")
+    result = train(tmp_path, config(tmp_path, train=dup))
+    assert_refused(result, tmp_path, "error: data.train:", "names column 'text' twice", data_stage=True)

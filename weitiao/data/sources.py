@@ -133,6 +133,10 @@ def _read_delimited(text: str, path: str, field: str, sep: str, header: bool | N
         names, records, lines = [c.strip() for c in records[0]], records[1:], lines[1:]
     else:
         names = list(columns) if columns else [str(i) for i in range(len(records[0]))]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # dict(zip(...)) would keep the last of them silently
+        source = "header" if header else "data.columns"
+        raise UserError(field, f"'{path}' names column '{twice[0]}' twice in its {source}", "give every column its own name")
     rows = []
     for row, line in zip(records, lines):
         if len(row) != len(names):
