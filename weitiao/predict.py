@@ -68,11 +68,12 @@ def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
     task = get_task(cfg.task.type)
     with _damaged(run_dir, model_dir):
         if exported:
-            from weitiao.export.loading import load_exported
+            from weitiao.export.loading import load_exported, read_manifest
 
             model = load_exported(root, task, trust)
+            backend = read_manifest(root)["format"]
         else:
-            model = task.load(model_dir)
+            model, backend = task.load(model_dir), "torch"
     if prune and cfg.training.prune_last_layer and task.reads_one_position and hasattr(model, "named_modules"):
         from weitiao.train.last_layer import prune_last_layer
 
@@ -83,10 +84,6 @@ def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
     if pad is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad  # runs saved before the pad token was settled
     names = [] if hasattr(task, "generations") else label_names(model)  # a generative task has no label set
-    if exported:
-        from weitiao.export.loading import read_manifest
-
-    backend = read_manifest(root)["format"] if exported else "torch"
     backend = "torch" if backend in ("hf", "adapter") else backend
     return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg, root, backend)
 

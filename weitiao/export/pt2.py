@@ -31,26 +31,24 @@ def write(source, folder: Path) -> None:
         torch.export.save(program, str(folder / FILE))
 
 
-def load(folder: Path, task, manifest: dict):
-    with quiet():
-        module = torch.export.load(str(folder / FILE)).module()
+def _graph_model(module, folder: Path, manifest: dict) -> GraphModel:
+    """A module taking the inputs in order, dressed for scoring."""
 
     @torch.no_grad()
     def run(tensors: list[torch.Tensor]) -> torch.Tensor:
         return module(*tensors)
 
     return GraphModel(run, model_config(folder), manifest["inputs"])
+
+
+def load(folder: Path, task, manifest: dict):
+    with quiet():
+        return _graph_model(torch.export.load(str(folder / FILE)).module(), folder, manifest)
 
 
 def load_torchscript(folder: Path, task, manifest: dict):
     """An export folder an earlier weitiao wrote with `--format torchscript`, opened only when trusted by name."""
-    module = torch.jit.load(str(folder / "model.pt"), map_location="cpu").eval()
-
-    @torch.no_grad()
-    def run(tensors: list[torch.Tensor]) -> torch.Tensor:
-        return module(*tensors)
-
-    return GraphModel(run, model_config(folder), manifest["inputs"])
+    return _graph_model(torch.jit.load(str(folder / "model.pt"), map_location="cpu").eval(), folder, manifest)
 
 
 FORMAT = register_format(Format("pt2", "torch.export program (torch.export.load)", write, load, tolerance=1e-4, graph=True, runs_code=RISK))

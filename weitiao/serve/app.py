@@ -208,9 +208,8 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
 
         request = parse_bounded(await raw.body(), PredictRequest, settings.max_inputs)
 
+        check_lengths(request.inputs, limit)
         for i, text in enumerate(request.inputs):
-            if len(text) > limit:
-                raise HTTPException(422, f"inputs[{i}]: {len(text)} characters, over the limit of {limit}")
             if not text.strip():
                 raise HTTPException(422, f"inputs[{i}]: empty {'image' if image else 'text'}")
         if not image:
@@ -248,6 +247,15 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
 
     app.add_middleware(Guard, key=os.environ.get(API_KEY_ENV) or None, limit=settings.max_body_bytes, hosts=settings.hosts)
     return app
+
+
+def check_lengths(inputs: list[str], limit: int) -> None:
+    """422 for the first input over `limit` characters (serve's and the dashboard's texts)."""
+    from fastapi import HTTPException
+
+    for i, text in enumerate(inputs):
+        if len(text) > limit:
+            raise HTTPException(422, f"inputs[{i}]: {len(text)} characters, over the limit of {limit}")
 
 
 def parse_bounded(body: bytes, model, max_inputs: int):

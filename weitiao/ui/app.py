@@ -26,6 +26,7 @@ PAGE = Path(__file__).with_name("page.html")
 
 
 # A page from a run folder (its report, a comparison) shows; it runs nothing and fetches nothing.
+MAX_INPUTS = 64  # texts or files in one request from the box
 SANDBOX = {"Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
 
 
@@ -40,7 +41,7 @@ def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | Non
 
     import weitiao
     from weitiao.evaluate.runs import describe_run, find_runs
-    from weitiao.serve.app import LOOPBACK, Guard, Settings
+    from weitiao.serve.app import LOOPBACK, Guard, Settings, check_lengths
 
     limits = Settings()
     app = FastAPI(title="weitiao dashboard", version=weitiao.__version__, docs_url=None, redoc_url=None, openapi_url=None)
@@ -70,7 +71,7 @@ def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | Non
             return loaded[key]
 
     class PredictRequest(BaseModel):
-        inputs: list[str] = Field(..., min_length=1, max_length=64)
+        inputs: list[str] = Field(..., min_length=1, max_length=MAX_INPUTS)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -113,9 +114,7 @@ def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | Non
         run = model_of(name)
         if run.task.takes_images:
             raise HTTPException(422, "inputs: an image run takes uploaded image files (POST them to predict_files), not text")
-        for i, text in enumerate(request.inputs):
-            if len(text) > limits.max_chars:
-                raise HTTPException(422, f"inputs[{i}]: {len(text)} characters, over the limit of {limits.max_chars}")
+        check_lengths(request.inputs, limits.max_chars)
         try:
             check_texts(request.inputs, "inputs")
             return {"predictions": predict_rows(run, list(request.inputs))}
@@ -129,8 +128,8 @@ def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | Non
         run = model_of(name)
         if not run.task.takes_images:
             raise HTTPException(422, f"files: a {run.opts.type} run takes text (POST it to predict), not files")
-        if len(files) > 64:
-            raise HTTPException(422, f"files: {len(files)} files, over the limit of 64")
+        if len(files) > MAX_INPUTS:
+            raise HTTPException(422, f"files: {len(files)} files, over the limit of {MAX_INPUTS}")
         with tempfile.TemporaryDirectory() as tmp:
             paths = []
             for i, f in enumerate(files):
