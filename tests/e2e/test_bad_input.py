@@ -273,3 +273,30 @@ def test_a_column_named_twice_is_refused(tmp_path):
     dup = write(tmp_path / "dup.csv", "text,text,label\ngood,bad,pos\nbad,good,neg\n")
     result = train(tmp_path, config(tmp_path, train=dup))
     assert_refused(result, tmp_path, "error: data.train:", "names column 'text' twice", data_stage=True)
+
+
+def test_a_label_that_is_a_json_object_is_refused(tmp_path):
+    """{"a": 1} used to become the class name "{'a': 1}"."""
+    rows = write(tmp_path / "train.jsonl", '{"text": "good", "label": {"a": 1}}\n{"text": "bad", "label": "neg"}\n')
+    result = train(tmp_path, config(tmp_path, train=rows))
+    assert_refused(result, tmp_path, "error: data.train:", "line 1", "a JSON object is not a label", data_stage=True)
+
+
+def pixel_config(tmp_path: Path, rows: str, shape: list) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "task": {"type": "image_classification", "pixels": {"shape": shape}},
+                                    "data": {"train": write(tmp_path / "px.csv", rows), "label_column": "label"}}), encoding="utf-8")
+    return path
+
+
+def test_a_nan_pixel_is_refused(tmp_path):
+    """NaN and inf used to be drawn as black pixels."""
+    cfg = pixel_config(tmp_path, "label,a,b,c,d\n0,1,2,3,nan\n1,4,3,2,inf\n", [2, 2])
+    assert_refused(train(tmp_path, cfg), tmp_path, "error: data.train:", "line 2 column 'd' is 'nan', not a finite pixel value")
+
+
+@pytest.mark.parametrize("shape, needle", [([-2, -2], "height and width must be 1 to 8192"), ([2, 1, 2], "channels must be 1")])
+def test_a_pixel_shape_that_is_no_image_is_refused(tmp_path, shape, needle):
+    """Negative sides and 2 channels used to end in a numpy or Pillow traceback."""
+    cfg = pixel_config(tmp_path, "label,a,b,c,d\n0,1,2,3,4\n1,4,3,2,1\n", shape)
+    assert_refused(train(tmp_path, cfg), tmp_path, "error: task.pixels.shape:", needle, data_stage=True)

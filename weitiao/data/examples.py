@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field as dc_field
 
 from weitiao.data.sources import Table, shown_names
@@ -143,6 +144,17 @@ def split_cell(cell, separator: str | None) -> list:
     return [cell]
 
 
+def _refuse_odd_cells(cells: list, separator: str | None, field: str, table: Table) -> None:
+    """A label is a name or an integer id: an object, a nested list, null or NaN in a list is none
+    (JSON `{"a": 1}` would otherwise become the class name "{'a': 1}")."""
+    for i, cell in enumerate(cells):
+        for p in split_cell(cell, separator):
+            if p is None or isinstance(p, (dict, list, tuple)) or (isinstance(p, float) and not math.isfinite(p)):
+                what = "null" if p is None else "NaN or infinity" if isinstance(p, float) else f"a JSON {'object' if isinstance(p, dict) else 'array'}"
+                raise UserError(field, f"'{table.path}' line {table.lines[i]} has the label {cell!r}: {what} is not a label",
+                                "give each label as a name or an integer id (a list of them for multi-label)")
+
+
 def _as_name(p, numeric: bool = False) -> str:
     """A cell as a label name; `numeric`: every cell is an id, so "05" and 5.0 are the label "5"."""
     if numeric:
@@ -169,6 +181,7 @@ def _id(p) -> int:
 
 
 def cell_kind(parts: list, cells: list, separator: str | None, field: str, table: Table) -> str:
+    _refuse_odd_cells(cells, separator, field, table)
     ids = [_is_id(p) for p in parts]
     if all(ids):
         return "id"

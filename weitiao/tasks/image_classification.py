@@ -12,11 +12,12 @@ Loss, metrics and outputs are the text classifier's (tasks/classification.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
@@ -45,6 +46,15 @@ class PixelsConfig(Section):
 
     shape: tuple[int, int] | tuple[int, int, int]  # [height, width] (grayscale) or [height, width, channels]
     max_value: float = Field(255.0, gt=0)  # the value of white (digits: 16)
+
+    @field_validator("shape")
+    @classmethod
+    def _drawable(_cls, shape):
+        if any(n < 1 or n > 8192 for n in shape[:2]):
+            raise ValueError("height and width must be 1 to 8192 pixels")
+        if len(shape) == 3 and shape[2] not in (1, 3, 4):
+            raise ValueError("channels must be 1 (grayscale), 3 (RGB) or 4 (RGBA)")
+        return shape
 
 
 Options.model_rebuild()
@@ -115,6 +125,10 @@ class ImageReader:
             except (TypeError, ValueError):
                 bad = next(c for c, v in zip(columns, values) if not _is_number(v))
                 raise UserError(field, f"'{path}' line {line} column {bad!r} is {row[bad]!r}, not a pixel value", "give numbers in every pixel column") from None
+            if not all(math.isfinite(v) for v in floats):
+                bad = next(c for c, v in zip(columns, floats) if not math.isfinite(v))
+                raise UserError(field, f"'{path}' line {line} column {bad!r} is {row[bad]!r}, not a finite pixel value",
+                                "give numbers from 0 to task.pixels.max_value in every pixel column")
             texts.append(",".join(f"{v:g}" for v in floats))
         if not with_labels:
             return Examples(texts, None, None, table.lines, table.path), None
