@@ -2,7 +2,7 @@
 
 Runs `python -m weitiao ...` in this process, with a thread reading VmRSS from /proc/self/status
 every `--every-ms`, and names the phase the main thread is in (setup, feature cache, training
-steps, evaluation, saving the best model, checkpoint, final scoring) by wrapping the callables the
+steps, evaluation, saving the best model, checkpoint, final scoring, report) by wrapping the callables the
 recipe hands to its loop, as benchmarks/weitiao_timed.py does. weitiao itself runs unchanged.
 
     .venv/bin/python benchmarks/memory_phases.py [--out phases.json] -- train CONFIG --name X --overwrite --set ...
@@ -70,6 +70,7 @@ class Phases:
 
 
 def instrument(phases: Phases) -> None:
+    import weitiao.evaluate.report as report
     import weitiao.train.loop as loop
     import weitiao.train.recipe as recipe
 
@@ -85,6 +86,7 @@ def instrument(phases: Phases) -> None:
     recipe.build_feature_cache = phases.within("feature cache", recipe.build_feature_cache)
     recipe.prepare = phases.within("setup (data, tokenizer, model)", recipe.prepare)
     recipe.finish = phases.within("final scoring", recipe.finish)
+    report.write_report = phases.within("report (report.html and its plots)", report.write_report)
 
 
 def row_argv(row: str) -> list[str]:
