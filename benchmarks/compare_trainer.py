@@ -410,7 +410,7 @@ def main() -> None:
         print(f"written: {out / (rstem + '.md')}, {out / (rstem + '.json')}")
         reports.append(report)
     if args.repeats > 1:
-        summary = repeats_summary(reports, command)
+        summary = repeats_summary(reports, command, stem)
         (out / f"{stem}-repeats.md").write_text(summary)
         print(summary)
 
@@ -451,11 +451,12 @@ def run_variants(args, variants, report, out, stem, model, data, config, work, l
         write_report(report, out, stem)  # a run stopped part way still leaves the rows it finished
 
 
-def repeats_summary(reports: list[dict], command: str) -> str:
+def repeats_summary(reports: list[dict], command: str, stem: str) -> str:
     """weitiao's speed-up over each Trainer variant, training time and whole-process wall time, per repeat."""
     import statistics
 
-    lines = [f"<!-- {command} -->", "", "| row | Trainer variant | " + " | ".join(f"repeat {r['repeat']} ({r['order']}) train / wall" for r in reports)
+    commits = sorted({r["machine"]["weitiao_commit"] for r in reports})
+    lines = [f"<!-- {command} -->", "", f"weitiao commit {', '.join(commits)}; the ratios of {stem}-r1 to -r{len(reports)} beside this file.", "", "| row | Trainer variant | " + " | ".join(f"repeat {r['repeat']} ({r['order']}) train / wall" for r in reports)
              + " | median train / wall |", "|---|---|" + "---|" * (len(reports) + 1)]
     groups = dict.fromkeys(v["group"] for v in reports[0]["variants"])
     for g in groups:
