@@ -21,6 +21,7 @@ def test_a_failure_before_training_puts_the_old_run_back(tmp_path):
     folder = NewRunFolder(run, overwrite=True)
     assert run.is_dir() and not (run / "metrics.json").exists()  # a fresh folder under the name
     (run / "config.yaml").write_text("new")
+    folder.lock.release()
     folder.abandon()
     assert (run / "metrics.json").read_text() == "old" and not (run / "config.yaml").exists()
     assert [p.name for p in run.parent.iterdir()] == ["a"]
@@ -31,9 +32,32 @@ def test_once_training_started_the_old_run_is_gone_and_stays_gone(tmp_path):
     folder = NewRunFolder(run, overwrite=True)
     (run / "config.yaml").write_text("new")
     folder.started()
+    folder.lock.release()
     folder.abandon()  # a crash after the start keeps the new run's checkpoints
     assert (run / "config.yaml").read_text() == "new" and not (run / "metrics.json").exists()
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml"]
     assert [p.name for p in run.parent.iterdir()] == ["a"]
+
+
+def test_a_second_run_of_the_same_name_is_refused_at_the_move(tmp_path):
+    """The lock is taken with the folder, not checked seconds before: a run that passed the early check
+    (check_run_dir) while another started gets one line, and never moves the other's folder aside."""
+    run = tmp_path / "runs" / "a"
+    first = NewRunFolder(run, overwrite=False)
+    (run / "config.yaml").write_text("first")
+    try:
+        with pytest.raises(UserError, match="was just created by another process"):
+            NewRunFolder(run, overwrite=False)
+        with pytest.raises(UserError, match="being trained into by another process"):
+            NewRunFolder(run, overwrite=True)
+        assert (run / "config.yaml").read_text() == "first"
+        assert [p.name for p in run.parent.iterdir()] == ["a"]  # no hidden folder left by either refusal
+    finally:
+        first.lock.release()
+    second = NewRunFolder(run, overwrite=True)  # the first has finished: now it may be replaced
+    second.started()
+    second.lock.release()
+    assert not (run / "config.yaml").exists() and [p.name for p in run.parent.iterdir()] == ["a"]
 
 
 def test_launch_mixed_precision_is_used_unless_the_yaml_says(monkeypatch):
@@ -61,7 +85,7 @@ def test_what_a_killed_writer_left_is_settled(tmp_path, capsys):
     import subprocess
 
     from weitiao.train.run_folder import check_run_dir
-    from weitiao.train.saving import _atomic_folder
+    from weitiao.files import atomic_folder
 
     dead = subprocess.Popen(["true"])  # a process id that no longer runs
     dead.wait()
@@ -76,7 +100,7 @@ def test_what_a_killed_writer_left_is_settled(tmp_path, capsys):
         tmp.mkdir()
         (tmp / "weights").write_text("new")
 
-    _atomic_folder(target, write)
+    atomic_folder(target, write)
     assert seen["before"] == "previous" and (target / "weights").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     (tmp_path / f".demo.replaced-{dead.pid}").mkdir()

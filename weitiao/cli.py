@@ -214,6 +214,14 @@ def run(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
         return 3
+    except Exception as e:  # a full disk wherever it struck (a library may wrap the OSError); anything else is a bug
+        from weitiao.files import full_disk, out_of_space
+
+        code = full_disk(e)
+        if code is None:
+            raise
+        print(f"stopped: {out_of_space(getattr(e, 'filename', None) or 'a file', code, 'what was written before is kept')}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint in the run folder is intact", file=sys.stderr)
         return 130

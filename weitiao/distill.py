@@ -72,7 +72,7 @@ def shrink(model_dir: Path, layers: int, out: Path) -> None:
 
     from weitiao.predict import open_run
     from weitiao.strategies.layers import find_layer_stack
-    from weitiao.train.saving import _atomic_folder
+    from weitiao.files import atomic_folder
 
     run = open_run(str(model_dir.parent), prune=False)
     model = run.model
@@ -88,7 +88,7 @@ def shrink(model_dir: Path, layers: int, out: Path) -> None:
     model.config.weitiao_student_of = {"teacher": str(model_dir), "layers": keep}
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir)) if (model_dir / "tokenizer_config.json").is_file() else run.tokenizer
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_folder(out, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    atomic_folder(out, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
 
 def with_teacher(task, cfg, data, encoded: dict, names: list[str], tokenizer, say):

@@ -90,6 +90,18 @@ def write_report(run_dir: str | Path, score: bool = True) -> Path:
 
     `score`: also score the validation data with model/ (the classifier's confusion matrix, calibration
     and confidently wrong examples), when model/ exists."""
+    from weitiao.files import full_disk, out_of_space
+
+    try:
+        return _write_report(Path(run_dir), score)
+    except Exception as e:  # a full disk: report.html is written last and whole, so the previous one is as it was
+        code = full_disk(e)
+        if code is None:
+            raise
+        raise out_of_space(Path(run_dir) / REPORT, code, "the previous report (if any) is as it was") from None
+
+
+def _write_report(run_dir: Path, score: bool) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,7 +109,6 @@ def write_report(run_dir: str | Path, score: bool = True) -> Path:
 
     from weitiao.errors import UserError
 
-    run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`")
     plots = run_dir / PLOTS
@@ -123,7 +134,9 @@ def write_report(run_dir: str | Path, score: bool = True) -> Path:
     if generations.is_file():
         tables.append(("Sample generations (last evaluation)", generations_table(generations)))
     page = render(run_dir, cfg, status(run_dir), figures, tables)
-    (run_dir / REPORT).write_text(page, encoding="utf-8")
+    from weitiao.files import write_text
+
+    write_text(run_dir / REPORT, page)
     return run_dir / REPORT
 
 

@@ -182,4 +182,6 @@ def _write_page(path: Path, folders: list[Path], records: list[list[dict]], resu
             "<h1>Compare</h1>", f"<h2>Config differences</h2><table><tr><th>key</th>{head}</tr>{config_rows}</table>",
             f"<h2>Validation metrics</h2><table><tr><th>metric</th>{head}</tr>{metric_rows}</table>"]
     page += [f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{data}'>" for t, data in images]
-    path.write_text("\n".join(page) + "</body></html>", encoding="utf-8")
+    from weitiao.files import write_text
+
+    write_text(path, "\n".join(page) + "</body></html>")

@@ -78,11 +78,11 @@ def export(run_dir: str, fmt: str = "hf", out: str | None = None, task: str | No
     Raises:
         UserError: a bad option, a format the run's task cannot take, or a failed parity check.
     """
+    import os
     import shutil
-    import tempfile
 
     from weitiao.export.source import open_source
-    from weitiao.train.saving import _atomic_folder
+    from weitiao.files import atomic_folder, left_by_dead
 
     form = writable_format(fmt)
     target = Path(out) if out else Path(run_dir) / "export" / fmt
@@ -92,22 +92,28 @@ def export(run_dir: str, fmt: str = "hf", out: str | None = None, task: str | No
         raise UserError("--out", f"folder '{target.parent}' does not exist", f"create it first (mkdir -p {target.parent})")
     if rows < 1:
         raise UserError("--rows", f"{rows} is not a number of rows", "give a whole number of 1 or more")
-    with tempfile.TemporaryDirectory(prefix="weitiao-export-") as scratch:
-        source = open_source(run_dir, task, form, Path(scratch), rows)
-        target.parent.mkdir(parents=True, exist_ok=True)
+    made_parent = not target.parent.exists()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in left_by_dead(target, "scratch"):  # an export killed mid-way
+        shutil.rmtree(stale, ignore_errors=True)
+    scratch = target.with_name(f".{target.name}.scratch-{os.getpid()}")  # beside the target: found and removed if killed
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    try:
+        source = open_source(run_dir, task, form, scratch, rows)
 
         def write(tmp: Path) -> None:
             from weitiao.export.parity import check
             from weitiao.export.source import write_common
 
-            try:
-                tmp.mkdir(parents=True)
-                form.write(source, tmp)
-                write_common(source, tmp, form)
-                check(source, form, tmp, batch_size)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            tmp.mkdir(parents=True)
+            form.write(source, tmp)
+            write_common(source, tmp, form)
+            check(source, form, tmp, batch_size)
 
-        _atomic_folder(target, write)
+        atomic_folder(target, write)  # a failure anywhere (parity, a full disk) leaves no partial folder
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if made_parent and not any(target.parent.iterdir()):
+            target.parent.rmdir()
     return str(target)

@@ -169,9 +169,11 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
         if main:
             if checkpoint is None:
                 folder = NewRunFolder(run_dir, overwrite)
+                lock = folder.lock
                 (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
                 write_env(run_dir, t.seed, str(accelerator.device), accelerator.num_processes, setup.mixed_precision)
-            lock = RunLock(run_dir)
+            else:
+                lock = RunLock(run_dir)
         accelerator.wait_for_everyone()
         if trackers:
             accelerator.init_trackers("tensorboard" if trackers == ["tensorboard"] else "tracking", config={k: v for k, v in flat_config(cfg.model_dump(mode="json")).items() if isinstance(v, (int, float, str, bool))})
@@ -428,9 +430,9 @@ def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, r
         final["probe"] = {"run": probe_run, "before": before, "after": after}
         say(f"forgetting probe ({probe_run}): " + ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in after if k != "loss" and after[k] is not None))
     final["truncated"] = setup.data.report["truncated"]
-    partial = run_dir / ".metrics.json.tmp"  # written whole, then renamed: a reader never sees half a file
-    partial.write_text(json.dumps(final, indent=2))
-    partial.replace(run_dir / "metrics.json")
+    from weitiao.files import write_text
+
+    write_text(run_dir / "metrics.json", json.dumps(final, indent=2))  # whole or not at all: a reader never sees half a file
     log.write({"final": {k: task.headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
     summarize(task, final, run_dir, {split: len(getattr(setup.data, split)) for split in steps.encoded})
 

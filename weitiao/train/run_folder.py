@@ -23,7 +23,7 @@ def check_run_dir(parent: str, name: str, overwrite: bool) -> Path:
     if Path(parent).exists() and not Path(parent).is_dir():
         raise UserError("output.dir", f"'{parent}' is a file, not a folder", "set output.dir to a folder (it is created if missing)")
     path = Path(parent) / name
-    from weitiao.train.saving import left_by_dead
+    from weitiao.files import left_by_dead
 
     for aside in left_by_dead(path, "replaced"):  # an --overwrite killed before its training began
         print(f"note: a run of this name that an --overwrite set aside is kept in '{aside}' (its process was killed); "
@@ -81,16 +81,47 @@ def refuse_if_locked(run_dir: Path) -> None:
 
 
 class NewRunFolder:
-    """A run folder being created. With --overwrite the old run is set aside, not deleted: it is
-    deleted once the new run has started training (`started`), and put back if the new run
+    """A run folder being created, locked from its first moment.
+
+    The folder is made under a hidden name with its lock taken, then renamed into place, so no
+    other process ever sees it unlocked: a second run of the same name is refused in one line
+    (it loses the rename), and an --overwrite moves the old run aside only while holding that
+    run's lock (a run still training is never moved). The old run is set aside, not deleted: it
+    is deleted once the new run has started training (`started`), and put back if the new run
     fails before that (`abandon`), so a mistake found late never costs the old run."""
 
     def __init__(self, path: Path, overwrite: bool):
+        from weitiao.files import left_by_dead
+
         self.path, self.aside, self.begun = path, None, False
-        if path.exists() and overwrite:
-            self.aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
-            os.replace(path, self.aside)
-        path.mkdir(parents=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in left_by_dead(path, "new"):  # a run killed between these lines
+            shutil.rmtree(stale, ignore_errors=True)
+        fresh = path.with_name(f".{path.name}.new-{os.getpid()}")
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir()
+        self.lock = RunLock(fresh)  # flock belongs to the open file: it stays through the rename
+        try:
+            if path.exists() and overwrite:
+                old = RunLock(path)  # refuses a folder another process trains into
+                self.aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+                try:
+                    os.replace(path, self.aside)
+                finally:
+                    old.release()
+            try:
+                os.rename(fresh, path)
+            except OSError:  # it exists again: another process created it since the check
+                raise UserError("--name", f"run folder '{path}' was just created by another process",
+                                "choose another --name, or pass --overwrite once that run has finished") from None
+        except BaseException:
+            self.lock.release()
+            shutil.rmtree(fresh, ignore_errors=True)
+            if self.aside is not None:
+                os.replace(self.aside, path)
+                self.aside = None
+            raise
+        self.lock.path = path / LOCK
 
     def started(self) -> None:
         self.begun = True

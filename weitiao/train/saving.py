@@ -3,14 +3,15 @@ adapter at the end, and reading the best weights back into the model that traine
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
+
+from weitiao.files import atomic_folder
 
 
 def save_adapter(model, tokenizer, target: Path) -> None:
     """A peft adapter folder (PeftModel.save_pretrained: adapter_config.json + weights, head included)."""
-    _atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
 
 def merge_adapter(peft_model, run_dir: Path, tokenizer):
@@ -34,7 +35,7 @@ def merge_adapter(peft_model, run_dir: Path, tokenizer):
         def write(tmp: Path) -> None:
             shutil.copytree(adapter, tmp)
             peft_model.get_base_model().config.save_pretrained(tmp)
-        _atomic_folder(run_dir / "model", write)
+        atomic_folder(run_dir / "model", write)
         return peft_model
     merged = peft_model.merge_and_unload()
     # Some methods (LN tuning in peft 0.21) leave the saved head wrapped after merging: unwrap it.
@@ -73,42 +74,4 @@ def load_best(model, model_dir: Path, load):
 
 def save_model(model, tokenizer, target: Path) -> None:
     """Write a Hugging Face model folder atomically (temp folder, then rename)."""
-    _atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
-
-
-def left_by_dead(target: Path, kind: str) -> list[Path]:
-    """`.NAME.KIND-PID` folders beside `target` whose process no longer runs (killed mid-write)."""
-    found = []
-    for path in target.parent.glob(f".{target.name}.{kind}-*"):
-        pid = path.name.rsplit("-", 1)[1]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            found.append(path)
-        except PermissionError:  # alive, another user's
-            pass
-    return found
-
-
-def _atomic_folder(target: Path, write) -> None:
-    """Call `write(tmp)` to fill a temporary folder, then swap it in for `target`.
-
-    What a killed writer left is settled first: its half-written `.tmp-PID` is removed; its
-    `.old-PID` (the previous version, moved aside just before the swap) is put back if `target` is missing."""
-    for stale in left_by_dead(target, "old"):
-        if not target.exists():
-            os.replace(stale, target)
-        else:
-            shutil.rmtree(stale, ignore_errors=True)
-    for stale in left_by_dead(target, "tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
