@@ -150,3 +150,23 @@ def test_export_mistakes_are_one_line_errors(runs, tmp_path, capsys):
     assert main(["export", str(runs["multitask"]), "--out", str(tmp_path / "d")]) == 2
     assert "--task" in capsys.readouterr().err
     assert not any((tmp_path / n).exists() for n in "acd")
+
+
+def test_what_a_killed_export_left_is_removed_and_a_failing_one_leaves_nothing(runs, tmp_path):
+    """A killed export used to leave /tmp/weitiao-export-* and a hidden .FMT.tmp-PID for good: its scratch now
+    sits beside the target, and the next export there removes what a dead process left."""
+    import subprocess
+
+    from weitiao.export import export
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "exports"
+    for left in (f".hf.scratch-{dead.pid}", f".hf.tmp-{dead.pid}"):
+        (out / left).mkdir(parents=True)
+        (out / left / "model.safetensors").write_bytes(b"half")
+    export(str(runs["classification"]), "hf", str(out / "hf"))
+    assert sorted(p.name for p in out.iterdir()) == ["hf"]
+    with pytest.raises(UserError):
+        export(str(runs["classification"]), "onnx", str(out / "x"), rows=0)
+    assert sorted(p.name for p in out.iterdir()) == ["hf"]

@@ -201,3 +201,54 @@ def test_a_run_folder_with_its_own_model_code_runs_none_of_it(tiny_runs, tmp_pat
     code = main(["predict", str(run), "--text", "a fine film"])
     err = capsys.readouterr().err
     assert not sentinel.exists() and "Traceback" not in err and code in (0, 2), (code, err)
+
+
+def test_a_chat_template_that_reaches_for_python_runs_nothing(tiny_runs, tmp_path, capsys):
+    """The classic template injection (cycler.__init__.__globals__.os.popen) in a handed run's chat template:
+    Jinja's sandbox stops it, on predict and on chat, and the user gets one line."""
+    from weitiao.cli import main
+
+    sentinel = tmp_path / "code-ran"
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["causal_lm"], run)
+    evil = ("{{ cycler.__init__.__globals__.os.popen('touch " + str(sentinel) + "').read() }}"
+            "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    (run / "model" / "chat_template.jinja").write_text(evil)
+    config = json.loads((run / "model" / "tokenizer_config.json").read_text())
+    if "chat_template" in config:
+        (run / "model" / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": evil}))
+    capsys.readouterr()
+    assert main(["predict", str(run), "--prompt", "hello"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: chat template:") and "stopped by the sandbox" in err and len(err.splitlines()) == 1, err
+    chat = _cli("chat", str(run), stdin="hello\n/exit\n")
+    assert "Traceback" not in chat.stderr and "stopped by the sandbox" in chat.stderr, chat.stderr
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("how", ["a relative path", "a symlink"])
+def test_an_onnx_graph_whose_weights_point_outside_its_folder_is_refused(tiny_runs, tmp_path, capsys, how):
+    """An ONNX export's external data (model.onnx.data) named by a path that leaves the folder, or a symlink
+    out of it, would make the loader read any file as weights: onnxruntime refuses both, in one line here."""
+    import onnx
+
+    from weitiao.cli import main
+    from weitiao.export import export
+
+    folder = Path(export(str(tiny_runs["classification"]), "onnx", str(tmp_path / "onnx")))
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes((folder / "model.onnx.data").read_bytes())
+    if how == "a symlink":
+        (folder / "model.onnx.data").unlink()
+        (folder / "model.onnx.data").symlink_to(outside)
+    else:
+        graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+        for tensor in graph.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = "../secret.bin"
+        onnx.save(graph, str(folder / "model.onnx"))
+    capsys.readouterr()
+    assert main(["predict", str(folder), "--text", "a fine film"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "escapes model directory" in err and "inside the export's own folder" in err and len(err.splitlines()) == 1, err

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import torch
 
+from weitiao.errors import UserError
+
 
 class GraphModel:
     """A traced graph that takes the model's inputs by name and returns its logits, dressed as a
@@ -90,10 +92,21 @@ def onnx_session(path: Path):
     """An onnxruntime CPU session using as many threads as torch does."""
     import onnxruntime as ort
 
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf, state.NoSuchFile, state.NotFound) as e:
+        # onnxruntime refuses external data outside the model's folder (also through a symlink): a handed
+        # graph cannot make it read other files; that refusal, like a damaged graph, is one line
+        reason = " ".join(str(e).split())[:300]
+        outside = "escapes model directory" in reason
+        raise UserError("run_dir", f"'{path}' cannot be loaded ({reason})",
+                        "its weights must be files inside the export's own folder: do not use a graph that points outside it"
+                        if outside else "the export is damaged: export the run again") from None
 
 
 def load_onnx(folder: Path, file: str, manifest: dict) -> GraphModel:

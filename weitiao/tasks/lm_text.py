@@ -54,7 +54,17 @@ def set_template(tokenizer, name: str | None, model: str) -> str:
 
 
 def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    """The conversation through the tokenizer's chat template, which transformers renders in Jinja's
+    sandbox: a template that reaches for Python internals (a handed run's, a model's) stops with
+    one line, having run nothing."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except TemplateError as e:
+        blocked = type(e).__name__ == "SecurityError"
+        raise UserError("chat template", f"the tokenizer's chat template {'was stopped by the sandbox' if blocked else 'failed'} "
+                        f"({type(e).__name__}: {e})", "use a template that only renders the messages (task.template names a built-in one)") from None
 
 
 def render(tokenizer, conv: Conversation) -> tuple[str, list[tuple[int, int]]]:
