@@ -252,3 +252,21 @@ def test_an_onnx_graph_whose_weights_point_outside_its_folder_is_refused(tiny_ru
     assert main(["predict", str(folder), "--text", "a fine film"]) == 2
     err = capsys.readouterr().err.strip()
     assert "escapes model directory" in err and "inside the export's own folder" in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("name", ["pipeline", "AutoModel", "os.system"])
+def test_a_multitask_folder_naming_another_class_is_refused(tiny_runs, tmp_path, capsys, name):
+    """A multi-task model/config.json names each head's transformers class; any other callable of transformers
+    (pipeline, which loads whatever it is told) used to be called with the head's config."""
+    from weitiao.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["multitask"], run)
+    config = json.loads((run / "model" / "config.json").read_text())
+    head = next(iter(config["weitiao_multitask"]))
+    config["weitiao_multitask"][head]["class"] = name
+    (run / "model" / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["predict", str(run), "--text", "a fine film"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a transformers sequence or token classifier" in err and len(err.splitlines()) == 1, err

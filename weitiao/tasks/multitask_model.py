@@ -17,6 +17,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from weitiao.errors import UserError
+
 KEY = "weitiao_multitask"
 
 
@@ -126,7 +128,7 @@ class MultiTaskModel(nn.Module):
         for name, spec in specs.items():
             sub = dict(spec["config"])
             sub_config = transformers.AutoConfig.for_model(sub.pop("model_type"), **sub)
-            models[name] = getattr(transformers, spec["class"])(sub_config)
+            models[name] = _head_class(spec.get("class"), folder)(sub_config)
         model = cls.sharing(models, {n: s["task"] for n, s in specs.items()}, [config.id2label[i] for i in range(config.num_labels)])
         adapter = getattr(config, "weitiao_adapter", None)
         if adapter:  # trained with bottleneck adapters: the same modules in the shared encoder
@@ -161,3 +163,18 @@ def is_multitask_folder(folder) -> bool:
 
 def _base(model: nn.Module) -> nn.Module:
     return getattr(model, model.base_model_prefix)
+
+
+HEADS = ("ForSequenceClassification", "ForTokenClassification")  # what a multi-task run's heads are
+
+
+def _head_class(name, folder):
+    """The transformers class a saved multi-task head names, only if it is a sequence or token classifier:
+    a handed config.json could otherwise name any callable of transformers."""
+    import transformers
+
+    found = getattr(transformers, name, None) if isinstance(name, str) and name.endswith(HEADS) else None
+    if not (isinstance(found, type) and issubclass(found, transformers.PreTrainedModel)):
+        raise UserError("run_dir", f"'{folder}/config.json' names the multi-task head class {str(name)[:80]!r}, not a transformers "
+                        "sequence or token classifier", "the folder is damaged or was not written by weitiao: train the run again")
+    return found
