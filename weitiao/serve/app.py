@@ -240,6 +240,17 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
 
         return JSONResponse({"detail": e.line()}, 422)
 
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(request, e: RequestValidationError):
+        """FastAPI's own answer echoes the input back, and fails on a body that is not UTF-8: one line instead."""
+        from fastapi.responses import JSONResponse
+
+        first = e.errors()[0] if e.errors() else {"loc": ("body",), "msg": "not a valid request"}
+        where = ".".join(str(x) for x in first.get("loc", ())) or "body"
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'not valid')}"}, 422)
+
     if generative and run.opts.type == "causal_lm":
         from weitiao.serve.openai import add_chat_routes
 
