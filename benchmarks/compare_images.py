@@ -134,7 +134,7 @@ def plain_side(args) -> None:
     from torch.utils.data import DataLoader, Dataset
 
     sys.path.insert(0, str(ROOT))
-    from weitiao.tasks.image_models import EfficientNetForImageClassification, ImageProcessor, bundled_efficientnet
+    from weitiao.models.image import EfficientNetForImageClassification, ImageProcessor, bundled_efficientnet
 
     launched = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -273,7 +273,7 @@ def ceiling_side(args) -> None:
 
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(HERE))
-    from weitiao.tasks.image_models import EfficientNetForImageClassification, ImageProcessor, bundled_efficientnet
+    from weitiao.models.image import EfficientNetForImageClassification, ImageProcessor, bundled_efficientnet
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -399,7 +399,7 @@ def prepare_data(args, work: Path) -> dict:
 
 def warm_caches(data: dict, log: Path, threads: int) -> str:
     """The bundled model converted (once) and every file in the page cache: the first side measured must not pay for them."""
-    cmd = [sys.executable, "-c", "from weitiao.tasks.image_models import bundled_efficientnet; print(bundled_efficientnet())"]
+    cmd = [sys.executable, "-c", "from weitiao.models.image import bundled_efficientnet; print(bundled_efficientnet())"]
     res = run_child(cmd, log, threads)
     if res["rc"] != 0:
         sys.exit(f"could not load the bundled EfficientNet-Lite0; see {log}")

@@ -100,7 +100,7 @@ def trl_side(args) -> None:
     from trl import SFTConfig, SFTTrainer
 
     sys.path.insert(0, str(ROOT))
-    from weitiao.tasks.lm_models import bundled_smollm2
+    from weitiao.models.lm import bundled_smollm2
 
     launched = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -212,7 +212,7 @@ def quarter_means(losses: list[float]) -> tuple[float | None, float | None]:
 
 def markdown(report: dict) -> str:
     a = report["args"]
-    lines = [f"# Instruction tuning: weitiao vs TRL SFTTrainer, LoRA on SmolLM2-135M-Instruct, alpaca_2k", "",
+    lines = ["# Instruction tuning: weitiao vs TRL SFTTrainer, LoRA on SmolLM2-135M-Instruct, alpaca_2k", "",
              f"`{report['command']}`", "",
              f"{report['machine']['cpu']}, {a['threads']} torch threads, load average {report['machine']['loadavg_start'][0]:.2f} at the start; "
              f"torch {report['machine']['torch']}, weitiao {report['machine']['weitiao_commit']}; {a['steps']} optimizer steps of {a['batch_size']} examples, max_length {a['max_length']}, lr {a['lr']}, "

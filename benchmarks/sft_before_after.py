@@ -5,7 +5,7 @@
 RUN_DIR: a weitiao causal_lm run (benchmarks/compare_sft.py writes one, with its held-out records,
 under benchmarks/results/work/compare_sft/). Greedy, 48 new tokens, the first 3 held-out prompts.
 """
-import json, sys, math
+import json, sys
 from weitiao.runtime import quiet_hf; quiet_hf()
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -40,7 +40,7 @@ def test_each_layer_runs_again_in_the_backward_pass(base, method):
 
     from weitiao.config import StrategyConfig
     from weitiao.strategies import apply_strategy
-    from weitiao.strategies.layers import find_layer_stack, unwrap
+    from weitiao.models.layers import find_layer_stack, unwrap
     from weitiao.tasks.classification import build_model
     from weitiao.train.recipe import enable_checkpointing
 

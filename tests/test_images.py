@@ -91,7 +91,7 @@ def test_augmentation_changes_training_batches_only_and_keeps_their_range():
 
     from weitiao.config import validate
     from weitiao.tasks.image_augment import Augmenter
-    from weitiao.tasks.image_models import ImageProcessor
+    from weitiao.models.image import ImageProcessor
 
     opts = validate({"data": {"train": "x"}, "task": {"type": "image_classification",
                                                         "augment": ["random_resized_crop", "horizontal_flip", "trivial_augment"]}}).task
@@ -133,7 +133,7 @@ def test_pixel_rows_become_images_and_gzip_files_are_read(tmp_path):
     task = get_task("image_classification")
     ex, labels = task.reader(cfg.data, cfg.task).read(cfg.data.train, "data.train", None)
     assert labels.names == ["a", "b"] and ex.labels == [0, 1, 0]
-    from weitiao.tasks.image_models import ImageProcessor
+    from weitiao.models.image import ImageProcessor
 
     enc = task.encode(ImageProcessor(224, 224), ex, 128, cfg.task, labels.names)
     assert enc.images.shape == (3, 3, 8, 8) and enc.processor.size == 8  # task.image_size: the saved processor's too

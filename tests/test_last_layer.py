@@ -14,7 +14,7 @@ import torch
 
 from helpers import minilm_path, sst2_slice, tiny_bert, train_tiny
 from weitiao.strategies import apply_strategy, load_all
-from weitiao.strategies.layers import find_layer_stack, unwrap
+from weitiao.models.layers import find_layer_stack, unwrap
 from weitiao.tasks.classification import build_model
 from weitiao.train.last_layer import prune_last_layer, restore_last_layer
 

@@ -1,7 +1,5 @@
 """The run folder: --overwrite replaces an old run only once the new one has started training."""
 
-import os
-
 import pytest
 
 from weitiao.errors import UserError

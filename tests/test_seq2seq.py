@@ -75,7 +75,7 @@ def test_layer_aware_strategies_see_both_stacks(bart):
 
     from weitiao.config import StrategyConfig
     from weitiao.strategies import apply_strategy
-    from weitiao.strategies.layers import find_parts
+    from weitiao.models.layers import find_parts
     from weitiao.strategies.lr_groups import build_param_groups
 
     model = AutoModelForSeq2SeqLM.from_pretrained(bart)

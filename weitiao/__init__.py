@@ -5,7 +5,7 @@ inside the functions that need them, so `weitiao --help` stays fast. The Python 
 (`weitiao.train`, `weitiao.load`, `weitiao.WeitiaoError`) is in weitiao/api.py.
 """
 
-__version__ = "0.1.0"
+from weitiao.version import __version__  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -71,7 +71,7 @@ def shrink(model_dir: Path, layers: int, out: Path) -> None:
     from transformers import AutoTokenizer
 
     from weitiao.predict import open_run
-    from weitiao.strategies.layers import find_layer_stack
+    from weitiao.models.layers import find_layer_stack
     from weitiao.files import atomic_folder
 
     run = open_run(str(model_dir.parent), prune=False)

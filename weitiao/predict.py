@@ -101,12 +101,6 @@ def _damaged(run_dir: str, model_dir: Path):
                         f"the folder is damaged or incomplete: export or train '{run_dir}' again, or resume it from its last checkpoint") from None
 
 
-def _device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def label_names(model) -> list[str]:
     """The label names a saved model carries, in id order."""
     return [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -185,9 +179,9 @@ def scored(run: LoadedRun, enc, batch_size: int | None):
 
     from weitiao.errors import TrainingStopped
     from weitiao.evaluate.scoring import pad_id, score
-    from weitiao.runtime import eval_batch_size
+    from weitiao.runtime import eval_batch_size, inference_device
 
-    device = _device()
+    device = inference_device()
     batch_size = eval_batch_size(batch_size or run.eval_batch_size, device.type == "cuda")
     try:
         return score(run.model.to(device), run.task, enc, pad_id(run.tokenizer), len(run.names), run.opts, batch_size, device)
@@ -200,13 +194,14 @@ def scored(run: LoadedRun, enc, batch_size: int | None):
 def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None = None, batch_size: int | None = None, trust=()) -> dict:
     """Metrics of the run's model on a labelled file (None: the run's own validation data); prints and returns them."""
     from weitiao.evaluate.scoring import task_metrics
+    from weitiao.runtime import inference_device
 
     check_output(output)
     run = open_run(run_dir, trust=trust)
     enc = read_labelled(run, data_path, "--data") if data_path else validation_data(run, "--data")
     report_truncated(run, enc)
     result = scored(run, enc, batch_size)
-    metrics = task_metrics(run.task, run.model, enc, result.outputs, run.names, run.opts, run.tokenizer, _device())[0]
+    metrics = task_metrics(run.task, run.model, enc, result.outputs, run.names, run.opts, run.tokenizer, inference_device())[0]
     metrics["loss"] = result.loss
     metrics["truncated"] = enc.truncated
     print(json.dumps(run.task.headline(metrics) | {"n": metrics["n"], "truncated": enc.truncated}))

@@ -19,13 +19,12 @@ from weitiao.errors import UserError
 class ForgettingProbe:
     def __init__(self, run_dir: str, batch_size: int):
         from weitiao.predict import open_run, validation_data
-        from weitiao.strategies.layers import find_parts
+        from weitiao.models.layers import find_parts
 
         if not (Path(run_dir) / "model" / "config.json").is_file():
             raise UserError("strategy.probe", f"'{run_dir}' is not a finished run folder", "name a run folder written by `weitiao train` (with model/)")
         self.run = open_run(run_dir)
         self.model, self.task = self.run.model, self.run.task
-        cfg = self.run.config
         self.data = validation_data(self.run, "strategy.probe")
         self.batch_size = batch_size
         self.run_dir = run_dir
@@ -36,7 +35,7 @@ class ForgettingProbe:
         """The encoder weights of `model` without its head or the probe run's (a peft model: its frozen
         base weights; score merged models to see what adapters changed). A pooler that only one of the two
         has (a sequence classifier probing a token classifier's run) is a head, not the encoder."""
-        from weitiao.strategies.layers import find_parts, unwrap
+        from weitiao.models.layers import find_parts, unwrap
 
         base = unwrap(model)
         prefix = base.base_model_prefix + "."

@@ -89,7 +89,7 @@ def _single_task(root: Path, task: str | None, scratch: Path) -> Path:
 
 def write_common(source: Source, folder: Path, form) -> None:
     """The files every export holds beside the model: config.yaml, config.json, the tokenizer, README.md, the manifest."""
-    import weitiao
+    from weitiao.version import __version__
     from weitiao.export import MANIFEST
 
     shutil.copy(source.run_dir / "config.yaml", folder / "config.yaml")
@@ -100,7 +100,7 @@ def write_common(source: Source, folder: Path, form) -> None:
     source.run.tokenizer.save_pretrained(folder)
     (folder / "README.md").write_text(model_card(source, form), encoding="utf-8")
     (folder / MANIFEST).write_text(json.dumps({"format": form.name, "inputs": source.inputs, "task": source.run.opts.type,
-                                               "run": str(source.run_dir), "weitiao_version": weitiao.__version__,
+                                               "run": str(source.run_dir), "weitiao_version": __version__,
                                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
 
 
@@ -110,7 +110,7 @@ PIPELINE_TAGS = {"classification": "text-classification", "token_classification"
 
 def model_card(source: Source, form) -> str:
     """A Hugging Face model card: front matter (base model, library, pipeline), then data, strategy and metrics."""
-    import weitiao
+    from weitiao.version import __version__
 
     cfg = source.run.config
     metrics_file = source.run_dir / "metrics.json"
@@ -121,7 +121,7 @@ def model_card(source: Source, form) -> str:
     lines = ["---", f"base_model: {json.dumps(cfg.model)}", f"library_name: {library}",
              f"pipeline_tag: {PIPELINE_TAGS.get(cfg.task.type, cfg.task.type)}", "tags:", "- weitiao", f"- {cfg.strategy.method}", "---", "",
              f"# {source.name}", "",
-             f"Fine-tuned from `{cfg.model}` by [weitiao](https://pypi.org/project/weitiao/) {weitiao.__version__} "
+             f"Fine-tuned from `{cfg.model}` by [weitiao](https://pypi.org/project/weitiao/) {__version__} "
              f"({cfg.task.type}); exported as `{form.name}`.", "",
              "## Data", "", f"- train: `{cfg.data.train}`", f"- validation: `{cfg.data.validation or 'split off the training data'}`",
              f"- max_length: {cfg.data.max_length}", "", "## Strategy", ""]

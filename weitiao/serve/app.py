@@ -160,7 +160,7 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
     from fastapi import FastAPI, HTTPException, Request
     from pydantic import BaseModel, Field
 
-    import weitiao
+    from weitiao.version import __version__
     from weitiao.serve.batching import MicroBatcher
 
     settings = settings or Settings()
@@ -173,7 +173,7 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
         yield
         batcher.close()  # after uvicorn has finished the requests in flight
 
-    app = FastAPI(title=f"weitiao: {name}", version=weitiao.__version__, lifespan=lifespan,
+    app = FastAPI(title=f"weitiao: {name}", version=__version__, lifespan=lifespan,
                   description=f"A {run.opts.type} model fine-tuned by weitiao. POST /v1/predict with {{\"inputs\": [...]}}.")
     app.state.batcher, app.state.run = batcher, run
     what = "base64-encoded image files" if image else "prompts" if generative else "texts"
@@ -290,7 +290,7 @@ def parse_bounded(body: bytes, model, max_inputs: int):
 
 def describe(run, name: str, settings: Settings) -> dict:
     """What /v1/model answers: the task, its labels, the base model, validation metrics, versions."""
-    import weitiao
+    from weitiao.version import __version__
 
     cfg, metrics = run.config, {}
     root = Path(getattr(run, "root", "") or "")
@@ -298,7 +298,7 @@ def describe(run, name: str, settings: Settings) -> dict:
         metrics = run.task.headline(json.loads((root / "metrics.json").read_text()).get("validation", {}))
     base = Path(cfg.model).name if ("/" in cfg.model and Path(cfg.model).exists()) else cfg.model  # a name, never this machine's paths
     return {"name": name, "task": run.opts.type, "labels": run.names, "base_model": base, "strategy": cfg.strategy.method,
-            "metrics": metrics, "backend": getattr(run, "backend", "torch"), "weitiao_version": weitiao.__version__,
+            "metrics": metrics, "backend": getattr(run, "backend", "torch"), "weitiao_version": __version__,
             "max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms, "max_inputs": settings.max_inputs}
 
 

@@ -99,7 +99,7 @@ def apply_strategy(model, spec, task_type: str = "SEQ_CLS") -> Selection:
 
 def apply_patterns(model, include: list[str], exclude: list[str], freeze_embeddings: bool) -> None:
     """`include` regexes unfreeze, `exclude` regexes (and embeddings) freeze; exclude wins."""
-    from weitiao.strategies.layers import find_parts
+    from weitiao.models.layers import find_parts
 
     compiled = {}
     for key, patterns in (("include", include), ("exclude", exclude)):

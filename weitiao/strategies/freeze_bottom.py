@@ -5,7 +5,7 @@ al. 2014, https://arxiv.org/abs/1411.1792), so freezing them saves compute with 
 """
 
 from weitiao.strategies import Selection, register, set_trainable
-from weitiao.strategies.layers import find_parts, layer_index, require_layers
+from weitiao.models.layers import find_parts, layer_index, require_layers
 
 
 @register("freeze_bottom", options=("layers",))

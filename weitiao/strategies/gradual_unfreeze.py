@@ -8,7 +8,7 @@ instead is where other tools go wrong (transformers issue #20029).
 """
 
 from weitiao.strategies import Selection, apply_patterns, register, set_trainable
-from weitiao.strategies.layers import find_parts, layer_index
+from weitiao.models.layers import find_parts, layer_index
 
 
 @register("gradual_unfreeze", options=("unfreeze_every", "unfreeze_unit"))

@@ -2,7 +2,7 @@
 BERT's pooler + classifier)."""
 
 from weitiao.strategies import Selection, register, set_trainable
-from weitiao.strategies.layers import find_parts
+from weitiao.models.layers import find_parts
 
 
 @register("head_only")

@@ -46,7 +46,7 @@ def l2sp_for(model, new_names: set[str], alpha: float, beta: float, only: set[in
     """The regularizer over `model`'s parameters (names as the unwrapped model spells them):
     those in `new_names` are new, the rest pretrained. `only`: ids of the parameters to
     include (those the optimizer holds); default all."""
-    from weitiao.strategies.layers import plain_named_parameters
+    from weitiao.models.layers import plain_named_parameters
 
     if not alpha and not beta:
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 
-from weitiao.strategies.layers import find_parts, layer_index, plain_named_parameters
+from weitiao.models.layers import find_parts, layer_index, plain_named_parameters
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight", "ln_")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from weitiao.errors import UserError
 from weitiao.strategies import Selection, register
-from weitiao.strategies.layers import find_parts
+from weitiao.models.layers import find_parts
 
 LORA_OPTIONS = ("r", "alpha", "lora_dropout", "rslora", "target_modules")
 PROMPT_OPTIONS = ("num_virtual_tokens",)

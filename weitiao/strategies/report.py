@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from weitiao.strategies.layers import find_parts, group_name, plain_named_parameters, unwrap
+from weitiao.models.layers import find_parts, group_name, plain_named_parameters, unwrap
 
 
 def parameter_rows(model) -> list[tuple[str, int, int]]:

@@ -1,7 +1,7 @@
 """Train only the top K layers and the head; everything below is frozen."""
 
 from weitiao.strategies import Selection, register, set_trainable
-from weitiao.strategies.layers import find_parts, layer_index, require_layers
+from weitiao.models.layers import find_parts, layer_index, require_layers
 
 
 @register("train_top", options=("layers",))

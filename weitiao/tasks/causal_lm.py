@@ -277,7 +277,7 @@ class CausalLM:
     def build(self, model_path, label_names, opts, dropout=None, attention=None, pad_token_id=None):
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from weitiao.tasks.text import DROPOUT_KEYS
+        from weitiao.models.heads import DROPOUT_KEYS
 
         config = AutoConfig.from_pretrained(model_path)
         for kind, p in (dropout or {}).items():
@@ -366,11 +366,11 @@ class CausalLM:
         """`predict`: the model's answer to each prompt (a conversation's last user turn through the
         chat template; for a model trained on plain text, the text continued). `streamer`: a transformers
         streamer fed the answer's tokens as they are generated (one prompt)."""
-        from weitiao.predict import _device
+        from weitiao.runtime import inference_device
         from weitiao.tasks.generation import generate, stop_ids
         from weitiao.tasks.lm_text import prompt_text
 
-        tok, model, device = run.tokenizer, run.model, _device()
+        tok, model, device = run.tokenizer, run.model, inference_device()
         chat = getattr(model.config, "weitiao_prompts", "chat") == "chat" and getattr(tok, "chat_template", None)
         texts, refs = [], []
         for conv in examples.text:
@@ -402,7 +402,7 @@ class CausalLM:
     def load(self, model_dir):
         from transformers import AutoModelForCausalLM
 
-        from weitiao.tasks.text import load_saved
+        from weitiao.models.heads import load_saved
 
         model = load_saved(AutoModelForCausalLM, model_dir)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -15,7 +15,8 @@ from pydantic import Field
 from weitiao.data.examples import Examples
 from weitiao.schema import Section
 from weitiao.tasks import metrics_line, pick_metrics, register_task
-from weitiao.tasks.text import DROPOUT_KEYS, ensure_pad_token, load_saved, load_tokenizer, pad_rows, with_head  # noqa: F401 (part of this module's API)
+from weitiao.models.heads import DROPOUT_KEYS, load_saved, with_head  # noqa: F401 (part of this module's API)
+from weitiao.tasks.text import ensure_pad_token, load_tokenizer, pad_rows  # noqa: F401 (part of this module's API)
 from weitiao.tasks.rows import TokenRows
 
 if TYPE_CHECKING:

@@ -245,7 +245,7 @@ class ImageClassification:
         return ImageReader(data, opts)
 
     def processor(self, model_path: str, model_name: str | None = None, max_length: int | None = None):
-        from weitiao.tasks.image_models import PROCESSOR_FILE, ImageProcessor
+        from weitiao.models.image import PROCESSOR_FILE, ImageProcessor
 
         if not (Path(model_path) / PROCESSOR_FILE).is_file():
             raise UserError("model", f"'{model_name or model_path}' has no {PROCESSOR_FILE} (its image size, mean and std)",
@@ -269,7 +269,7 @@ class ImageClassification:
         return Encoded(images, labels, processor, kept, skipped)
 
     def build(self, model_path, label_names, opts, dropout=None, attention=None, pad_token_id=None):
-        from weitiao.tasks.image_models import build_image_model
+        from weitiao.models.image import build_image_model
 
         return build_image_model(model_path, label_names, opts.multi_label, (dropout or {}).get("classifier"))
 
@@ -317,7 +317,7 @@ class ImageClassification:
         return Examples(list(paths), None, None, list(range(1, len(paths) + 1)), "--image")
 
     def load(self, model_dir):
-        from weitiao.tasks.image_models import load_image_model
+        from weitiao.models.image import load_image_model
 
         return load_image_model(model_dir)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field, create_model, field_validator, model_validator
 
@@ -36,7 +36,7 @@ from weitiao.schema import DataConfig, Section
 from weitiao.tasks import TASKS, check_data_keys, get_task, register_task
 
 if TYPE_CHECKING:
-    import torch
+    from weitiao.models.multitask import Tagged
 
 SEPARATOR = ":"  # the run's label names are "task:label" (model.config.id2label), each task's in its own id order
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -178,13 +178,6 @@ class MultiEncoded:
         return MultiEncoded(parts, None, self.num_labels)
 
 
-class Tagged(NamedTuple):
-    """A multi-task model's logits, with the task whose head made them."""
-
-    task: str
-    logits: "torch.Tensor"
-
-
 def sampling_weights(sizes: dict[str, int], sampling) -> dict[str, float]:
     """Each task's share of the batches of an epoch."""
     if sampling == "proportional":
@@ -305,7 +298,7 @@ class MultiTask:
         (training on from it): its encoder, and the head of each task of the same name, type and labels."""
         import tempfile
 
-        from weitiao.tasks.multitask_model import MultiTaskModel, is_multitask_folder
+        from weitiao.models.multitask import MultiTaskModel, is_multitask_folder
 
         with tempfile.TemporaryDirectory(prefix="weitiao-encoder-") as tmp:
             earlier = None
@@ -387,7 +380,7 @@ class MultiTask:
         return MultiExamples({name: t.examples_from_texts(texts, tokenizer, m) for name, t, m in self._each(opts)})
 
     def load(self, model_dir):
-        from weitiao.tasks.multitask_model import MultiTaskModel
+        from weitiao.models.multitask import MultiTaskModel
 
         return MultiTaskModel.from_pretrained(model_dir)
 

@@ -13,7 +13,7 @@ the target text of each source text (translation, summarization, rewriting).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -23,9 +23,6 @@ from weitiao.schema import Section
 from weitiao.tasks import metrics_line, pick_metrics, register_task
 from weitiao.tasks.causal_lm import GenerateOptions as LMGenerateOptions
 from weitiao.tasks.rows import TokenRows
-
-if TYPE_CHECKING:
-    import torch
 
 
 class GenerateOptions(LMGenerateOptions):
@@ -151,7 +148,7 @@ class Seq2Seq:
     def build(self, model_path, label_names, opts, dropout=None, attention=None, pad_token_id=None):
         from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
-        from weitiao.tasks.text import DROPOUT_KEYS
+        from weitiao.models.heads import DROPOUT_KEYS
 
         config = AutoConfig.from_pretrained(model_path)
         if not getattr(config, "is_encoder_decoder", False):
@@ -233,10 +230,10 @@ class Seq2Seq:
 
     def answer(self, run, examples: Examples, sampling, batch_size: int | None = None) -> list[dict]:
         """`predict`: each source's generated target."""
-        from weitiao.predict import _device
+        from weitiao.runtime import inference_device
 
         enc = self.encode(run.tokenizer, examples, run.data.max_length, run.opts, [])
-        device = _device()
+        device = inference_device()
         out = self._generate(run.model.to(device), run.tokenizer, enc.input_ids, run.opts.generate, device, sampling.temperature,
                              sampling.max_new_tokens, sampling.top_p, sampling.num_beams, batch_size or 16)
         return [{"source": s, "generation": o} | ({"reference": r} if examples.pair is not None else {})
@@ -255,7 +252,7 @@ class Seq2Seq:
     def load(self, model_dir):
         from transformers import AutoModelForSeq2SeqLM
 
-        from weitiao.tasks.text import load_saved
+        from weitiao.models.heads import load_saved
 
         return load_saved(AutoModelForSeq2SeqLM, model_dir)
 

@@ -22,7 +22,8 @@ from weitiao.schema import Section
 from weitiao.tasks import metrics_line, pick_metrics, register_task
 from weitiao.tasks import tags as T
 from weitiao.tasks.tag_reader import TagReader, label_scheme
-from weitiao.tasks.text import load_saved, load_tokenizer, pad_rows, with_head
+from weitiao.models.heads import load_saved, with_head
+from weitiao.tasks.text import load_tokenizer, pad_rows
 from weitiao.tasks.rows import TokenRows
 
 if TYPE_CHECKING:

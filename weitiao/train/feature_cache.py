@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from weitiao.strategies.layers import find_layer_stack, find_parts, unwrap
+from weitiao.models.layers import find_layer_stack, find_parts, unwrap
 
 
 # Model types whose sequence-level head reads only position 0 of the last layer's output

@@ -23,7 +23,7 @@ import types
 import torch
 from torch import nn
 
-from weitiao.strategies.layers import find_layer_stack, unwrap
+from weitiao.models.layers import find_layer_stack, unwrap
 from weitiao.train.feature_cache import FIRST_TOKEN_HEADS
 
 

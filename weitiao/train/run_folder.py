@@ -153,10 +153,10 @@ def write_env(path: Path, seed: int, device: str, processes: int = 1, mixed_prec
     import torch
     import transformers
 
-    import weitiao
+    from weitiao.version import __version__
 
     env = {
-        "weitiao": weitiao.__version__, "python": sys.version.split()[0], "platform": platform.platform(),
+        "weitiao": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "torch": torch.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__,
         "device": device, "processes": processes, "mixed_precision": mixed_precision, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "git_commit": git_commit(), "seed": seed,

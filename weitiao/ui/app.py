@@ -39,12 +39,12 @@ def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | Non
     from fastapi.responses import HTMLResponse
     from pydantic import BaseModel, Field
 
-    import weitiao
+    from weitiao.version import __version__
     from weitiao.evaluate.runs import describe_run, find_runs
     from weitiao.serve.app import LOOPBACK, Guard, Settings, check_lengths
 
     limits = Settings()
-    app = FastAPI(title="weitiao dashboard", version=weitiao.__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="weitiao dashboard", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.token = token or secrets.token_urlsafe(24)
     app.add_middleware(Guard, key=None, limit=limits.max_body_bytes, hosts=LOOPBACK if hosts is None else hosts,
                        token=app.state.token, cookie=f"weitiao_ui_{port}")

@@ -60,7 +60,7 @@ def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 def find_parts(model: nn.Module) -> Parts:
     """The parts of a model; one that is not a transformers model declares its embeddings and head
-    in `weitiao_parts` (weitiao's model adapters do: tasks/image_models.py)."""
+    in `weitiao_parts` (weitiao's model adapters do: models/image.py)."""
     model = unwrap(model)
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         return encoder_decoder_parts(model)

@@ -13,11 +13,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from weitiao.errors import UserError
+
+
+class Tagged(NamedTuple):
+    """A multi-task model's logits, with the task whose head made them."""
+
+    task: str
+    logits: torch.Tensor
+
 
 KEY = "weitiao_multitask"
 
@@ -49,7 +58,7 @@ class MultiTaskModel(nn.Module):
 
     def _parts(self) -> dict:
         """Embeddings and heads for the layer-wise strategies; each task's head its own LR group."""
-        from weitiao.strategies.layers import find_parts
+        from weitiao.models.layers import find_parts
 
         head, groups, embeddings = [], {}, []
         for name, m in self.models.items():
@@ -84,8 +93,6 @@ class MultiTaskModel(nn.Module):
         return kept
 
     def forward(self, task: str, **inputs):
-        from weitiao.tasks.multitask import Tagged
-
         return SimpleNamespace(logits=Tagged(task, self.models[task](**inputs).logits))
 
     def _shared(self, key: str) -> bool:
@@ -132,7 +139,7 @@ class MultiTaskModel(nn.Module):
         model = cls.sharing(models, {n: s["task"] for n, s in specs.items()}, [config.id2label[i] for i in range(config.num_labels)])
         adapter = getattr(config, "weitiao_adapter", None)
         if adapter:  # trained with bottleneck adapters: the same modules in the shared encoder
-            from weitiao.strategies.adapter import insert_adapters
+            from weitiao.models.adapters import insert_adapters
 
             insert_adapters(model, adapter["size"], adapter["type"])
             model.config.weitiao_adapter = adapter
@@ -147,7 +154,7 @@ class MultiTaskModel(nn.Module):
         with torch.device("meta"):
             fresh = type(m)(m.config)
             if adapter:
-                from weitiao.strategies.adapter import insert_adapters
+                from weitiao.models.adapters import insert_adapters
 
                 insert_adapters(fresh, adapter["size"], adapter["type"])
             keys = set(fresh.state_dict())  # a token classifier has no pooler: the shared one is left out

@@ -165,7 +165,7 @@ def build_image_model(folder: str, label_names: list[str], multi_label: bool, dr
 
 
 def _build_image_model(folder: str, label_names: list[str], multi_label: bool, dropout: float | None):
-    from weitiao.tasks.text import label_config, with_new_head
+    from weitiao.models.heads import label_config, with_new_head
 
     labels = {**label_config(label_names), "problem_type": "multi_label_classification" if multi_label else "single_label_classification"}
     if is_adapter_folder(folder):
@@ -187,6 +187,6 @@ def load_image_model(folder):
         return channels_last(EfficientNetForImageClassification.from_pretrained(folder)[0])
     from transformers import AutoModelForImageClassification
 
-    from weitiao.tasks.text import load_saved
+    from weitiao.models.heads import load_saved
 
     return channels_last(load_saved(AutoModelForImageClassification, folder))  # plain, peft adapter, or with bottleneck adapters

@@ -15,13 +15,13 @@ def _minilm() -> str:
 
 
 def _efficientnet_lite0() -> str:
-    from weitiao.tasks.image_models import bundled_efficientnet
+    from weitiao.models.image import bundled_efficientnet
 
     return bundled_efficientnet("efficientnet-lite0")
 
 
 def _smollm2() -> str:
-    from weitiao.tasks.lm_models import bundled_smollm2
+    from weitiao.models.lm import bundled_smollm2
 
     return bundled_smollm2()
 
