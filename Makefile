@@ -40,10 +40,16 @@ browser:
 TEST_WORKERS ?= 2
 PYTEST := HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
+# The layers contract first (pyproject.toml's [tool.importlinter]; docs/architecture.md): a lower
+# layer importing a higher one, inside a function or not, or an import cycle, fails the suite.
+LINT_IMPORTS := $(VENV)/bin/lint-imports --no-cache --no-logo
+
 test: $(STAMP) browser
+	$(LINT_IMPORTS)
 	$(PYTEST)
 
 test-all: $(STAMP) browser
+	$(LINT_IMPORTS)
 	$(PYTEST) -m ''
 
 # The slow tests alone (benchmarks/cold_suite.py times them).

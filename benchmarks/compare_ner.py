@@ -40,8 +40,7 @@ def trainer_side(args) -> None:
     import numpy as np
     import torch
     from datasets import Dataset
-    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments, set_seed
 
     sys.path.insert(0, str(ROOT))
     from weitiao.tasks.tag_reader import read_conll

@@ -45,7 +45,7 @@ def measure(run_dir: Path, repeats: int = 3) -> dict:
     """Validation accuracy, parameters, model file size and dev sentences/s (best of `repeats`, model loaded once)."""
     import torch
 
-    from weitiao.predict import open_run, scored, validation_data
+    from weitiao.rundir.opening import open_run, scored, validation_data
 
     torch.set_num_threads(2)
     loaded = open_run(str(run_dir))

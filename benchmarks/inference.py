@@ -30,7 +30,7 @@ def sentences(n: int) -> list[str]:
 
 
 def timed(loaded, enc, repeats: int) -> tuple[float, list]:
-    from weitiao.predict import scored
+    from weitiao.rundir.opening import scored
 
     outputs = scored(loaded, enc, 32).outputs  # warm-up (and the predictions)
     best = float("inf")
@@ -45,7 +45,7 @@ def main() -> None:
     import torch
 
     from weitiao.export import export
-    from weitiao.predict import open_run
+    from weitiao.rundir.opening import open_run
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run")

@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=40, help="sequence length of the test batch")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to warm up)")
     args = ap.parse_args()
-    from weitiao.train.last_layer import prune_last_layer
+    from weitiao.models.last_layer import prune_last_layer
 
     torch.set_num_threads(2)
     g = torch.Generator().manual_seed(0)

@@ -81,7 +81,8 @@ def in_process(run: str, texts: list[str], repeats: int = 8) -> dict:
 
     import torch
 
-    from weitiao.predict import open_run, predict_rows
+    from weitiao.predict import predict_rows
+    from weitiao.rundir.opening import open_run
 
     torch.set_num_threads(2)
     loaded = open_run(run)

@@ -9,16 +9,18 @@ import json, sys
 from weitiao.runtime import quiet_hf; quiet_hf()
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from weitiao.data.examples import Examples
 from weitiao.models import resolve_model
 from weitiao.tasks.causal_lm import TASK
-from weitiao.evaluate.scoring import score
-from weitiao.data.examples import Examples
-from weitiao.tasks.lm_text import alpaca_conversation
-from weitiao.tasks.generation import generate, Sampling, stop_ids
-from weitiao.tasks.lm_text import prompt_text
+from weitiao.tasks.generation import Sampling, generate, stop_ids
+from weitiao.tasks.lm_text import alpaca_conversation, prompt_text
+from weitiao.tasks.scoring import score
+
 torch.set_num_threads(2)
 sys.path.insert(0, __import__('os').path.dirname(__file__))
 from provenance import commit
+
 out = {"commit": commit("sft_before_after"), "command": " ".join(["benchmarks/sft_before_after.py", *sys.argv[1:]])}
 run, val = sys.argv[1], sys.argv[2]
 records = json.load(open(val))

@@ -98,7 +98,8 @@ def main() -> int:
     stats = {"loop_s": None, "excluded_s": 0.0, "samples": 0, "real_tokens": 0, "positions": 0, "batches": 0, "history": []}
     instrument(stats, args.target, args.budget_min * 60 if args.budget_min else None)
 
-    from weitiao.cli import leave, main as weitiao_main
+    from weitiao.cli import leave
+    from weitiao.cli import main as weitiao_main
 
     rc = 1
     try:

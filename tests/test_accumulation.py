@@ -12,9 +12,9 @@ from accelerate import Accelerator
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from weitiao.config import TrainingConfig
+from weitiao.rundir.folder import MetricsLog
 from weitiao.tasks.classification import Encoded, collate, loss_fn
 from weitiao.train.loop import train_loop
-from weitiao.train.run_folder import MetricsLog
 
 
 def tiny_classifier():

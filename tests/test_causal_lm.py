@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import tiny_llama, write_config
+
 from weitiao.tasks.causal_lm import TASK
 from weitiao.tasks.lm_text import collate, encode_conversations, encode_documents, pack, render
 
@@ -88,9 +88,10 @@ def test_the_template_bos_is_not_doubled(lm, tmp_path):
 
 
 def test_a_model_without_a_template_needs_one_named(tmp_path):
+    from transformers import AutoTokenizer
+
     from weitiao.errors import UserError
     from weitiao.tasks.lm_text import set_template
-    from transformers import AutoTokenizer
 
     folder = tiny_llama(tmp_path / "m", ["hello world"] * 10, template=False)
     t = AutoTokenizer.from_pretrained(folder)
@@ -175,8 +176,8 @@ def test_the_loss_is_normalized_by_the_target_tokens_of_the_whole_window(lm, tok
     from transformers import AutoModelForCausalLM
 
     from weitiao.config import TrainingConfig
+    from weitiao.rundir.folder import MetricsLog
     from weitiao.train.loop import train_loop
-    from weitiao.train.run_folder import MetricsLog
 
     convs = [(("user", "hi"), ("assistant", " ".join(["positive"] * k))) for k in (1, 12, 3, 30)]
     enc = encode_conversations(tok, convs, 256, "responses", 0)
@@ -332,7 +333,8 @@ def test_chat_keeps_the_conversation(lm, tmp_path):
 
     from weitiao.cli import main
     from weitiao.data.examples import Examples
-    from weitiao.predict import chat, default_sampling, open_run, predict
+    from weitiao.predict import chat, default_sampling, predict
+    from weitiao.rundir.opening import open_run
 
     cfg = {"version": 1, "model": str(lm), "task": "causal_lm", "data": alpaca_files(tmp_path / "data", 32),
            "strategy": "full", "training": {"max_steps": 2, "batch_size": 16, "progress": False}, "output": {"dir": str(tmp_path / "runs")}}
@@ -393,9 +395,9 @@ def test_config_mistakes_of_a_language_model_run(lm, tmp_path, capsys):
 
 def test_generation_options_on_a_classifier_are_refused(tmp_path, capsys):
     """A classifier run folder (a tiny BERT with its head): valid options, refused because it does not generate."""
+    from helpers import minilm_path
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from helpers import minilm_path
     from weitiao.cli import main
     from weitiao.config import dump_config, validate
 

@@ -8,7 +8,6 @@ import json
 
 import pytest
 import torch
-
 from helpers import write_config, write_rows
 
 WORDS = "the a film movie good bad great awful plot acting was is and but very not".split()

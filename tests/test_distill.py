@@ -10,12 +10,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import write_config
 
 
 def test_kept_layers_are_evenly_spaced_with_the_top_one():
-    from weitiao.distill import kept_layers
+    from weitiao.train.distill import kept_layers
 
     assert kept_layers(6, 3) == [1, 3, 5]
     assert kept_layers(12, 4) == [2, 5, 8, 11]
@@ -23,8 +22,8 @@ def test_kept_layers_are_evenly_spaced_with_the_top_one():
 
 
 def test_the_loss_mixes_kl_at_a_temperature_with_cross_entropy():
-    from weitiao.distill import Distilled
     from weitiao.tasks import get_task
+    from weitiao.train.distill import Distilled
 
     task = get_task("classification")
     opts = task.Options()
@@ -78,8 +77,8 @@ def _student(tmp_path, teacher, name: str, data_from=None, training: dict | None
 
 
 def test_the_student_starts_as_the_teachers_kept_layers(teacher, tmp_path):
-    from weitiao.distill import shrink
-    from weitiao.predict import open_run
+    from weitiao.rundir.opening import open_run
+    from weitiao.train.distill import shrink
 
     shrink(teacher / "model", 1, tmp_path / "s")
     big, small = open_run(str(teacher), prune=False).model, open_run(str(teacher), prune=False).task.load(tmp_path / "s")
@@ -99,9 +98,9 @@ def _first_step_by_hand(run) -> dict:
     targets, summed and divided by the batch's targets (every row; token tasks: the labelled tokens)."""
     from weitiao.config import load_config
     from weitiao.data.batching import length_grouped_batches
-    from weitiao.evaluate.scoring import pad_id
-    from weitiao.predict import open_run
+    from weitiao.rundir.opening import open_run
     from weitiao.tasks import get_task
+    from weitiao.tasks.scoring import pad_id
     from weitiao.train.recipe import prepare
 
     cfg = load_config(run / "config.yaml")
@@ -131,7 +130,8 @@ def _first_step_by_hand(run) -> dict:
 
 
 def test_a_student_with_fewer_layers_is_a_normal_run(confident_teacher, tmp_path):
-    from weitiao.predict import evaluate_file, open_run
+    from weitiao.predict import evaluate_file
+    from weitiao.rundir.opening import open_run
 
     text = (tmp_path / "more.txt")
     words = ("great", "awful", "lovely", "dull", "superb", "bad", "fine", "grim")

@@ -1,8 +1,7 @@
 """The config reference names every key of the schema, so docs cannot silently fall behind."""
 
-from pydantic import BaseModel
-
 from helpers import ROOT
+from pydantic import BaseModel
 
 from weitiao.config import RunConfig
 

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import LORA
+from conftest import TINY_RUNS as RUNS
 
 from weitiao.errors import UserError
-
-from conftest import LORA, TINY_RUNS as RUNS
 
 FORMATS = ["hf", "adapter", "onnx", "onnx-int8", "pt2"]
 
@@ -124,7 +124,7 @@ def test_generative_runs_export_as_folders_and_refuse_graphs(runs):
 def test_a_failed_parity_check_writes_nothing(runs, monkeypatch):
     import dataclasses
 
-    from weitiao.export import FORMATS, load_formats
+    from weitiao.formats import FORMATS, load_formats
 
     load_formats()
     monkeypatch.setitem(FORMATS, "pt2", dataclasses.replace(FORMATS["pt2"], tolerance=-1.0))

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-
 import pytest
-
 from helpers import sst2_slice, tiny_bert, train_tiny
-
 
 
 @pytest.fixture(scope="module")

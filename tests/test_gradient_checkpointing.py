@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from helpers import sst2_slice, tiny_bert, train_tiny
-
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +37,8 @@ def test_each_layer_runs_again_in_the_backward_pass(base, method):
     import torch
 
     from weitiao.config import StrategyConfig
-    from weitiao.strategies import apply_strategy
     from weitiao.models.layers import find_layer_stack, unwrap
+    from weitiao.strategies import apply_strategy
     from weitiao.tasks.classification import build_model
     from weitiao.train.recipe import enable_checkpointing
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import DATA
 from PIL import Image
 
-from helpers import DATA
 from weitiao.data.images import image_folder, load_image, load_images
 from weitiao.errors import UserError
 
@@ -90,8 +90,8 @@ def test_augmentation_changes_training_batches_only_and_keeps_their_range():
     import torch
 
     from weitiao.config import validate
-    from weitiao.tasks.image_augment import Augmenter
     from weitiao.models.image import ImageProcessor
+    from weitiao.tasks.image_augment import Augmenter
 
     opts = validate({"data": {"train": "x"}, "task": {"type": "image_classification",
                                                         "augment": ["random_resized_crop", "horizontal_flip", "trivial_augment"]}}).task

@@ -11,12 +11,12 @@ import json
 
 import pytest
 import torch
-
 from helpers import minilm_path, sst2_slice, tiny_bert, train_tiny
-from weitiao.strategies import apply_strategy, load_all
+
+from weitiao.models.last_layer import prune_last_layer, restore_last_layer
 from weitiao.models.layers import find_layer_stack, unwrap
+from weitiao.strategies import apply_strategy, load_all
 from weitiao.tasks.classification import build_model
-from weitiao.train.last_layer import prune_last_layer, restore_last_layer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unsupported layer type:UserWarning")  # peft, on LN tuning's norms
 
@@ -153,9 +153,8 @@ def test_pruned_layer_is_still_recomputed_under_gradient_checkpointing(bert4):
 
 
 def test_minilm_logits_are_unchanged_on_real_sentences():
-    from transformers import AutoTokenizer
-
     from helpers import SST2
+    from transformers import AutoTokenizer
 
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -198,7 +197,7 @@ def test_runs_train_the_same_step_for_step(base, strategy):
 def test_predicting_from_a_run_uses_the_pruned_layer_and_gives_the_same_logits(base):
     from transformers import AutoTokenizer
 
-    from weitiao.predict import load_run
+    from weitiao.rundir.opening import load_run
 
     run, _ = train_tiny(base, "predict", "full")
     _, model, _ = load_run(str(run))

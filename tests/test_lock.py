@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from importlib import metadata
 
+import tomllib
+from helpers import ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
-from helpers import ROOT
 
 LINE = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+) \\\n\s+--hash=sha256:([0-9a-f]{64})$", re.M)
 

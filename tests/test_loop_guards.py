@@ -11,9 +11,9 @@ from torch import nn
 
 from weitiao.config import TrainingConfig
 from weitiao.errors import TrainingStopped
+from weitiao.rundir.folder import MetricsLog
 from weitiao.train.loop import train_loop
 from weitiao.train.memory import fit_batch_size
-from weitiao.train.run_folder import MetricsLog
 
 X = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
 Y = X @ torch.tensor([1.0, -2.0, 0.5, 3.0])

@@ -9,9 +9,9 @@ import random
 from collections import Counter
 
 import pytest
-
 from helpers import write_config
 from test_tasks import multitask_data
+
 from weitiao.config import validate
 from weitiao.errors import UserError
 from weitiao.tasks.multitask import MultiEncoded, epoch_batches
@@ -97,7 +97,7 @@ def run(tmp_path_factory):
 def test_one_encoder_is_shared_and_saved_once(run):
     from safetensors import safe_open
 
-    from weitiao.predict import open_run
+    from weitiao.rundir.opening import open_run
 
     model = open_run(str(run)).model
     assert model.models["sentiment"].bert is model.encoder and model.models["entities"].bert is model.encoder
@@ -109,7 +109,7 @@ def test_one_encoder_is_shared_and_saved_once(run):
 
 def test_each_head_is_its_own_lr_group_and_both_tasks_learn(run):
     from weitiao.config import load_config
-    from weitiao.predict import open_run
+    from weitiao.rundir.opening import open_run
     from weitiao.strategies.lr_groups import build_param_groups
 
     metrics = json.loads((run / "metrics.json").read_text())["validation"]
@@ -137,7 +137,7 @@ def test_an_exported_task_is_a_plain_transformers_model_with_the_same_logits(run
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     from weitiao.export import export
-    from weitiao.predict import open_run
+    from weitiao.rundir.opening import open_run
 
     model = open_run(str(run)).model
     tok = AutoTokenizer.from_pretrained(str(run / "model"))
@@ -154,9 +154,9 @@ def test_an_exported_task_is_a_plain_transformers_model_with_the_same_logits(run
 
 
 def test_a_single_task_run_cannot_start_from_a_multi_task_model(run, tmp_path):
-    from weitiao.cli import main
-
     from test_tasks import classification_data
+
+    from weitiao.cli import main
 
     cfg = {"version": 1, "model": str(run / "model"), **classification_data(tmp_path, random.Random(0)),
            "training": {"max_steps": 2, "progress": False}, "output": {"dir": str(tmp_path / "runs")}}

@@ -164,7 +164,7 @@ def clients(tiny_runs):
     """TestClient raises whatever the app raises: a server error fails the test with its traceback."""
     from fastapi.testclient import TestClient
 
-    from weitiao.predict import open_run
+    from weitiao.rundir.opening import open_run
     from weitiao.serve.app import create_app
 
     out = {task: TestClient(create_app(open_run(str(tiny_runs[task])))) for task in ("classification", "causal_lm")}

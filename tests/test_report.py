@@ -7,9 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import write_config
+from PIL import Image
 
 
 def test_ece_matches_a_hand_computation():

@@ -3,8 +3,8 @@
 import pytest
 
 from weitiao.errors import UserError
+from weitiao.rundir.folder import NewRunFolder
 from weitiao.train.recipe import pick_device
-from weitiao.train.run_folder import NewRunFolder
 
 
 def old_run(tmp_path):
@@ -82,8 +82,8 @@ def test_what_a_killed_writer_left_is_settled(tmp_path, capsys):
     version, moved aside); an --overwrite killed before training leaves `.NAME.replaced-PID`. None stays hidden."""
     import subprocess
 
-    from weitiao.train.run_folder import check_run_dir
     from weitiao.files import atomic_folder
+    from weitiao.rundir.folder import check_run_dir
 
     dead = subprocess.Popen(["true"])  # a process id that no longer runs
     dead.wait()

@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from helpers import tiny_bart, write_config
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -74,8 +73,8 @@ def test_layer_aware_strategies_see_both_stacks(bart):
     from transformers import AutoModelForSeq2SeqLM
 
     from weitiao.config import StrategyConfig
-    from weitiao.strategies import apply_strategy
     from weitiao.models.layers import find_parts
+    from weitiao.strategies import apply_strategy
     from weitiao.strategies.lr_groups import build_param_groups
 
     model = AutoModelForSeq2SeqLM.from_pretrained(bart)

@@ -332,7 +332,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tiny_runs, tmp_path):
 def test_health_reports_a_dead_batching_thread(tiny_runs):
     from fastapi.testclient import TestClient
 
-    from weitiao.predict import open_run
+    from weitiao.rundir.opening import open_run
     from weitiao.serve.app import create_app
 
     app = create_app(open_run(str(tiny_runs["classification"])))

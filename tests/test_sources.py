@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import write_file as write
 
 from weitiao.data.examples import take_columns

@@ -14,8 +14,8 @@ import random
 from pathlib import Path
 
 import pytest
-
 from helpers import write_config
+
 from weitiao.config import validate
 from weitiao.tasks import TASKS, get_task, load_all, register_task
 
@@ -207,9 +207,8 @@ def test_task_resumes_exactly_after_a_kill(task, tmp_path):
     import sys
 
     import torch
-    from safetensors.torch import load_file
-
     from helpers import ROOT, tiny_bert
+    from safetensors.torch import load_file
 
     data = TASK_DATA[task](tmp_path, random.Random(1))
     data.pop("lr_scale", None)
@@ -234,9 +233,9 @@ def test_task_resumes_exactly_after_a_kill(task, tmp_path):
 def test_the_forgetting_probe_measures_any_task(task, tmp_path):
     """Run A of each task, then a run B of the same task on other data, trained from A's model with
     `probe: A`: before training, the probe scores A's own encoder, so it must give A's validation score."""
-    from weitiao.cli import main
-
     from helpers import tiny_bert
+
+    from weitiao.cli import main
 
     runs = {}
     for name, seed in (("A", 2), ("B", 3)):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import minilm_path, write_config
+
 from weitiao.config import DataConfig
 from weitiao.data import load_data
 from weitiao.errors import UserError
@@ -279,6 +279,7 @@ def test_an_empty_token_is_refused(tmp_path):
 
 def test_prompt_tuning_is_refused_for_a_token_classifier(tmp_path):
     from helpers import tiny_bert
+
     from weitiao.config import StrategyConfig
     from weitiao.strategies import apply_strategy
     from weitiao.tasks import get_task

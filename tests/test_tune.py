@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import ROOT, tiny_bert, write_config
+
 from weitiao.errors import UserError
 
 

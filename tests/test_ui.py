@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from helpers import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import tiny_bert, tiny_llama, write_config
 from test_tasks import classification_data
 

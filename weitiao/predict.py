@@ -7,103 +7,13 @@ entities) is the task's: this module reads, scores and writes.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from weitiao.errors import UserError
-
-
-@dataclass
-class LoadedRun:
-    """A finished run, ready to score: its task and options, model, tokenizer and label names."""
-
-    task: object
-    opts: object  # the task section of its config
-    data: object  # the data section (columns, max_length)
-    eval_batch_size: int | None
-    model: object
-    tokenizer: object
-    names: list[str]
-    config: object  # the whole RunConfig, for what the probe re-reads (its data and seed)
-    root: Path | None = None  # the folder it was read from
-    backend: str = "torch"  # what runs the model: torch, or an export's format (onnx, onnx-int8, pt2)
-
-
-def load_run(run_dir: str, trust=()) -> tuple:
-    """(config, model, tokenizer) of a finished run (see `open_run`)."""
-    run = open_run(run_dir, trust=trust)
-    return run.config, run.model, run.tokenizer
-
-
-def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
-    """The run's task, model and tokenizer: a run folder, or a folder `weitiao export` wrote (any format).
-
-    Nothing in the folder runs: weights are read from safetensors (or with torch's weights_only),
-    the model's own code (auto_map) is never imported, and an export in a format that carries code
-    (pt2, torchscript) is refused unless `trust` names its format (`--trust-format`).
-
-    `prune`: BERT-style classifiers compute only the token their head reads in the last layer (exact).
-
-    Raises:
-        UserError: the folder is neither a finished run nor an export, or a code-carrying export not trusted.
-    """
-    from weitiao.config import load_config
-    from weitiao.export import is_export
-    from weitiao.runtime import quiet_hf
-    from weitiao.tasks import get_task
-
-    root = Path(run_dir)
-    if not (root / "config.yaml").is_file():
-        raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train` or `weitiao export`, e.g. runs/demo")
-    exported = is_export(root)
-    model_dir = root if exported else root / "model"
-    if not exported and not (model_dir / "config.json").is_file():
-        raise UserError("run_dir", f"'{run_dir}' has no trained model (model/ is missing)", "let the run finish, or resume it")
-    quiet_hf()
-    cfg = load_config(root / "config.yaml")
-    task = get_task(cfg.task.type)
-    with _damaged(run_dir, model_dir):
-        if exported:
-            from weitiao.export.loading import load_exported, read_manifest
-
-            model = load_exported(root, task, trust)
-            backend = read_manifest(root)["format"]
-        else:
-            model, backend = task.load(model_dir), "torch"
-    if prune and cfg.training.prune_last_layer and task.reads_one_position and hasattr(model, "named_modules"):
-        from weitiao.train.last_layer import prune_last_layer
-
-        prune_last_layer(model)  # the same predictions, a sixth less work on a 6-layer BERT
-    with _damaged(run_dir, model_dir):
-        tokenizer = task.processor(str(model_dir))
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is not None and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = pad  # runs saved before the pad token was settled
-    names = [] if hasattr(task, "generations") else label_names(model)  # a generative task has no label set
-    backend = "torch" if backend in ("hf", "adapter") else backend
-    return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg, root, backend)
-
-
-@contextlib.contextmanager
-def _damaged(run_dir: str, model_dir: Path):
-    """A model folder whose files do not load (not JSON, truncated weights, none at all) as one line."""
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except (OSError, ValueError, KeyError, SafetensorError) as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UserError("run_dir", f"the model in '{model_dir}' cannot be loaded ({reason})",
-                        f"the folder is damaged or incomplete: export or train '{run_dir}' again, or resume it from its last checkpoint") from None
-
-
-def label_names(model) -> list[str]:
-    """The label names a saved model carries, in id order."""
-    return [model.config.id2label[i] for i in range(model.config.num_labels)]
+from weitiao.rundir.opening import LoadedRun, open_run, read_labelled, read_rows, report_truncated, scored, validation_data
 
 
 def check_output(output: str | None, suffixes: tuple[str, ...] | None = None) -> None:
@@ -119,82 +29,10 @@ def check_output(output: str | None, suffixes: tuple[str, ...] | None = None) ->
         raise UserError("--output", f"'{output}' is a folder", "give a file name")
 
 
-def note(msg: str) -> None:
-    print(f"note: {msg}", file=sys.stderr)
-
-
-def read_rows(run: LoadedRun, path: str, field: str, labels):
-    """A data file read with a run's columns (and labels), cleaned as training cleans evaluation
-    data: rows with empty text are dropped, counted and reported; nothing else is touched.
-
-    Raises:
-        UserError: a problem with the file, a label the run does not know, or no rows with text.
-    """
-    from weitiao.data.clean import clean_split
-
-    reader = run.task.reader(run.data, run.opts)
-    ex = reader.read(path, field, labels)[0] if labels is not None else reader.read_inputs(path, field)
-    ex, counts = clean_split(ex, drop_duplicates=False)
-    if not len(ex):
-        raise UserError(field, f"'{path}' has no rows with text", "give a file with the run's text column filled in")
-    if counts["empty_dropped"]:
-        note(f"{counts['empty_dropped']} of {counts['rows']} rows in '{path}' have an empty text and were skipped (as training skips them)")
-    return ex
-
-
-def read_labelled(run: LoadedRun, path: str, field: str):
-    """A labelled file read with a run's columns and labels, cleaned and encoded."""
-    from weitiao.data.examples import LabelSet
-
-    ex = read_rows(run, path, field, LabelSet(run.names))
-    return run.task.encode(run.tokenizer, ex, run.data.max_length, run.opts, run.names)
-
-
-def validation_data(run: LoadedRun, field: str):
-    """The run's own validation rows, encoded: its data.validation file, else the rows it split off its
-    training data (the same seeded split again: rows that run never trained on; multi-task: each task's)."""
-    from weitiao.data import load_task_data
-
-    cfg = run.config
-    if cfg.data.validation:
-        return read_labelled(run, cfg.data.validation, field)
-    bundle = load_task_data(run.task, cfg.data, cfg.task, cfg.training.seed)
-    if bundle.labels.names != run.names:
-        raise UserError(field, f"the labels of the run's training data ({cfg.data.train or 'its tasks'}) no longer match its model",
-                        "give the data to score explicitly, or keep the run's data unchanged")
-    return run.task.encode(run.tokenizer, bundle.validation, cfg.data.max_length, cfg.task, run.names)
-
-
-def report_truncated(run: LoadedRun, enc) -> None:
-    """A note (stderr) on the inputs longer than data.max_length, in the task's words."""
-    if enc.truncated:
-        note(run.task.too_long_note.format(k=enc.truncated, n=enc.examples, m=run.data.max_length))
-
-
-def scored(run: LoadedRun, enc, batch_size: int | None):
-    """The task's outputs and mean loss on the best device, with out-of-memory turned into a clear stop.
-
-    `batch_size` None: the run's training.eval_batch_size, else the default for the device."""
-    import torch
-
-    from weitiao.errors import TrainingStopped
-    from weitiao.evaluate.scoring import pad_id, score
-    from weitiao.runtime import eval_batch_size, inference_device
-
-    device = inference_device()
-    batch_size = eval_batch_size(batch_size or run.eval_batch_size, device.type == "cuda")
-    try:
-        return score(run.model.to(device), run.task, enc, pad_id(run.tokenizer), len(run.names), run.opts, batch_size, device)
-    except torch.OutOfMemoryError:
-        smaller = max(1, batch_size // 2)
-        raise TrainingStopped(f"out of memory scoring batches of {batch_size} on {device}; "
-                              + (f"pass --batch-size {smaller}" if batch_size > 1 else "use a shorter data.max_length or a device with more memory")) from None
-
-
 def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None = None, batch_size: int | None = None, trust=()) -> dict:
     """Metrics of the run's model on a labelled file (None: the run's own validation data); prints and returns them."""
-    from weitiao.evaluate.scoring import task_metrics
     from weitiao.runtime import inference_device
+    from weitiao.tasks.scoring import task_metrics
 
     check_output(output)
     run = open_run(run_dir, trust=trust)

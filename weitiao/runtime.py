@@ -5,12 +5,18 @@ is not in the recipe: predict importing the recipe made an import cycle)."""
 from __future__ import annotations
 
 import os
+import sys
 
 from weitiao.errors import UserError
 
 
 def say(msg: str = "") -> None:
     print(msg, flush=True)
+
+
+def note(msg: str) -> None:
+    """A remark on stderr, beside the results on stdout."""
+    print(f"note: {msg}", file=sys.stderr)
 
 
 def pick_device(device: str, mixed_precision: str | None) -> tuple[bool, str]:
@@ -38,10 +44,10 @@ def pick_device(device: str, mixed_precision: str | None) -> tuple[bool, str]:
 
 def quiet_hf() -> None:
     """Silence the per-file progress bars of loading and saving; weitiao prints its own."""
+    import warnings
+
     from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging
-
-    import warnings
 
     disable_progress_bars()
     logging.disable_progress_bar()

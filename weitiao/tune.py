@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from weitiao.errors import TrainingStopped, UserError
+from weitiao.rundir import CONFIG, METRICS
 
 STUDY_FILE = "study.db"
 STUDY_NAME = "weitiao"
@@ -230,7 +231,7 @@ def optimize(config: str, overrides: list[str], n: int, worker: int = 0) -> None
 
         print(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
         run = train(cfg, name, overwrite=True, on_eval=on_eval)
-        value = json.loads((run / "metrics.json").read_text())["validation"].get(metric)
+        value = json.loads((run / METRICS).read_text())["validation"].get(metric)
         if value is None:
             raise TrainingStopped(f"trial {trial.number} gave no {metric}")
         return value
@@ -251,7 +252,7 @@ def write_results(study, folder: Path, dims: list[Dimension], trials: int) -> No
     summary = {"metric": metric, "direction": study.direction.name.lower(), "trials": rows}
     if done:
         best = study.best_trial
-        shutil.copy(folder / best.user_attrs["run"] / "config.yaml", folder / "best.yaml")
+        shutil.copy(folder / best.user_attrs["run"] / CONFIG, folder / "best.yaml")
         summary |= {"best": {"trial": best.number, "run": best.user_attrs["run"], "value": best.value, "params": best.params},
                     "importances": importances(study)}
     (folder / "search.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import write_file as write
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}

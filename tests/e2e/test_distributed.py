@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import ROOT, sst2_slice, write_config
 
 ACCELERATE = shutil.which("accelerate", path=os.path.dirname(sys.executable))

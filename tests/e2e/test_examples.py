@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import ROOT, write_config
+
 from weitiao.cli import main
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import yaml
-
 from helpers import ROOT, SST2, write_config
 
 from weitiao.cli import main

@@ -17,7 +17,6 @@ import sys
 
 import pytest
 import torch
-
 from helpers import ROOT, sst2_slice, tiny_bert, write_config, write_rows
 
 from weitiao.cli import main

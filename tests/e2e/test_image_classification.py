@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import DATA, write_config
+
 from weitiao.cli import main
 
 HYMENOPTERA = DATA / "hymenoptera" / "hymenoptera_data"
@@ -88,6 +88,7 @@ def test_digits_from_pixel_rows_train_far_above_chance(tmp_path):
     import json
 
     from helpers import ROOT
+
     from weitiao.cli import main
 
     assert main(["train", str(ROOT / "examples/digits.yaml"), "--name", "digits", "--set", "training.epochs=2",

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import DATA, write_config
+
 from weitiao.cli import main
 
 WNUT = DATA / "wnut17"

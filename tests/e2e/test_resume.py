@@ -11,9 +11,8 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from helpers import ROOT, sst2_slice, tiny_bert, write_config
+from safetensors.torch import load_file
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
 
@@ -154,7 +153,7 @@ def test_data_change_is_named(setup, tmp_path):
 
 
 def test_a_locked_run_folder_refuses_a_second_train(setup):
-    from weitiao.train.run_folder import RunLock
+    from weitiao.rundir.folder import RunLock
 
     tmp, config = setup
     run = tmp / "runs" / "reference"

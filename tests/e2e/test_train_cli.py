@@ -9,7 +9,6 @@ import sys
 import pytest
 import torch
 import yaml
-
 from helpers import GOEMOTIONS, ROOT, minilm_path, sst2_slice, tiny_bert, write_config, write_rows
 
 from weitiao.cli import main

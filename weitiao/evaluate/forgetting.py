@@ -14,14 +14,15 @@ from pathlib import Path
 import torch
 
 from weitiao.errors import UserError
+from weitiao.rundir import MODEL
 
 
 class ForgettingProbe:
     def __init__(self, run_dir: str, batch_size: int):
-        from weitiao.predict import open_run, validation_data
         from weitiao.models.layers import find_parts
+        from weitiao.rundir.opening import open_run, validation_data
 
-        if not (Path(run_dir) / "model" / "config.json").is_file():
+        if not (Path(run_dir) / MODEL / "config.json").is_file():
             raise UserError("strategy.probe", f"'{run_dir}' is not a finished run folder", "name a run folder written by `weitiao train` (with model/)")
         self.run = open_run(run_dir)
         self.model, self.task = self.run.model, self.run.task
@@ -46,7 +47,7 @@ class ForgettingProbe:
     @torch.no_grad()
     def score(self, encoder_state: dict, device) -> dict:
         """The probe run's headline metrics on its data, over the given encoder weights."""
-        from weitiao.evaluate.scoring import pad_id, score, task_metrics
+        from weitiao.tasks.scoring import pad_id, score, task_metrics
 
         encoder = getattr(self.model, self.model.base_model_prefix)
         mine = encoder.state_dict()
@@ -88,7 +89,7 @@ class TextProbe:
 
     @torch.no_grad()
     def score(self, model, device) -> dict:
-        from weitiao.evaluate.scoring import pad_id, score
+        from weitiao.tasks.scoring import pad_id, score
 
         scored = score(model.to(device), self.task, self.data, pad_id(self.tokenizer), 0, self.opts, self.batch_size, device)
         metrics = self.task.metrics(scored.outputs, self.data, [], self.opts)

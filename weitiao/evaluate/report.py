@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPORT = "report.html"
-PLOTS = "plots"
+from weitiao.rundir import CONFIG, GENERATIONS, METRICS, METRICS_LOG, MODEL, PLOTS, REPORT, status  # noqa: F401 (REPORT, PLOTS: also named here)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> tuple[float, list[dict]]:
@@ -56,7 +55,7 @@ def enabled(cfg) -> bool:
 
 
 def read_records(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_LOG
     if not path.is_file():
         return []
     out = []
@@ -66,23 +65,6 @@ def read_records(run_dir: Path) -> list[dict]:
         except json.JSONDecodeError:  # a line being written by a run that is still training
             pass
     return out
-
-
-def status(run_dir: Path) -> str:
-    """finished (metrics.json written), training (its lock is held by a live process), or stopped."""
-    import fcntl
-
-    from weitiao.train.run_folder import LOCK
-
-    if (run_dir / "metrics.json").is_file():
-        return "finished"
-    if (run_dir / LOCK).is_file():
-        with open(run_dir / LOCK, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # free: no process trains into the folder
-            except BlockingIOError:
-                return "training"
-    return "stopped"
 
 
 def write_report(run_dir: str | Path, score: bool = True) -> Path:
@@ -109,13 +91,13 @@ def _write_report(run_dir: Path, score: bool) -> Path:
 
     from weitiao.errors import UserError
 
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`")
     plots = run_dir / PLOTS
     plots.mkdir(exist_ok=True)
     records = read_records(run_dir)
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    final = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    cfg = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
+    final = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
     figures: list[tuple[str, Path]] = []
     figures += curves(records, plots)
     tables: list[tuple[str, str]] = []
@@ -123,14 +105,14 @@ def _write_report(run_dir: Path, score: bool) -> Path:
     validation = final.get("validation", {})
     if validation.get("per_type"):
         figures.append(("F1 per entity type", per_type_plot(validation["per_type"], plots / "per_type.png")))
-    if score and (run_dir / "model" / "config.json").is_file() and task_type in ("classification", "image_classification"):
+    if score and (run_dir / MODEL / "config.json").is_file() and task_type in ("classification", "image_classification"):
         figures_, tables_ = classifier_section(run_dir, plots)
         figures += figures_
         tables += tables_
-    if score and (run_dir / "model" / "config.json").is_file() and task_type == "token_classification":
+    if score and (run_dir / MODEL / "config.json").is_file() and task_type == "token_classification":
         figures.append(("Entity types: gold (rows) against predicted (columns), exact spans", entity_section(run_dir, plots)))
     tables = summary_tables(records, final) + tables
-    generations = run_dir / "generations.jsonl"
+    generations = run_dir / GENERATIONS
     if generations.is_file():
         tables.append(("Sample generations (last evaluation)", generations_table(generations)))
     page = render(run_dir, cfg, status(run_dir), figures, tables)
@@ -214,7 +196,7 @@ def per_type_plot(per_type: dict, path: Path) -> Path:
 
 def classifier_section(run_dir: Path, plots: Path) -> tuple[list, list]:
     """Confusion matrix, per-class bars, reliability diagram (single-label), most confidently wrong examples."""
-    from weitiao.predict import open_run, scored, validation_data
+    from weitiao.rundir.opening import open_run, scored, validation_data
 
     run = open_run(str(run_dir))
     enc = validation_data(run, "validation data")
@@ -307,7 +289,7 @@ def entity_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list
 
 
 def entity_section(run_dir: Path, plots: Path) -> Path:
-    from weitiao.predict import open_run, scored, validation_data
+    from weitiao.rundir.opening import open_run, scored, validation_data
     from weitiao.tasks.token_classification import predicted_tags, word_probs
 
     run = open_run(str(run_dir))

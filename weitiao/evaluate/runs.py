@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from weitiao.errors import UserError
+from weitiao.rundir import CONFIG, METRICS, METRICS_LOG
 
 
 @dataclass
@@ -30,7 +31,7 @@ def find_runs(root: Path) -> list[Path]:
     out = []
     for config in sorted(root.glob("*/config.yaml")) + sorted(root.glob("*/*/config.yaml")):
         folder = config.parent
-        if (folder / "metrics.jsonl").is_file() and "checkpoints" not in folder.parts:
+        if (folder / METRICS_LOG).is_file() and "checkpoints" not in folder.parts:
             out.append(folder)
     return out
 
@@ -51,24 +52,25 @@ def describe_run(folder: Path, root: Path | None = None) -> RunRow:
 def _describe(folder: Path, root: Path | None) -> RunRow:
     import yaml
 
-    from weitiao.evaluate.report import read_records, status
+    from weitiao.evaluate.report import read_records
+    from weitiao.rundir import status
 
-    cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
+    cfg = yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8")) or {}
     task = cfg.get("task") or {}
     task = task.get("type", "?") if isinstance(task, dict) else str(task)
     strategy = cfg.get("strategy") or {}
     strategy = strategy.get("method", "?") if isinstance(strategy, dict) else str(strategy)
     metric = (cfg.get("training") or {}).get("metric") or "?"
-    final = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
+    final = json.loads((folder / METRICS).read_text()) if (folder / METRICS).is_file() else {}
     value = final.get("validation", {}).get(metric)
     records = read_records(folder)
     if value is None:  # a run still training or stopped: the best evaluation so far
         bests = [r.get("best") for r in records if "eval" in r and isinstance(r.get("best"), (int, float))]
         value = bests[-1] if bests else None
     seconds = final.get("train", {}).get("seconds")
-    started = (folder / "config.yaml").stat().st_mtime
+    started = (folder / CONFIG).stat().st_mtime
     if seconds is None and records:
-        seconds = round((folder / "metrics.jsonl").stat().st_mtime - started, 1)
+        seconds = round((folder / METRICS_LOG).stat().st_mtime - started, 1)
     name = str(folder.relative_to(root)) if root else folder.name
     return RunRow(name, str(folder), task, str(cfg.get("model", "?")), strategy, metric, value, seconds,
                   time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), status(folder))
@@ -111,11 +113,11 @@ def compare(runs: list[str], out: str = "compare.html") -> dict:
         raise UserError("RUN", "compare needs two runs or more", "give two or more run folders")
     folders = [Path(r) for r in runs]
     for f in folders:
-        if not (f / "config.yaml").is_file():
+        if not (f / CONFIG).is_file():
             raise UserError("RUN", f"'{f}' is not a run folder (no config.yaml)", "give folders written by `weitiao train`")
     try:
-        configs = [flat_config(yaml.safe_load((f / "config.yaml").read_text(encoding="utf-8")) or {}) for f in folders]
-        finals = [json.loads((f / "metrics.json").read_text()) if (f / "metrics.json").is_file() else {} for f in folders]
+        configs = [flat_config(yaml.safe_load((f / CONFIG).read_text(encoding="utf-8")) or {}) for f in folders]
+        finals = [json.loads((f / METRICS).read_text()) if (f / METRICS).is_file() else {} for f in folders]
     except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
         raise UserError("RUN", f"a run's config.yaml or metrics.json cannot be read ({type(e).__name__})",
                         "leave out the damaged run (weitiao runs marks it 'broken')") from None

@@ -1,7 +1,6 @@
 """`weitiao export RUN --format FORMAT`: a run's model in a portable format, checked against the run.
 
-One module a format (hf, adapter, onnx and onnx-int8, pt2), registered by name in `FORMATS`
-(duplicates refused). Every export folder holds the same things beside the model:
+The formats themselves (one module each, registered by name) are in weitiao/formats. Every export folder holds the same things beside the model:
 
     config.yaml           the run's resolved config (task, columns): `weitiao predict/eval/serve` read it
     config.json, tokenizer / preprocessor files
@@ -15,55 +14,10 @@ run's logits (max |delta| over the tolerance, or any prediction that changes) is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from weitiao.errors import UserError, add_to, unknown
-
-MANIFEST = "weitiao_export.json"
-
-
-@dataclass(frozen=True)
-class Format:
-    name: str
-    help: str
-    write: Callable | None  # (source: Source, folder: Path) -> None: the model file(s); None: read only (a retired format)
-    load: Callable  # (folder: Path, task, manifest: dict) -> a model that `scoring.score` can run
-    tolerance: float | None  # the largest max |delta logit| that passes; None: measured and reported only
-    graph: bool  # a traced graph of the forward pass (no generation loop): refused for generative tasks
-    runs_code: str | None = None  # why loading this format can run code the file carries; such folders open only when trusted by name
-
-
-FORMATS: dict[str, Format] = {}
-
-
-def register_format(fmt: Format) -> Format:
-    return add_to(FORMATS, fmt.name, fmt, "export format")
-
-
-def load_formats() -> dict[str, Format]:
-    from weitiao.export import adapter, hf, onnx, pt2  # noqa: F401  (importing registers them)
-
-    return FORMATS
-
-
-def get_format(name: str) -> Format:
-    load_formats()
-    if name not in FORMATS:
-        raise unknown("--format", "format", name, {k for k, f in FORMATS.items() if f.write})
-    return FORMATS[name]
-
-
-def writable_format(name: str) -> Format:
-    form = get_format(name)
-    if form.write is None:
-        raise UserError("--format", f"'{name}' is no longer written ({form.help})", "use --format pt2 (torch.export), or onnx")
-    return form
-
-
-def is_export(folder) -> bool:
-    return (Path(folder) / MANIFEST).is_file()
+from weitiao.errors import UserError
+from weitiao.formats import MANIFEST, is_export, writable_format  # noqa: F401 (the export folder's marks, also named here)
 
 
 def export(run_dir: str, fmt: str = "hf", out: str | None = None, task: str | None = None, overwrite: bool = False,

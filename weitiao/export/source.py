@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from weitiao.errors import UserError
+from weitiao.rundir import CONFIG, METRICS, MODEL
 
 TRACE_ROWS = 4  # the example batch a graph is traced with: rows of different lengths, so it holds padding
 
@@ -20,15 +21,20 @@ TRACE_ROWS = 4  # the example batch a graph is traced with: rows of different le
 class Source:
     run_dir: Path  # the run folder exported (a multi-task run: the single-task view of one task)
     name: str  # the run's name, for the model card
-    run: object  # predict.LoadedRun: task, options, model, tokenizer, label names
+    run: object  # rundir.opening.LoadedRun: task, options, model, tokenizer, label names
     enc: object  # the task's encoded evaluation rows (at most `rows` of them)
     example: dict  # a collated batch of evaluation rows, without labels: what graphs are traced with
     inputs: list[str]  # the model's input names, in the order graphs take them
 
+    @property
+    def model_dir(self) -> Path:
+        """The run's model/ folder (what `--format hf` copies)."""
+        return self.run_dir / MODEL
+
 
 def open_source(run_dir: str, task: str | None, form, scratch: Path, rows: int) -> Source:
     """The run (or one task of a multi-task run, as a single-task run in `scratch`), checked against `form`."""
-    from weitiao.predict import open_run, validation_data
+    from weitiao.rundir.opening import open_run, validation_data
 
     root = Path(run_dir)
     view = _single_task(root, task, scratch)
@@ -46,7 +52,7 @@ def open_source(run_dir: str, task: str | None, form, scratch: Path, rows: int) 
 
 
 def _example_batch(run, enc) -> dict:
-    from weitiao.evaluate.scoring import pad_id
+    from weitiao.tasks.scoring import pad_id
 
     lengths = enc.lengths[:64]
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
@@ -58,11 +64,11 @@ def _example_batch(run, enc) -> dict:
 
 def _single_task(root: Path, task: str | None, scratch: Path) -> Path:
     """`root` itself, or for a multi-task run a single-task run folder of `task` (its config and model) in `scratch`."""
-    from weitiao.predict import open_run
+    from weitiao.rundir.opening import open_run
 
-    if not (root / "config.yaml").is_file():
+    if not (root / CONFIG).is_file():
         raise UserError("run_dir", f"'{root}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`, e.g. runs/demo")
-    raw = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load((root / CONFIG).read_text(encoding="utf-8"))
     members = raw.get("task", {}).get("tasks") if isinstance(raw.get("task"), dict) else None
     if members is None:
         if task:
@@ -72,29 +78,29 @@ def _single_task(root: Path, task: str | None, scratch: Path) -> Path:
         raise UserError("--task", f"{task!r} is not a task of this run" if task else "is required for a multi-task run", f"give one of {', '.join(members)}")
     run = open_run(str(root))
     view = scratch / root.name
-    (view / "model").mkdir(parents=True)
-    run.model.export_task(task, view / "model", run.tokenizer)
+    (view / MODEL).mkdir(parents=True)
+    run.model.export_task(task, view / MODEL, run.tokenizer)
     member = dict(members[task])
     raw["data"] = member.pop("data")
     member.pop("weight", None)
     raw["task"] = member
     raw.get("training", {}).pop("metric", None)  # the multi-task run's ("mean") is not this task's: its default applies
-    (view / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    metrics = root / "metrics.json"
+    (view / CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    metrics = root / METRICS
     if metrics.is_file():  # the task's own metrics, for the model card
         own = {k.split("/", 1)[1]: v for k, v in json.loads(metrics.read_text()).get("validation", {}).items() if k.startswith(task + "/")}
-        (view / "metrics.json").write_text(json.dumps({"validation": own}))
+        (view / METRICS).write_text(json.dumps({"validation": own}))
     return view
 
 
 def write_common(source: Source, folder: Path, form) -> None:
     """The files every export holds beside the model: config.yaml, config.json, the tokenizer, README.md, the manifest."""
+    from weitiao.formats import MANIFEST
     from weitiao.version import __version__
-    from weitiao.export import MANIFEST
 
-    shutil.copy(source.run_dir / "config.yaml", folder / "config.yaml")
-    if (source.run_dir / "metrics.json").is_file():  # the run's own scores, for /v1/model and the card
-        shutil.copy(source.run_dir / "metrics.json", folder / "metrics.json")
+    shutil.copy(source.run_dir / CONFIG, folder / CONFIG)
+    if (source.run_dir / METRICS).is_file():  # the run's own scores, for /v1/model and the card
+        shutil.copy(source.run_dir / METRICS, folder / METRICS)
     if not (folder / "config.json").is_file():
         source.run.model.config.save_pretrained(folder)
     source.run.tokenizer.save_pretrained(folder)
@@ -113,7 +119,7 @@ def model_card(source: Source, form) -> str:
     from weitiao.version import __version__
 
     cfg = source.run.config
-    metrics_file = source.run_dir / "metrics.json"
+    metrics_file = source.run_dir / METRICS
     validation = json.loads(metrics_file.read_text()).get("validation", {}) if metrics_file.is_file() else {}
     headline = source.run.task.headline(validation) if validation else {}
     strategy = {k: v for k, v in cfg.strategy.model_dump().items() if v not in (None, [], {}, False) and k != "dropout"}

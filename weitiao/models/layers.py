@@ -14,6 +14,9 @@ from torch import nn
 
 from weitiao.errors import UserError
 
+# Architectures whose classification head reads only the first token (BERT-style pooling).
+FIRST_TOKEN_HEADS = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "albert", "mpnet"}
+
 
 @dataclass
 class Parts:

@@ -18,7 +18,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_root() -> Path:
-    from weitiao.models import cache_dir
+    from weitiao.models.cache import cache_dir
 
     return cache_dir("")
 

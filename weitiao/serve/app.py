@@ -14,8 +14,8 @@ size limit 413; a request that fails is a 500 for that request alone.
 
 
 import base64
-import contextlib
 import binascii
+import contextlib
 import hmac
 import json
 import os
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weitiao.errors import UserError
+from weitiao.rundir import METRICS
 
 API_KEY_ENV = "WEITIAO_API_KEY"
 
@@ -160,8 +161,8 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
     from fastapi import FastAPI, HTTPException, Request
     from pydantic import BaseModel, Field
 
-    from weitiao.version import __version__
     from weitiao.serve.batching import MicroBatcher
+    from weitiao.version import __version__
 
     settings = settings or Settings()
     generative = hasattr(run.task, "answer")
@@ -294,8 +295,8 @@ def describe(run, name: str, settings: Settings) -> dict:
 
     cfg, metrics = run.config, {}
     root = Path(getattr(run, "root", "") or "")
-    if (root / "metrics.json").is_file():
-        metrics = run.task.headline(json.loads((root / "metrics.json").read_text()).get("validation", {}))
+    if (root / METRICS).is_file():
+        metrics = run.task.headline(json.loads((root / METRICS).read_text()).get("validation", {}))
     base = Path(cfg.model).name if ("/" in cfg.model and Path(cfg.model).exists()) else cfg.model  # a name, never this machine's paths
     return {"name": name, "task": run.opts.type, "labels": run.names, "base_model": base, "strategy": cfg.strategy.method,
             "metrics": metrics, "backend": getattr(run, "backend", "torch"), "weitiao_version": __version__,

@@ -39,8 +39,8 @@ def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, backend: str 
 
 
 def _load(run_dir: str, backend: str | None, scratch: Path, trust=()):
-    from weitiao.export import is_export
-    from weitiao.predict import open_run
+    from weitiao.formats import is_export
+    from weitiao.rundir.opening import open_run
 
     if backend == "onnx" and not is_export(run_dir):
         from weitiao.export import export

@@ -59,10 +59,16 @@ def register(name: str, options: tuple[str, ...] = (), peft: bool = False):
     return add
 
 
-def load_all() -> dict[str, Method]:
-    # Importing a method's module registers it: this line is the one list of them.
-    from weitiao.strategies import adapter, freeze_bottom, full, gradual_unfreeze, head_only, peft_methods, train_top  # noqa: F401
+# The methods' modules: importing one registers it. Loaded by name, so that plug-ins import this
+# registry and never the reverse (the layers contract counts no cycle here).
+PLUGINS = ("adapter", "freeze_bottom", "full", "gradual_unfreeze", "head_only", "peft_methods", "train_top")
 
+
+def load_all() -> dict[str, Method]:
+    import importlib
+
+    for name in PLUGINS:
+        importlib.import_module(f"{__name__}.{name}")
     return STRATEGIES
 
 

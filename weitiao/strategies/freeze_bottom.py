@@ -4,8 +4,8 @@ Lower layers hold the most general features and change least in fine-tuning (Yos
 al. 2014, https://arxiv.org/abs/1411.1792), so freezing them saves compute with little loss.
 """
 
-from weitiao.strategies import Selection, register, set_trainable
 from weitiao.models.layers import find_parts, layer_index, require_layers
+from weitiao.strategies import Selection, register, set_trainable
 
 
 @register("freeze_bottom", options=("layers",))

@@ -7,8 +7,8 @@ trained at once with the scheduled LR of its group. Adding groups to a running o
 instead is where other tools go wrong (transformers issue #20029).
 """
 
-from weitiao.strategies import Selection, apply_patterns, register, set_trainable
 from weitiao.models.layers import find_parts, layer_index
+from weitiao.strategies import Selection, apply_patterns, register, set_trainable
 
 
 @register("gradual_unfreeze", options=("unfreeze_every", "unfreeze_unit"))

@@ -1,8 +1,8 @@
 """Head only: the pretrained network is frozen; only the task head learns (a linear probe, or
 BERT's pooler + classifier)."""
 
-from weitiao.strategies import Selection, register, set_trainable
 from weitiao.models.layers import find_parts
+from weitiao.strategies import Selection, register, set_trainable
 
 
 @register("head_only")

@@ -13,8 +13,8 @@ prompt tuning: Lester et al. 2021; P-tuning: Liu et al. 2021; LN tuning: Zhao et
 from __future__ import annotations
 
 from weitiao.errors import UserError
-from weitiao.strategies import Selection, register
 from weitiao.models.layers import find_parts
+from weitiao.strategies import Selection, register
 
 LORA_OPTIONS = ("r", "alpha", "lora_dropout", "rslora", "target_modules")
 PROMPT_OPTIONS = ("num_virtual_tokens",)

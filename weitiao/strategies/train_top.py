@@ -1,7 +1,7 @@
 """Train only the top K layers and the head; everything below is frozen."""
 
-from weitiao.strategies import Selection, register, set_trainable
 from weitiao.models.layers import find_parts, layer_index, require_layers
+from weitiao.strategies import Selection, register, set_trainable
 
 
 @register("train_top", options=("layers",))

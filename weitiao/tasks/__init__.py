@@ -71,11 +71,16 @@ def register_task(task: Task) -> Task:
     return add_to(TASKS, task.name, task, "task")
 
 
-def load_all() -> dict[str, Task]:
-    # Importing a task's module registers it: this line is the one list of them.
-    from weitiao.tasks import causal_lm, classification, image_classification, seq2seq, token_classification  # noqa: F401
-    from weitiao.tasks import multitask  # noqa: F401  (after the tasks it combines)
+# The tasks' modules: importing one registers it (multitask after the tasks it combines). Loaded by
+# name, so that plug-ins import this registry and never the reverse (no import cycle).
+PLUGINS = ("causal_lm", "classification", "image_classification", "seq2seq", "token_classification", "multitask")
 
+
+def load_all() -> dict[str, Task]:
+    import importlib
+
+    for name in PLUGINS:
+        importlib.import_module(f"{__name__}.{name}")
     return TASKS
 
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from weitiao.data.examples import Examples
+from weitiao.models.heads import DROPOUT_KEYS, load_saved, with_head  # noqa: F401 (part of this module's API)
 from weitiao.schema import Section
 from weitiao.tasks import metrics_line, pick_metrics, register_task
-from weitiao.models.heads import DROPOUT_KEYS, load_saved, with_head  # noqa: F401 (part of this module's API)
-from weitiao.tasks.text import ensure_pad_token, load_tokenizer, pad_rows  # noqa: F401 (part of this module's API)
 from weitiao.tasks.rows import TokenRows
+from weitiao.tasks.text import ensure_pad_token, load_tokenizer, pad_rows  # noqa: F401 (part of this module's API)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,7 +122,7 @@ def predict_probs(model, data: Encoded, pad_id: int, num_labels: int, multi_labe
     """Probabilities for every example, in input order ([n, num_labels]), and the mean loss when labels exist."""
     import numpy as np
 
-    from weitiao.evaluate.scoring import score
+    from weitiao.tasks.scoring import score
 
     scored = score(model, TASK, data, pad_id, num_labels, Options(multi_label=multi_label), batch_size, device, forward)
     probs = np.stack(scored.outputs) if scored.outputs else np.zeros((0, num_labels), dtype=np.float32)

@@ -22,8 +22,8 @@ from pydantic import Field, field_validator
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
-from weitiao.tasks import register_task
 from weitiao.tasks import classification as cls
+from weitiao.tasks import register_task
 from weitiao.tasks.image_augment import AugmentConfig
 
 if TYPE_CHECKING:

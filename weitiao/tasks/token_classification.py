@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from weitiao.data.examples import Examples
+from weitiao.models.heads import load_saved, with_head
 from weitiao.schema import Section
 from weitiao.tasks import metrics_line, pick_metrics, register_task
 from weitiao.tasks import tags as T
-from weitiao.tasks.tag_reader import TagReader, label_scheme
-from weitiao.models.heads import load_saved, with_head
-from weitiao.tasks.text import load_tokenizer, pad_rows
 from weitiao.tasks.rows import TokenRows
+from weitiao.tasks.tag_reader import TagReader, label_scheme
+from weitiao.tasks.text import load_tokenizer, pad_rows
 
 if TYPE_CHECKING:
     import torch

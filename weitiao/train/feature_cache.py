@@ -25,12 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from weitiao.models.layers import find_layer_stack, find_parts, unwrap
-
+from weitiao.models.layers import FIRST_TOKEN_HEADS, find_layer_stack, find_parts, unwrap
 
 # Model types whose sequence-level head reads only position 0 of the last layer's output
 # (pooler or classifier on hidden[:, 0]); read off their transformers modeling files.
-FIRST_TOKEN_HEADS = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "albert", "mpnet"}
 
 
 def frozen_bottom(model: nn.Module) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from weitiao.errors import Diverged, TrainingStopped
+from weitiao.rundir import CHECKPOINTS
 from weitiao.train.checkpoint import PendingCheckpoint, load_checkpoint
 from weitiao.train.optim import build_optimizer, build_scheduler, warmup_steps
 
@@ -152,7 +153,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
             return None
         state = {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": _rng_state()}
-        return PendingCheckpoint(run_dir / "checkpoints", st.step, state)
+        return PendingCheckpoint(run_dir / CHECKPOINTS, st.step, state)
 
     def checkpoint(pending: PendingCheckpoint | None = None) -> None:
         """Finish a checkpoint; the loop state goes into its meta.json as it is now."""

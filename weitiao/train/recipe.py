@@ -12,11 +12,12 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 from weitiao.config import RunConfig, dump_config, flat_config
 from weitiao.errors import Diverged, UserError
+from weitiao.rundir import CHECKPOINTS, CONFIG, GENERATIONS, METRICS, METRICS_LOG, MODEL
 from weitiao.runtime import eval_batch_size, pick_device, quiet_hf, say  # noqa: F401 (pick_device, quiet_hf: part of this module's API)
 from weitiao.train.saving import load_best, merge_adapter, save_adapter, save_model  # noqa: F401
 
@@ -30,7 +31,7 @@ def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None
 
     Returns the run folder.
     """
-    from weitiao.train.run_folder import check_run_dir, refuse_if_locked
+    from weitiao.rundir.folder import check_run_dir, refuse_if_locked
 
     checkpoint = None
     if resume:
@@ -48,7 +49,7 @@ def find_checkpoint(cfg: RunConfig, resume: str, name: str | None, force: bool) 
     from weitiao.train.resume import check_same_run, resolve_resume
 
     run_dir = resolve_resume(resume, cfg.output.dir, name)
-    folder, torn = latest_valid(run_dir / "checkpoints")
+    folder, torn = latest_valid(run_dir / CHECKPOINTS)
     for bad in torn:
         say(f"checkpoint {bad} is incomplete or corrupt (checksum mismatch): using an earlier one")
     if folder is None:
@@ -91,10 +92,10 @@ def prepare(cfg: RunConfig) -> Prepared:
 
     from weitiao.evaluate.forgetting import make_probe
     from weitiao.models import resolve_model
+    from weitiao.models.last_layer import prune_last_layer
     from weitiao.strategies import apply_strategy, get_strategy
     from weitiao.strategies.l2sp import l2sp_for
     from weitiao.strategies.lr_groups import build_param_groups
-    from weitiao.train.last_layer import prune_last_layer
 
     quiet_hf()
     s, t = cfg.strategy, cfg.training
@@ -102,7 +103,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         torch.set_num_threads(t.num_threads)
     get_strategy(s)  # an unknown method or a misplaced option fails before the model loads
     cuda, mixed_precision = pick_device(t.device, t.mixed_precision)
-    from weitiao.distill import student_model
+    from weitiao.train.distill import student_model
 
     path = student_model(cfg) or resolve_model(cfg.model)  # distillation into fewer layers: the teacher's model, cut
     tokenizer = task.processor(path, cfg.model, cfg.data.max_length)  # checked: a pad token, positions for data.max_length
@@ -126,7 +127,7 @@ def prepare(cfg: RunConfig) -> Prepared:
             for file, reason in bad[:3]:
                 say(f"skipped unreadable {split} file '{file}' ({reason})")
     if cfg.distill and cfg.distill.teacher:
-        from weitiao.distill import with_teacher
+        from weitiao.train.distill import with_teacher
 
         task = with_teacher(task, cfg, data, encoded, names, tokenizer, say)  # training batches carry the teacher's logits
     model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, getattr(tokenizer, "pad_token_id", None))
@@ -156,8 +157,8 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
     """
     from accelerate import Accelerator
 
+    from weitiao.rundir.folder import MetricsLog, NewRunFolder, NullLog, RunLock, write_env
     from weitiao.train.resume import truncate_metrics
-    from weitiao.train.run_folder import MetricsLog, NewRunFolder, NullLog, RunLock, write_env
 
     t = cfg.training
     trackers = tracking(cfg.output.tracking)
@@ -170,14 +171,14 @@ def fit(cfg: RunConfig, setup: Prepared, run_dir: Path, overwrite: bool, cuda: b
             if checkpoint is None:
                 folder = NewRunFolder(run_dir, overwrite)
                 lock = folder.lock
-                (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+                (run_dir / CONFIG).write_text(dump_config(cfg), encoding="utf-8")
                 write_env(run_dir, t.seed, str(accelerator.device), accelerator.num_processes, setup.mixed_precision)
             else:
                 lock = RunLock(run_dir)
         accelerator.wait_for_everyone()
         if trackers:
             accelerator.init_trackers("tensorboard" if trackers == ["tensorboard"] else "tracking", config={k: v for k, v in flat_config(cfg.model_dump(mode="json")).items() if isinstance(v, (int, float, str, bool))})
-        log = MetricsLog(run_dir / "metrics.jsonl", accelerator if trackers else None) if main else NullLog()
+        log = MetricsLog(run_dir / METRICS_LOG, accelerator if trackers else None) if main else NullLog()
         if checkpoint is not None:
             meta = json.loads((checkpoint / "meta.json").read_text())
             if main:
@@ -222,14 +223,15 @@ def tracking(setting) -> list[str]:
 
 
 def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, checkpoint: Path | None, started, on_eval=None) -> Path:
+    import torch
+
     from weitiao.data.batching import length_grouped_batches, padding_fraction
-    from weitiao.evaluate.scoring import pad_id
     from weitiao.strategies.lr_groups import lr_table
     from weitiao.strategies.report import parameter_table
+    from weitiao.tasks.scoring import pad_id
     from weitiao.train.feature_cache import frozen_body, frozen_bottom, frozen_modules
     from weitiao.train.loop import train_loop
     from weitiao.train.resume import config_hash, data_fingerprint
-    import torch
 
     task, opts, encoded, selection, tokenizer = setup.task, setup.opts, setup.encoded, setup.selection, setup.tokenizer
     model, t, s = selection.model, cfg.training, cfg.strategy
@@ -292,7 +294,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
         if selection.peft:
             save_adapter(m, tokenizer, run_dir / "adapter")
         else:
-            save_model(m, tokenizer, run_dir / "model")
+            save_model(m, tokenizer, run_dir / MODEL)
             steps.best_validation = steps.latest_validation  # exactly this model's scores: finish need not score it again
 
     started()  # the old run folder (replaced with --overwrite) goes now, not before
@@ -339,7 +341,7 @@ class TaskSteps:
 
     def logits(self, m, batch: dict, split: str = "train", index: list[int] | None = None, labels=None):
         if self.cache is None:
-            from weitiao.evaluate.scoring import task_forward
+            from weitiao.tasks.scoring import task_forward
 
             return task_forward(self.task, m, batch, labels)
         index = batch.pop("cache_index") if index is None else index
@@ -369,7 +371,7 @@ class TaskSteps:
         """
         from accelerate.utils import gather_object
 
-        from weitiao.evaluate.scoring import score, task_metrics
+        from weitiao.tasks.scoring import score, task_metrics
         from weitiao.train.memory import release_host_memory
 
         release_host_memory()  # what the training steps freed, before evaluation allocates its own
@@ -403,7 +405,7 @@ def write_generations(run_dir: Path, step: int, records: list[dict]) -> None:
     (generations.jsonl in the run folder, one line per prompt, each with the step)."""
     if not records:  # a task that does not generate writes no file
         return
-    with open(run_dir / "generations.jsonl", "a", encoding="utf-8") as f:
+    with open(run_dir / GENERATIONS, "a", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps({"step": step, **r}, ensure_ascii=False) + "\n")
 
@@ -417,7 +419,7 @@ def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, r
     release_host_memory()
     model = accelerator.unwrap_model(setup.selection.model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    best = merge_adapter(model, run_dir, setup.tokenizer) if setup.selection.peft else load_best(model, run_dir / "model", task.load)
+    best = merge_adapter(model, run_dir, setup.tokenizer) if setup.selection.peft else load_best(model, run_dir / MODEL, task.load)
     best.eval()
     # The saved best model of a full or partial run was scored on the validation split when it was picked
     # (the same weights); a merged adapter differs from what trained by float error, so it is scored again.
@@ -432,7 +434,7 @@ def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, r
     final["truncated"] = setup.data.report["truncated"]
     from weitiao.files import write_text
 
-    write_text(run_dir / "metrics.json", json.dumps(final, indent=2))  # whole or not at all: a reader never sees half a file
+    write_text(run_dir / METRICS, json.dumps(final, indent=2))  # whole or not at all: a reader never sees half a file
     log.write({"final": {k: task.headline(v) if k in ("validation", "test") else v for k, v in final.items()}})
     summarize(task, final, run_dir, {split: len(getattr(setup.data, split)) for split in steps.encoded})
 

@@ -15,6 +15,7 @@ import yaml
 
 from weitiao.config import RunConfig
 from weitiao.errors import UserError
+from weitiao.rundir import CONFIG
 
 # Keys that change how a run is shown, not what it computes.
 COSMETIC = {("training", "progress"), ("training", "log_every"), ("output", "dir"), ("output", "report"), ("output", "tracking")}
@@ -72,7 +73,7 @@ def resolve_resume(arg: str, parent: str, name: str | None) -> Path:
     folder under output.dir that has a checkpoint."""
     if arg != "auto":
         path = Path(arg)
-        if not (path / "config.yaml").is_file():
+        if not (path / CONFIG).is_file():
             raise UserError("--resume", f"'{arg}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`, or --resume auto")
         return path
     if name:
@@ -91,7 +92,7 @@ def check_same_run(run_dir: Path, cfg: RunConfig, meta: dict, force: bool) -> No
     if force:
         return
     if meta.get("config_hash") != config_hash(cfg):
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        saved = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
         changed = _diff(_comparable(saved), _comparable(cfg.model_dump(mode="json")))
         what = ", ".join(changed[:5]) or "the config"
         raise UserError("--resume", f"the config differs from the one '{run_dir}' was trained with ({what})",

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from weitiao.files import atomic_folder
+from weitiao.rundir import MODEL
 
 
 def save_adapter(model, tokenizer, target: Path) -> None:
@@ -35,7 +36,7 @@ def merge_adapter(peft_model, run_dir: Path, tokenizer):
         def write(tmp: Path) -> None:
             shutil.copytree(adapter, tmp)
             peft_model.get_base_model().config.save_pretrained(tmp)
-        atomic_folder(run_dir / "model", write)
+        atomic_folder(run_dir / MODEL, write)
         return peft_model
     merged = peft_model.merge_and_unload()
     # Some methods (LN tuning in peft 0.21) leave the saved head wrapped after merging: unwrap it.
@@ -43,7 +44,7 @@ def merge_adapter(peft_model, run_dir: Path, tokenizer):
         if isinstance(module, ModulesToSaveWrapper):
             parent, _, child = name.rpartition(".")
             setattr(merged.get_submodule(parent) if parent else merged, child, module.modules_to_save["default"])
-    save_model(merged, tokenizer, run_dir / "model")
+    save_model(merged, tokenizer, run_dir / MODEL)
     return merged
 
 

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 from weitiao.errors import UserError
+from weitiao.rundir import CONFIG, METRICS_LOG, MODEL
 
 PAGE = Path(__file__).with_name("page.html")
 
@@ -39,9 +40,9 @@ def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | Non
     from fastapi.responses import HTMLResponse
     from pydantic import BaseModel, Field
 
-    from weitiao.version import __version__
     from weitiao.evaluate.runs import describe_run, find_runs
     from weitiao.serve.app import LOOPBACK, Guard, Settings, check_lengths
+    from weitiao.version import __version__
 
     limits = Settings()
     app = FastAPI(title="weitiao dashboard", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
@@ -53,12 +54,12 @@ def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | Non
 
     def folder(name: str) -> Path:
         path = (root / name).resolve()
-        if not path.is_relative_to(root.resolve()) or not (path / "config.yaml").is_file():
+        if not path.is_relative_to(root.resolve()) or not (path / CONFIG).is_file():
             raise HTTPException(404, f"no run '{name}' in {root}")
         return path
 
     def model_of(name: str):
-        from weitiao.predict import open_run
+        from weitiao.rundir.opening import open_run
 
         path = folder(name)
         key = f"{name}:{(path / 'model' / 'config.json').stat().st_mtime if (path / 'model' / 'config.json').is_file() else 0}"
@@ -82,7 +83,7 @@ def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | Non
         from dataclasses import asdict
 
         rows = sorted((describe_run(f, root) for f in find_runs(root)), key=lambda r: r.date, reverse=True)
-        return [asdict(r) | {"has_model": (Path(r.path) / "model" / "config.json").is_file()} for r in rows]
+        return [asdict(r) | {"has_model": (Path(r.path) / MODEL / "config.json").is_file()} for r in rows]
 
     @app.get("/runs/{name:path}/report", response_class=HTMLResponse)
     def report(name: str) -> HTMLResponse:
@@ -90,7 +91,7 @@ def create_app(root: Path, token: str | None = None, hosts: frozenset[str] | Non
 
         path = folder(name)
         page = path / REPORT
-        log = path / "metrics.jsonl"
+        log = path / METRICS_LOG
         if not page.is_file() or (log.is_file() and log.stat().st_mtime > page.stat().st_mtime):
             write_report(path)  # missing, or older than the run's log (a run that trains)
         return HTMLResponse(page.read_text(encoding="utf-8", errors="replace"), headers=SANDBOX)
@@ -152,9 +153,8 @@ def ui(runs: str = "runs", host: str = "127.0.0.1", port: int = 7860) -> None:
 
     import uvicorn
 
-    from weitiao.serve.server import _check_port
-
     from weitiao.serve.app import allowed_hosts
+    from weitiao.serve.server import _check_port
 
     root = Path(runs)
     if not root.is_dir():

@@ -44,7 +44,7 @@ def read_manifest(folder) -> dict:
         UserError: the file is not JSON, or lacks what weitiao wrote there.
     """
     from weitiao.errors import UserError
-    from weitiao.export import MANIFEST
+    from weitiao.formats import MANIFEST
 
     path = Path(folder) / MANIFEST
     try:
@@ -67,7 +67,7 @@ def load_exported(folder, task, trust=()):
         UserError: an unknown format, or a code-carrying one not trusted.
     """
     from weitiao.errors import UserError
-    from weitiao.export import get_format
+    from weitiao.formats import get_format
 
     manifest = read_manifest(folder)
     form = get_format(manifest["format"])
@@ -91,7 +91,6 @@ def model_config(folder: Path):
 def onnx_session(path: Path):
     """An onnxruntime CPU session using as many threads as torch does."""
     import onnxruntime as ort
-
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     options = ort.SessionOptions()

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from weitiao.errors import UserError
-from weitiao.export import Format, register_format
+from weitiao.formats import Format, register_format
 
 
 def write(source, folder: Path) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from weitiao.export import Format, register_format
+from weitiao.formats import Format, register_format
 
 
 def write(source, folder: Path) -> None:
-    shutil.copytree(source.run_dir / "model", folder, dirs_exist_ok=True)
+    shutil.copytree(source.model_dir, folder, dirs_exist_ok=True)
 
 
 def load(folder: Path, task, manifest: dict):

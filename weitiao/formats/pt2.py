@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from weitiao.export import Format, register_format
-from weitiao.export.graph import Logits, dynamic_shapes, quiet
-from weitiao.export.loading import GraphModel, model_config
+from weitiao.formats import Format, register_format
+from weitiao.formats.graph import Logits, dynamic_shapes, quiet
+from weitiao.formats.loading import GraphModel, model_config
 
 FILE = "model.pt2"
 RISK = "loading a .pt2 file can run code it carries (pickle, sympy eval)"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from weitiao.export import Format, register_format
-from weitiao.export.graph import Logits, dynamic_shapes, quiet
-from weitiao.export.loading import load_onnx
+from weitiao.formats import Format, register_format
+from weitiao.formats.graph import Logits, dynamic_shapes, quiet
+from weitiao.formats.loading import load_onnx
 
 FILE = "model.onnx"
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from weitiao.errors import UserError
+from weitiao.rundir import ENV, LOCK
 
 
 def check_run_dir(parent: str, name: str, overwrite: bool) -> Path:
@@ -34,7 +35,6 @@ def check_run_dir(parent: str, name: str, overwrite: bool) -> Path:
     return path
 
 
-LOCK = ".lock"
 
 
 class RunLock:
@@ -162,7 +162,7 @@ def write_env(path: Path, seed: int, device: str, processes: int = 1, mixed_prec
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "git_commit": git_commit(), "seed": seed,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
     }
-    (path / "env.json").write_text(json.dumps(env, indent=2))
+    (path / ENV).write_text(json.dumps(env, indent=2))
 
 
 class MetricsLog:

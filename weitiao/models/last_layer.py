@@ -23,8 +23,7 @@ import types
 import torch
 from torch import nn
 
-from weitiao.models.layers import find_layer_stack, unwrap
-from weitiao.train.feature_cache import FIRST_TOKEN_HEADS
+from weitiao.models.layers import FIRST_TOKEN_HEADS, find_layer_stack, unwrap
 
 
 def prunable_last_layer(model: nn.Module) -> nn.Module | None:
