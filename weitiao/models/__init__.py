@@ -67,11 +67,3 @@ def prepare_bundled() -> None:
     folder) into weitiao's cache now: `make install` calls this, so no run or test pays for it."""
     for name, folder in BUNDLED.items():
         print(f"bundled {name}: {folder()}")
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:] != ["--prepare"]:
-        sys.exit("usage: python -m weitiao.models --prepare   (convert the bundled models into weitiao's cache)")
-    prepare_bundled()
