@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from weitiao.errors import UserError
 from weitiao.schema import DataConfig, Section, SplitConfig  # noqa: F401 (DataConfig and SplitConfig are part of this module's schema)
+from weitiao.tasks import DEFAULT as DEFAULT_TASK
 from weitiao.tasks import TASKS, check_data_keys, get_task, load_all
 
 SCHEMA_VERSION = 1
@@ -151,7 +152,7 @@ class DistillConfig(Section):
 class RunConfig(Section):
     version: int = SCHEMA_VERSION
     model: str = "minilm"
-    task: TaskConfig = Field(default_factory=lambda: get_task("classification").Options())
+    task: TaskConfig = Field(default_factory=lambda: get_task(DEFAULT_TASK).Options())
     data: DataConfig = Field(default_factory=DataConfig)
     strategy: StrategyConfig = StrategyConfig()
     training: TrainingConfig = TrainingConfig()
@@ -171,9 +172,9 @@ class RunConfig(Section):
         """A task's own defaults where the config is silent: a causal LM learns with LoRA (r 16) on
         examples of up to 512 tokens."""
         task = get_task(self.task.type)
-        if "strategy" not in self.model_fields_set and getattr(task, "default_strategy", None):
+        if "strategy" not in self.model_fields_set and task.default_strategy:
             self.strategy = StrategyConfig(**task.default_strategy)
-        if "max_length" not in self.data.model_fields_set and getattr(task, "default_max_length", None):
+        if "max_length" not in self.data.model_fields_set and task.default_max_length:
             self.data.max_length = task.default_max_length
         return self
 
@@ -194,7 +195,7 @@ class RunConfig(Section):
     def _data_files(self):
         """data.train names the training file; a task that reads its data itself (multi-task: each of its
         tasks names its own) refuses data files at the top."""
-        own = getattr(get_task(self.task.type), "own_data", False)
+        own = get_task(self.task.type).own_data
         if not own and not self.data.train:
             raise UserError("data.train", "is required", "add 'train:' to the data section (the training file)")
         for key in ("train", "validation", "test", "labels", "labels_file") if own else ():
@@ -230,7 +231,7 @@ class RunConfig(Section):
         """`task: ner_name` -> {type: ...}; an unknown type gets a did-you-mean before pydantic's union error."""
         v = {"type": v} if isinstance(v, str) else v
         if isinstance(v, dict):
-            v = {"type": "classification", **v}
+            v = {"type": DEFAULT_TASK, **v}
             v["type"] = get_task(v["type"]).name  # refused with a did-you-mean, or an alias resolved
         return v
 
@@ -427,7 +428,7 @@ def _shown(value: Any) -> str:
 def _known_keys(loc: list[str], task: str | None = None, member: str | None = None) -> list[str]:
     model: type[BaseModel] = RunConfig
     if loc[:1] == ["task"]:
-        model, loc = get_task(task or "classification").Options, loc[1:]
+        model, loc = get_task(task or DEFAULT_TASK).Options, loc[1:]
     if member and loc[:1] == ["tasks"]:  # inside a multi-task run's task: that task's options, weight and data
         model, loc = get_task(task).member_options(member), loc[2:]
     for part in loc:

@@ -60,7 +60,7 @@ def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None,
     check_texts(texts, field)
     run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, trust=trust)
     if texts is not None and (field == "--image") != run.task.takes_images:
-        wanted = "--image with image files" if run.task.takes_images else "--prompt" if hasattr(run.task, "answer") else "--text"
+        wanted = "--image with image files" if run.task.takes_images else "--prompt" if run.task.generates else "--text"
         raise UserError(field, f"a {run.opts.type} run does not take {field} inputs", f"give {wanted}")
     rows = predict_rows(run, texts, file, batch_size, sampling)
     _write_predictions(rows, output, run.task)
@@ -86,7 +86,7 @@ def predict_rows(run: LoadedRun, texts: list[str] | None, file: str | None = Non
 
     A generative task answers (`sampling`: a generation.Sampling; default: its task.generate settings)."""
     ex = read_rows(run, file, "--file", None) if file else run.task.examples_from_texts(list(texts), run.tokenizer, run.opts)
-    if hasattr(run.task, "answer"):
+    if run.task.generates:
         return run.task.answer(run, ex, default_sampling(run.opts, sampling), batch_size)
     if sampling:
         raise UserError("--" + next(iter(sampling)).replace("_", "-"), f"a {run.opts.type} run does not generate text",
@@ -111,7 +111,7 @@ def chat(run_dir: str, stdin=None, stdout=None, sampling=None, trust=()) -> None
     /exit or end of input leaves)."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     run = open_run(run_dir, trust=trust)
-    if not hasattr(run.task, "answer"):
+    if not run.task.generates:
         raise UserError("run_dir", f"'{run_dir}' is a {run.opts.type} run, which does not generate text", "chat with a causal_lm run")
     if not getattr(run.tokenizer, "chat_template", None) or getattr(run.model.config, "weitiao_prompts", "chat") != "chat":
         raise UserError("run_dir", f"'{run_dir}' learned to continue plain text, not conversations", "use `weitiao predict --prompt` to continue a text")

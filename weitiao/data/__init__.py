@@ -130,7 +130,7 @@ def _given_labels(names: list[str], field: str) -> LabelSet:
 def load_task_data(task, data, opts, seed: int) -> DataBundle:
     """A task's data as its config says: read by the task itself where it reads its own (multi-task),
     else by `load_data` with the task's reader."""
-    own = getattr(task, "load_data", None)
+    own = task.load_data
     return own(data, opts, seed) if own else load_data(data, seed=seed, reader=task.reader(data, opts))
 
 

@@ -98,6 +98,6 @@ class TextProbe:
 
 def make_probe(path: str, task, opts, data, tokenizer, batch_size: int):
     """The probe `strategy.probe` names: a run folder (any task), or for a causal LM a file of reference text."""
-    if Path(path).is_file() and task.name == "causal_lm":
+    if Path(path).is_file() and task.probe_text_file:
         return TextProbe(path, task, opts, data, tokenizer, batch_size)
     return ForgettingProbe(path, batch_size)

@@ -67,6 +67,19 @@ def read_records(run_dir: Path) -> list[dict]:
     return out
 
 
+def _report_section(task) -> str | None:
+    """Which scored section the run's task asks for (config.yaml's `task:`, a name or a section); None
+    for a task this weitiao does not know (a handed run's)."""
+    from weitiao.errors import UserError
+    from weitiao.tasks import DEFAULT, get_task
+
+    name = (task.get("type") or DEFAULT) if isinstance(task, dict) else (task or DEFAULT)
+    try:
+        return get_task(name).report_section
+    except (UserError, TypeError):
+        return None
+
+
 def write_report(run_dir: str | Path, score: bool = True) -> Path:
     """Write plots/*.png and report.html for the run in `run_dir`; returns the report's path.
 
@@ -101,15 +114,15 @@ def _write_report(run_dir: Path, score: bool) -> Path:
     figures: list[tuple[str, Path]] = []
     figures += curves(records, plots)
     tables: list[tuple[str, str]] = []
-    task_type = (cfg.get("task") or {}).get("type", "classification") if isinstance(cfg.get("task"), dict) else cfg.get("task")
+    section = _report_section(cfg.get("task"))
     validation = final.get("validation", {})
     if validation.get("per_type"):
         figures.append(("F1 per entity type", per_type_plot(validation["per_type"], plots / "per_type.png")))
-    if score and (run_dir / MODEL / "config.json").is_file() and task_type in ("classification", "image_classification"):
+    if score and (run_dir / MODEL / "config.json").is_file() and section == "labels":
         figures_, tables_ = classifier_section(run_dir, plots)
         figures += figures_
         tables += tables_
-    if score and (run_dir / MODEL / "config.json").is_file() and task_type == "token_classification":
+    if score and (run_dir / MODEL / "config.json").is_file() and section == "entities":
         figures.append(("Entity types: gold (rows) against predicted (columns), exact spans", entity_section(run_dir, plots)))
     tables = summary_tables(records, final) + tables
     generations = run_dir / GENERATIONS

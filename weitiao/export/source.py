@@ -39,7 +39,7 @@ def open_source(run_dir: str, task: str | None, form, scratch: Path, rows: int) 
     root = Path(run_dir)
     view = _single_task(root, task, scratch)
     run = open_run(str(view), prune=form.graph)  # a graph of the pruned last layer does a sixth less work, exactly
-    if form.graph and hasattr(run.task, "generations"):
+    if form.graph and run.task.generates:
         raise UserError("--format", f"{form.name} is not available for a {run.opts.type} run: generation runs a loop over past key values, "
                         "which this exporter does not turn into one graph", "export with --format hf or adapter (transformers, peft, vLLM and optimum load those)")
     enc = validation_data(run, "parity data")
@@ -110,10 +110,6 @@ def write_common(source: Source, folder: Path, form) -> None:
                                                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
 
 
-PIPELINE_TAGS = {"classification": "text-classification", "token_classification": "token-classification",
-                 "image_classification": "image-classification", "causal_lm": "text-generation", "seq2seq": "text2text-generation"}
-
-
 def model_card(source: Source, form) -> str:
     """A Hugging Face model card: front matter (base model, library, pipeline), then data, strategy and metrics."""
     from weitiao.version import __version__
@@ -125,7 +121,7 @@ def model_card(source: Source, form) -> str:
     strategy = {k: v for k, v in cfg.strategy.model_dump().items() if v not in (None, [], {}, False) and k != "dropout"}
     library = "peft" if form.name == "adapter" else "onnx" if form.name.startswith("onnx") else "transformers"
     lines = ["---", f"base_model: {json.dumps(cfg.model)}", f"library_name: {library}",
-             f"pipeline_tag: {PIPELINE_TAGS.get(cfg.task.type, cfg.task.type)}", "tags:", "- weitiao", f"- {cfg.strategy.method}", "---", "",
+             f"pipeline_tag: {source.run.task.pipeline_tag or cfg.task.type}", "tags:", "- weitiao", f"- {cfg.strategy.method}", "---", "",
              f"# {source.name}", "",
              f"Fine-tuned from `{cfg.model}` by [weitiao](https://pypi.org/project/weitiao/) {__version__} "
              f"({cfg.task.type}); exported as `{form.name}`.", "",

@@ -81,7 +81,7 @@ def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad  # runs saved before the pad token was settled
-    names = [] if hasattr(task, "generations") else label_names(model)  # a generative task has no label set
+    names = [] if task.generates else label_names(model)  # a generative task has no label set
     backend = "torch" if backend in ("hf", "adapter") else backend
     return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg, root, backend)
 

@@ -165,7 +165,7 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
     from weitiao.version import __version__
 
     settings = settings or Settings()
-    generative = hasattr(run.task, "answer")
+    generative = run.task.generates
     image = run.task.takes_images
     batcher = MicroBatcher(lambda items, key: _score(run, items, key, settings.bucket), settings.max_batch, settings.max_wait_ms / 1000, settings.batching)
 
@@ -252,7 +252,7 @@ def create_app(run, settings: Settings | None = None, name: str = "weitiao"):
         where = ".".join(str(x) for x in first.get("loc", ())) or "body"
         return JSONResponse({"detail": f"{where}: {first.get('msg', 'not valid')}"}, 422)
 
-    if generative and run.opts.type == "causal_lm":
+    if run.task.chat:
         from weitiao.serve.openai import add_chat_routes
 
         add_chat_routes(app, run, batcher, name)

@@ -62,6 +62,33 @@ class Task(Protocol):
     def load(self, model_dir) -> Any: ...  # the trained model of a run folder
 
 
+class TaskDefaults:
+    """The optional part of `Task`, with what a task that does not set it is. Every plug-in inherits
+    this, so code outside tasks/ reads declared attributes: it never probes a task with hasattr and
+    never compares a task's name."""
+
+    generates = False  # writes text: generations at every evaluation and `answer` to prompts; it has no label set
+    chat = False  # answers conversations: `weitiao chat`, serve's /v1/chat/completions
+    pipeline_tag: str | None = None  # the Hugging Face pipeline tag on an export's model card
+    distillable = False  # a student can learn its logits (`weitiao distill`)
+    distill_same_tokens = False  # the student must read the teacher's tokens (one logit row per token)
+    distill_unlabelled = False  # unlabelled texts can join distillation, labelled by the teacher
+    report_section: str | None = None  # the report's scored section: "labels" (confusion, calibration), "entities" (entity types)
+    probe_text_file = False  # its forgetting probe may be a plain text file (perplexity on it)
+    own_data = False  # reads its data itself (`load_data`): no data.train at the top
+    default_strategy: dict | None = None  # the strategy when the config names none
+    default_max_length: int | None = None  # data.max_length when the config gives none
+    cpu_attention = "eager"  # the attention kernel on CPU when training.attention is auto
+    forward = None  # (model, batch, labels) -> what `loss` and `outputs` read, instead of model(**batch).logits
+    augment = None  # (batch, encoded, opts) -> batch, on training batches only
+    train_batches = None  # (encoded, batch_size, seed, epoch, opts, group) -> batches of row indices, instead of length-grouped ones
+    load_data = None  # (data, opts, seed) -> DataBundle, instead of weitiao.data.load_data with the task's reader
+
+    def configure_model(self, model, tokenizer, opts, train) -> None:
+        """What the task settles on a model it built, from its processor (a causal LM: where generation stops)."""
+
+
+DEFAULT = "classification"  # the task when the config names none
 TASKS: dict[str, Task] = {}
 ALIASES = {"ner": "token_classification", "text_classification": "classification", "sequence_classification": "classification"}
 

@@ -24,7 +24,7 @@ from pydantic import Field
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
-from weitiao.tasks import metrics_line, pick_metrics, register_task
+from weitiao.tasks import TaskDefaults, metrics_line, pick_metrics, register_task
 from weitiao.tasks.lm_text import END_OF_TURN, Encoded, alpaca_conversation
 
 if TYPE_CHECKING:
@@ -216,10 +216,12 @@ def lm_parts(model) -> dict:
 # The task
 
 
-class CausalLM:
+class CausalLM(TaskDefaults):
     """A decoder-only language model learning to continue text: answers to prompts, or documents."""
 
     name = "causal_lm"
+    generates = chat = probe_text_file = True
+    pipeline_tag = "text-generation"
     Options = Options
     data_keys = frozenset({"text_column"})
     peft_task_type = "CAUSAL_LM"

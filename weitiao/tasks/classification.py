@@ -15,7 +15,7 @@ from pydantic import Field
 from weitiao.data.examples import Examples
 from weitiao.models.heads import DROPOUT_KEYS, load_saved, with_head  # noqa: F401 (part of this module's API)
 from weitiao.schema import Section
-from weitiao.tasks import metrics_line, pick_metrics, register_task
+from weitiao.tasks import TaskDefaults, metrics_line, pick_metrics, register_task
 from weitiao.tasks.rows import TokenRows
 from weitiao.tasks.text import ensure_pad_token, load_tokenizer, pad_rows  # noqa: F401 (part of this module's API)
 
@@ -144,10 +144,13 @@ class Options(Section):
     threshold: float = Field(0.5, gt=0, lt=1)  # multi-label decision threshold on sigmoid
 
 
-class Classification:
+class Classification(TaskDefaults):
     """One label (softmax) or several (sigmoid) per text or text pair."""
 
     name = "classification"
+    pipeline_tag = "text-classification"
+    distillable = distill_unlabelled = True
+    report_section = "labels"
     Options = Options
     data_keys = frozenset({"text_column", "text_pair_column", "label_column", "label_separator"})
     peft_task_type = "SEQ_CLS"

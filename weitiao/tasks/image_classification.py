@@ -22,8 +22,8 @@ from pydantic import Field, field_validator
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
+from weitiao.tasks import TaskDefaults, register_task
 from weitiao.tasks import classification as cls
-from weitiao.tasks import register_task
 from weitiao.tasks.image_augment import AugmentConfig
 
 if TYPE_CHECKING:
@@ -217,10 +217,13 @@ def _pixel_image(text: str, pixels: PixelsConfig):
     return Image.fromarray(values, "L" if values.ndim == 2 else "RGB" if values.shape[2] == 3 else "RGBA")
 
 
-class ImageClassification:
+class ImageClassification(TaskDefaults):
     """A label (or several) per image."""
 
     name = "image_classification"
+    pipeline_tag = "image-classification"
+    distillable = True
+    report_section = "labels"
     Options = Options
     data_keys = frozenset({"image_column", "label_column", "label_separator"})
     peft_task_type = "SEQ_CLS"  # peft's name for "a head on a pooled output": saved with the adapter

@@ -33,7 +33,7 @@ from pydantic import Field, create_model, field_validator, model_validator
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import DataConfig, Section
-from weitiao.tasks import TASKS, check_data_keys, get_task, register_task
+from weitiao.tasks import TASKS, TaskDefaults, check_data_keys, get_task, register_task
 
 if TYPE_CHECKING:
     from weitiao.models.multitask import Tagged
@@ -221,7 +221,7 @@ def epoch_batches(enc: MultiEncoded, batch_size: int, seed: int, epoch: int, sam
     return [next(streams[name]) for name in order]
 
 
-class MultiTask:
+class MultiTask(TaskDefaults):
     """Several tasks on one encoder."""
 
     name = "multitask"

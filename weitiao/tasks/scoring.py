@@ -26,8 +26,7 @@ def pad_id(processor) -> int:
 def task_forward(task, model, batch: dict, labels=None):
     """The model's output on a batch, as the task's `loss` and `outputs` read it: the logits, or what
     the task's own `forward` makes (a causal LM runs its output layer on target positions only)."""
-    own = getattr(task, "forward", None)
-    return own(model, batch, labels) if own is not None else model(**batch).logits
+    return task.forward(model, batch, labels) if task.forward is not None else model(**batch).logits
 
 
 @torch.no_grad()
@@ -59,7 +58,7 @@ def task_metrics(task, model, enc, outputs: list, names: list[str], opts, proces
     """The task's metrics of scored rows; a generative task (`generations`) also generates its outputs
     with `model` and scores them (BLEU, ROUGE-L, ...). Returns (metrics, the generation records)."""
     metrics = task.metrics(outputs, enc, names, opts)
-    if not hasattr(task, "generations"):
+    if not task.generates:
         return metrics, []
     scores, records = task.generations(model, enc, processor, opts, device)
     return metrics | scores, records

@@ -20,7 +20,7 @@ from pydantic import Field
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
-from weitiao.tasks import metrics_line, pick_metrics, register_task
+from weitiao.tasks import TaskDefaults, metrics_line, pick_metrics, register_task
 from weitiao.tasks.causal_lm import GenerateOptions as LMGenerateOptions
 from weitiao.tasks.rows import TokenRows
 
@@ -92,10 +92,12 @@ class PairReader:
         return None
 
 
-class Seq2Seq:
+class Seq2Seq(TaskDefaults):
     """An encoder-decoder writing a target text for each source text."""
 
     name = "seq2seq"
+    generates = True
+    pipeline_tag = "text2text-generation"
     Options = Options
     data_keys = frozenset({"source_column", "target_column"})
     peft_task_type = "SEQ_2_SEQ_LM"

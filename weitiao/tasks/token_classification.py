@@ -20,7 +20,7 @@ from pydantic import Field
 from weitiao.data.examples import Examples
 from weitiao.models.heads import load_saved, with_head
 from weitiao.schema import Section
-from weitiao.tasks import metrics_line, pick_metrics, register_task
+from weitiao.tasks import TaskDefaults, metrics_line, pick_metrics, register_task
 from weitiao.tasks import tags as T
 from weitiao.tasks.rows import TokenRows
 from weitiao.tasks.tag_reader import TagReader, label_scheme
@@ -247,10 +247,13 @@ def _is_punctuation(ch: str) -> bool:
     return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(ch).startswith("P")
 
 
-class TokenClassification:
+class TokenClassification(TaskDefaults):
     """A tag per word (named entities, parts of speech, ...)."""
 
     name = "token_classification"
+    pipeline_tag = "token-classification"
+    distillable = distill_same_tokens = True
+    report_section = "entities"
     Options = Options
     data_keys = frozenset({"tokens_column", "tags_column"})
     peft_task_type = "TOKEN_CLS"

@@ -10,7 +10,6 @@ from pathlib import Path
 from weitiao.errors import UserError
 from weitiao.rundir import MODEL
 
-DISTILLABLE = ("classification", "image_classification", "token_classification")
 
 
 def student_model(cfg) -> str | None:
@@ -73,8 +72,11 @@ def with_teacher(task, cfg, data, encoded: dict, names: list[str], tokenizer, sa
     from weitiao.rundir.opening import open_run
 
     d = cfg.distill
-    if task.name not in DISTILLABLE:
-        raise UserError("distill", f"a {task.name} run cannot be distilled here", f"distil {', '.join(DISTILLABLE)} runs")
+    if not task.distillable:
+        from weitiao.tasks import load_all
+
+        raise UserError("distill", f"a {task.name} run cannot be distilled here",
+                        f"distil {', '.join(sorted(n for n, t in load_all().items() if t.distillable))} runs")
     teacher = open_run(d.teacher)
     if teacher.opts.type != task.name:
         raise UserError("distill.teacher", f"'{d.teacher}' is a {teacher.opts.type} run; the student is {task.name}", "give a teacher of the same task")
@@ -87,7 +89,7 @@ def with_teacher(task, cfg, data, encoded: dict, names: list[str], tokenizer, sa
         examples = with_unlabelled(task, cfg, examples, say)
         encoded["train"] = task.encode(tokenizer, examples, cfg.data.max_length, cfg.task, names)
     rows = teacher.task.encode(teacher.tokenizer, examples, teacher.data.max_length, teacher.opts, names)
-    if task.name == "token_classification" and (len(rows) != len(encoded["train"]) or rows.input_ids != encoded["train"].input_ids):
+    if task.distill_same_tokens and (len(rows) != len(encoded["train"]) or rows.input_ids != encoded["train"].input_ids):
         raise UserError("distill.teacher", "the teacher reads these sentences as other tokens than the student",
                         "distil token classification into a student with the teacher's tokenizer and data.max_length (student.layers does)")
     if len(rows) != len(encoded["train"]):
@@ -105,7 +107,7 @@ def with_unlabelled(task, cfg, examples, say):
     from weitiao.data.examples import Examples
 
     path = cfg.distill.unlabelled
-    if task.name != "classification" or getattr(cfg.task, "multi_label", False) or examples.pair is not None:
+    if not task.distill_unlabelled or getattr(cfg.task, "multi_label", False) or examples.pair is not None:
         raise UserError("distill.unlabelled", "unlabelled data is read for single-label text classification without text pairs",
                         "leave out distill.unlabelled")
     if not Path(path).is_file():

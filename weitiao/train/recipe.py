@@ -113,7 +113,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     torch.manual_seed(t.seed)  # the new head's initial weights
     # auto: the library's choice on a GPU; on a CPU eager (BERT-sized encoders: faster there), or the task's own
     # (a causal LM: SDPA, which keeps no attention matrices for the backward pass)
-    attention = t.attention if t.attention != "auto" else (None if cuda else getattr(task, "cpu_attention", "eager"))
+    attention = t.attention if t.attention != "auto" else (None if cuda else task.cpu_attention)
     data.report["truncated"] = {split: enc.truncated for split, enc in encoded.items()} | {"max_length": cfg.data.max_length}
     dropped = {split: enc.dropped for split, enc in encoded.items() if getattr(enc, "dropped", 0)}
     if dropped:  # examples with nothing left to learn once cut to data.max_length (a response cut away)
@@ -131,8 +131,7 @@ def prepare(cfg: RunConfig) -> Prepared:
 
         task = with_teacher(task, cfg, data, encoded, names, tokenizer, say)  # training batches carry the teacher's logits
     model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, getattr(tokenizer, "pad_token_id", None))
-    if hasattr(task, "configure_model"):  # what the task settles on the model from its processor (a causal LM: where generation stops)
-        task.configure_model(model, tokenizer, opts, encoded["train"])
+    task.configure_model(model, tokenizer, opts, encoded["train"])  # what the task settles from its processor (a causal LM: where generation stops)
     if t.gradient_checkpointing:
         enable_checkpointing(model)
     # Only where the task reads one position (a sequence classifier): a token classifier needs every output.
@@ -262,7 +261,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     lengths = encoded["train"].lengths
     if t.auto_batch_size:
         t = auto_batch(model, steps, lengths, t, accelerator, tell)
-    if hasattr(task, "train_batches"):  # a task that decides what goes into a batch (multi-task: one task per batch)
+    if task.train_batches is not None:  # a task that decides what goes into a batch (multi-task: one task per batch)
         epoch_batches = lambda epoch: task.train_batches(encoded["train"], t.batch_size, t.seed, epoch, opts, t.group_by_length)  # noqa: E731
     else:
         epoch_batches = lambda epoch: length_grouped_batches(lengths, t.batch_size, t.seed, epoch, group=t.group_by_length)  # noqa: E731
@@ -352,7 +351,7 @@ class TaskSteps:
     def loss(self, m, batch: dict):
         """The loss summed over the batch's targets (the loop normalizes over the accumulation window)."""
         labels = batch.pop("labels")
-        augment = getattr(self.task, "augment", None)  # optional: a task that transforms training batches on their device
+        augment = self.task.augment  # optional: a task that transforms training batches on their device
         if augment is not None:
             batch = augment(batch, self.encoded["train"], self.opts)
         return self.task.loss(self.logits(m, batch, labels=labels), labels, self.opts, self.label_smoothing)[0]

@@ -44,15 +44,15 @@ def config_hash(cfg: RunConfig) -> str:
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
-def data_fingerprint(data, task=None) -> dict[str, str]:
+def data_fingerprint(data, opts=None) -> dict[str, str]:
     """sha256 (first 16 hex digits) of every data file the config names; folders: of all their files.
-    `task`: the task section, whose tasks may name their own data (multi-task: `NAME.train`)."""
+    `opts`: the task section, whose tasks may name their own data (multi-task: `NAME.train`)."""
     out = {}
     for key in ("train", "validation", "test", "labels_file"):
         path = getattr(data, key)
         if path:
             out[key] = _hash_path(Path(path))
-    for name, member in (getattr(task, "tasks", None) or {}).items():
+    for name, member in (getattr(opts, "tasks", None) or {}).items():
         out |= {f"{name}.{k}": v for k, v in data_fingerprint(member.data).items()}
     return out
 
