@@ -61,3 +61,24 @@ def test_a_new_module_without_a_layer_is_refused(tree):
     (tree / "weitiao" / "newthing.py").write_text("X = 1\n")
     result = lint(tree)
     assert result.returncode != 0 and "newthing" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_nothing_outside_tasks_names_a_task_or_probes_one():
+    """Code outside weitiao/tasks/ asks a task's declared attributes (tasks.TaskDefaults): a string that
+    is a task's name, or hasattr on a task, means a new task would need edits outside its own module."""
+    import re
+
+    from weitiao.tasks import ALIASES, load_all
+
+    names = sorted(set(load_all()) | set(ALIASES))
+    named = re.compile(r"""["'](%s)["']""" % "|".join(map(re.escape, names)))
+    probed = re.compile(r"hasattr\((run\.|self\.)?task\b")
+    found = []
+    for path in sorted((ROOT / "weitiao").rglob("*.py")):
+        if path.relative_to(ROOT / "weitiao").parts[0] == "tasks":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            code = line.split("  #")[0]
+            if named.search(code) or probed.search(code):
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)
