@@ -197,10 +197,10 @@ def test_runs_train_the_same_step_for_step(base, strategy):
 def test_predicting_from_a_run_uses_the_pruned_layer_and_gives_the_same_logits(base):
     from transformers import AutoTokenizer
 
-    from weitiao.rundir.opening import load_run
+    from weitiao.rundir.opening import open_run
 
     run, _ = train_tiny(base, "predict", "full")
-    _, model, _ = load_run(str(run))
+    model = open_run(str(run)).model
     tokenizer = AutoTokenizer.from_pretrained(str(run / "model"))
     batch = dict(tokenizer(["a gripping , funny film", "dull", "it is neither good nor bad , just long"], padding=True, return_tensors="pt"))
     model.eval()

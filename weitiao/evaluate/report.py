@@ -49,9 +49,9 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return ece, rows
 
 
-def enabled(cfg) -> bool:
-    """output.report, unless WEITIAO_REPORT=0 turns reports off (the test suite does, for speed)."""
-    return bool(cfg.output.report) and os.environ.get("WEITIAO_REPORT", "1") != "0"
+def enabled(setting) -> bool:
+    """`setting` (output.report), unless WEITIAO_REPORT=0 turns reports off (the test suite does, for speed)."""
+    return bool(setting) and os.environ.get("WEITIAO_REPORT", "1") != "0"
 
 
 def read_records(run_dir: Path) -> list[dict]:
@@ -332,12 +332,11 @@ def _validation_texts(run) -> list:
     from weitiao.data.examples import LabelSet
 
     try:
-        cfg = run.config
-        if cfg.data.validation:
+        if run.data.validation:
             reader = run.task.reader(run.data, run.opts)
-            ex, _ = clean_split(reader.read(cfg.data.validation, "data.validation", LabelSet(run.names))[0], drop_duplicates=False)
+            ex, _ = clean_split(reader.read(run.data.validation, "data.validation", LabelSet(run.names))[0], drop_duplicates=False)
         else:
-            ex = load_task_data(run.task, cfg.data, cfg.task, cfg.training.seed).validation
+            ex = load_task_data(run.task, run.data, run.opts, run.seed).validation
         return list(ex.text)
     except Exception:  # noqa: BLE001  (the table falls back to row numbers)
         return []

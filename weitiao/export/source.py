@@ -114,21 +114,21 @@ def model_card(source: Source, form) -> str:
     """A Hugging Face model card: front matter (base model, library, pipeline), then data, strategy and metrics."""
     from weitiao.version import __version__
 
-    cfg = source.run.config
+    cfg = source.run.settings
     metrics_file = source.run_dir / METRICS
     validation = json.loads(metrics_file.read_text()).get("validation", {}) if metrics_file.is_file() else {}
     headline = source.run.task.headline(validation) if validation else {}
-    strategy = {k: v for k, v in cfg.strategy.model_dump().items() if v not in (None, [], {}, False) and k != "dropout"}
+    strategy = {k: v for k, v in cfg["strategy"].items() if v not in (None, [], {}, False) and k != "dropout"}
     library = "peft" if form.name == "adapter" else "onnx" if form.name.startswith("onnx") else "transformers"
-    lines = ["---", f"base_model: {json.dumps(cfg.model)}", f"library_name: {library}",
-             f"pipeline_tag: {source.run.task.pipeline_tag or cfg.task.type}", "tags:", "- weitiao", f"- {cfg.strategy.method}", "---", "",
+    lines = ["---", f"base_model: {json.dumps(cfg['model'])}", f"library_name: {library}",
+             f"pipeline_tag: {source.run.task.pipeline_tag or cfg['task']['type']}", "tags:", "- weitiao", f"- {cfg['strategy']['method']}", "---", "",
              f"# {source.name}", "",
-             f"Fine-tuned from `{cfg.model}` by [weitiao](https://pypi.org/project/weitiao/) {__version__} "
-             f"({cfg.task.type}); exported as `{form.name}`.", "",
-             "## Data", "", f"- train: `{cfg.data.train}`", f"- validation: `{cfg.data.validation or 'split off the training data'}`",
-             f"- max_length: {cfg.data.max_length}", "", "## Strategy", ""]
+             f"Fine-tuned from `{cfg['model']}` by [weitiao](https://pypi.org/project/weitiao/) {__version__} "
+             f"({cfg['task']['type']}); exported as `{form.name}`.", "",
+             "## Data", "", f"- train: `{cfg['data']['train']}`", f"- validation: `{cfg['data']['validation'] or 'split off the training data'}`",
+             f"- max_length: {cfg['data']['max_length']}", "", "## Strategy", ""]
     lines += [f"- {k}: `{json.dumps(v)}`" for k, v in strategy.items()]
-    lines += ["", f"- training: {cfg.training.epochs} epochs, lr {cfg.training.lr}, batch {cfg.training.batch_size}", "",
+    lines += ["", f"- training: {cfg['training']['epochs']} epochs, lr {cfg['training']['lr']}, batch {cfg['training']['batch_size']}", "",
               "## Validation metrics", ""]
     lines += [f"- {k}: {v:.4f}" for k, v in headline.items()] or ["- (not recorded)"]
     lines += ["", "parity.json compares this export with the run's own model on the validation data.", ""]

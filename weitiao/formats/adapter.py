@@ -13,7 +13,7 @@ from weitiao.formats import Format, register_format
 def write(source, folder: Path) -> None:
     adapter = source.run_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
-        method = source.run.config.strategy.method
+        method = source.run.settings["strategy"]["method"]
         raise UserError("--format", f"adapter: this run's strategy ({method}) trained no PEFT adapter (no adapter/ folder)",
                         "export --format hf (the whole model), or train with a PEFT strategy such as lora")
     shutil.copytree(adapter, folder, dirs_exist_ok=True)

@@ -26,15 +26,10 @@ class LoadedRun:
     model: object
     tokenizer: object
     names: list[str]
-    config: object  # the whole RunConfig, for what the probe re-reads (its data and seed)
+    seed: int  # training.seed: the seeded split that gave its validation rows
+    settings: dict  # its resolved config as plain data (config.yaml): what describes the run (model card, /v1/model)
     root: Path | None = None  # the folder it was read from
     backend: str = "torch"  # what runs the model: torch, or an export's format (onnx, onnx-int8, pt2)
-
-
-def load_run(run_dir: str, trust=()) -> tuple:
-    """(config, model, tokenizer) of a finished run (see `open_run`)."""
-    run = open_run(run_dir, trust=trust)
-    return run.config, run.model, run.tokenizer
 
 
 def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
@@ -83,7 +78,8 @@ def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
         model.config.pad_token_id = pad  # runs saved before the pad token was settled
     names = [] if task.generates else label_names(model)  # a generative task has no label set
     backend = "torch" if backend in ("hf", "adapter") else backend
-    return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg, root, backend)
+    return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg.training.seed,
+                     cfg.model_dump(mode="json"), root, backend)
 
 
 @contextlib.contextmanager
@@ -136,14 +132,13 @@ def validation_data(run: LoadedRun, field: str):
     training data (the same seeded split again: rows that run never trained on; multi-task: each task's)."""
     from weitiao.data import load_task_data
 
-    cfg = run.config
-    if cfg.data.validation:
-        return read_labelled(run, cfg.data.validation, field)
-    bundle = load_task_data(run.task, cfg.data, cfg.task, cfg.training.seed)
+    if run.data.validation:
+        return read_labelled(run, run.data.validation, field)
+    bundle = load_task_data(run.task, run.data, run.opts, run.seed)
     if bundle.labels.names != run.names:
-        raise UserError(field, f"the labels of the run's training data ({cfg.data.train or 'its tasks'}) no longer match its model",
+        raise UserError(field, f"the labels of the run's training data ({run.data.train or 'its tasks'}) no longer match its model",
                         "give the data to score explicitly, or keep the run's data unchanged")
-    return run.task.encode(run.tokenizer, bundle.validation, cfg.data.max_length, cfg.task, run.names)
+    return run.task.encode(run.tokenizer, bundle.validation, run.data.max_length, run.opts, run.names)
 
 
 def report_truncated(run: LoadedRun, enc) -> None:

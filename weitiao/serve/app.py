@@ -293,12 +293,12 @@ def describe(run, name: str, settings: Settings) -> dict:
     """What /v1/model answers: the task, its labels, the base model, validation metrics, versions."""
     from weitiao.version import __version__
 
-    cfg, metrics = run.config, {}
+    model, metrics = run.settings["model"], {}
     root = Path(getattr(run, "root", "") or "")
     if (root / METRICS).is_file():
         metrics = run.task.headline(json.loads((root / METRICS).read_text()).get("validation", {}))
-    base = Path(cfg.model).name if ("/" in cfg.model and Path(cfg.model).exists()) else cfg.model  # a name, never this machine's paths
-    return {"name": name, "task": run.opts.type, "labels": run.names, "base_model": base, "strategy": cfg.strategy.method,
+    base = Path(model).name if ("/" in model and Path(model).exists()) else model  # a name, never this machine's paths
+    return {"name": name, "task": run.opts.type, "labels": run.names, "base_model": base, "strategy": run.settings["strategy"]["method"],
             "metrics": metrics, "backend": getattr(run, "backend", "torch"), "weitiao_version": __version__,
             "max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms, "max_inputs": settings.max_inputs}
 

@@ -12,22 +12,24 @@ from weitiao.rundir import MODEL
 
 
 
-def student_model(cfg) -> str | None:
-    """With `student.layers`: a folder holding the teacher's model cut to that many layers (made once, cached)."""
-    if cfg.student is None or cfg.student.layers is None:
+def student_model(student, distill, model: str, model_given: bool) -> str | None:
+    """With `student.layers`: a folder holding the teacher's model cut to that many layers (made once, cached).
+
+    `student`, `distill`: the config's sections (or None); `model`: its model, `model_given`: whether the config set it."""
+    if student is None or student.layers is None:
         return None
-    if cfg.distill is None or not cfg.distill.teacher:
+    if distill is None or not distill.teacher:
         raise UserError("student.layers", "needs a teacher to take the layers from", "run `weitiao distill TEACHER_RUN student.yaml`")
-    source = Path(cfg.distill.teacher) / MODEL
-    if "model" in cfg.model_fields_set and Path(cfg.model) != source:
-        raise UserError("model", f"{cfg.model!r} is set beside student.layers, which builds the student from the teacher's model",
+    source = Path(distill.teacher) / MODEL
+    if model_given and Path(model) != source:
+        raise UserError("model", f"{model!r} is set beside student.layers, which builds the student from the teacher's model",
                         "leave out model, or leave out student.layers to distill into that model")
     stamp = hashlib.sha256((source / "model.safetensors").read_bytes()).hexdigest()[:16] if (source / "model.safetensors").is_file() else "x"
     from weitiao.models.cache import cache_dir
 
-    out = cache_dir("students") / f"{stamp}-{cfg.student.layers}"
+    out = cache_dir("students") / f"{stamp}-{student.layers}"
     if not (out / "config.json").is_file():
-        shrink(source, cfg.student.layers, out)
+        shrink(source, student.layers, out)
     return str(out)
 
 
@@ -62,16 +64,17 @@ def shrink(model_dir: Path, layers: int, out: Path) -> None:
     atomic_folder(out, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
 
-def with_teacher(task, cfg, data, encoded: dict, names: list[str], tokenizer, say):
+def with_teacher(task, distill, data_section, opts, data, encoded: dict, names: list[str], tokenizer, say):
     """The task, wrapped so that training batches carry the teacher's logits and the loss distils them.
 
     Scores the training rows (and those of distill.unlabelled, appended to them) with the teacher.
+    `distill`, `data_section`, `opts`: the config's distill, data and task sections; `data`: the read DataBundle.
     """
     import torch
 
     from weitiao.rundir.opening import open_run
 
-    d = cfg.distill
+    d = distill
     if not task.distillable:
         from weitiao.tasks import load_all
 
@@ -86,8 +89,8 @@ def with_teacher(task, cfg, data, encoded: dict, names: list[str], tokenizer, sa
     say(f"distilling from {d.teacher}: scoring {len(encoded['train'])} training rows with the teacher (temperature {d.temperature}, alpha {d.alpha})")
     examples = data.train
     if d.unlabelled:
-        examples = with_unlabelled(task, cfg, examples, say)
-        encoded["train"] = task.encode(tokenizer, examples, cfg.data.max_length, cfg.task, names)
+        examples = with_unlabelled(task, d.unlabelled, data_section, opts, examples, say)
+        encoded["train"] = task.encode(tokenizer, examples, data_section.max_length, opts, names)
     rows = teacher.task.encode(teacher.tokenizer, examples, teacher.data.max_length, teacher.opts, names)
     if task.distill_same_tokens and (len(rows) != len(encoded["train"]) or rows.input_ids != encoded["train"].input_ids):
         raise UserError("distill.teacher", "the teacher reads these sentences as other tokens than the student",
@@ -101,13 +104,12 @@ def with_teacher(task, cfg, data, encoded: dict, names: list[str], tokenizer, sa
     return Distilled(task, d.temperature, d.alpha)
 
 
-def with_unlabelled(task, cfg, examples, say):
-    """The training examples and, after them, the texts of distill.unlabelled with no label (-100)."""
+def with_unlabelled(task, path: str, data_section, opts, examples, say):
+    """The training examples and, after them, the texts of `path` (distill.unlabelled) with no label (-100)."""
     from weitiao.data.clean import clean_split
     from weitiao.data.examples import Examples
 
-    path = cfg.distill.unlabelled
-    if not task.distill_unlabelled or getattr(cfg.task, "multi_label", False) or examples.pair is not None:
+    if not task.distill_unlabelled or getattr(opts, "multi_label", False) or examples.pair is not None:
         raise UserError("distill.unlabelled", "unlabelled data is read for single-label text classification without text pairs",
                         "leave out distill.unlabelled")
     if not Path(path).is_file():
@@ -116,7 +118,7 @@ def with_unlabelled(task, cfg, examples, say):
         texts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
         extra = Examples(texts, None, None, list(range(1, len(texts) + 1)), path)
     else:
-        extra = task.reader(cfg.data, cfg.task).read_inputs(path, "distill.unlabelled")
+        extra = task.reader(data_section, opts).read_inputs(path, "distill.unlabelled")
     extra, counts = clean_split(extra, drop_duplicates=False)
     if not len(extra):
         raise UserError("distill.unlabelled", f"'{path}' has no texts", "give a file with one text a line")

@@ -46,7 +46,7 @@ def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None
 def find_checkpoint(cfg: RunConfig, resume: str, name: str | None, force: bool) -> tuple[Path, Path]:
     """The run folder and its newest intact checkpoint, after checking it is the same run."""
     from weitiao.train.checkpoint import latest_valid
-    from weitiao.train.resume import check_same_run, resolve_resume
+    from weitiao.train.resume import check_same_run, data_fingerprint, resolve_resume
 
     run_dir = resolve_resume(resume, cfg.output.dir, name)
     folder, torn = latest_valid(run_dir / CHECKPOINTS)
@@ -54,7 +54,7 @@ def find_checkpoint(cfg: RunConfig, resume: str, name: str | None, force: bool) 
         say(f"checkpoint {bad} is incomplete or corrupt (checksum mismatch): using an earlier one")
     if folder is None:
         raise UserError("--resume", f"'{run_dir}' has no complete checkpoint", "start the run again (with --overwrite)")
-    check_same_run(run_dir, cfg, json.loads((folder / "meta.json").read_text()), force)
+    check_same_run(run_dir, cfg.model_dump(mode="json"), data_fingerprint(cfg.data, cfg.task), json.loads((folder / "meta.json").read_text()), force)
     say(f"resuming {run_dir} from {folder.name}")
     return run_dir, folder
 
@@ -105,7 +105,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     cuda, mixed_precision = pick_device(t.device, t.mixed_precision)
     from weitiao.train.distill import student_model
 
-    path = student_model(cfg) or resolve_model(cfg.model)  # distillation into fewer layers: the teacher's model, cut
+    path = student_model(cfg.student, cfg.distill, cfg.model, "model" in cfg.model_fields_set) or resolve_model(cfg.model)  # distillation into fewer layers: the teacher's model, cut
     tokenizer = task.processor(path, cfg.model, cfg.data.max_length)  # checked: a pad token, positions for data.max_length
     names = data.labels.names
     encoded = {split: task.encode(tokenizer, ex, cfg.data.max_length, opts, names)
@@ -129,7 +129,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     if cfg.distill and cfg.distill.teacher:
         from weitiao.train.distill import with_teacher
 
-        task = with_teacher(task, cfg, data, encoded, names, tokenizer, say)  # training batches carry the teacher's logits
+        task = with_teacher(task, cfg.distill, cfg.data, opts, data, encoded, names, tokenizer, say)  # training batches carry the teacher's logits
     model, new_names = task.build(path, names, opts, s.dropout.model_dump(), attention, getattr(tokenizer, "pad_token_id", None))
     task.configure_model(model, tokenizer, opts, encoded["train"])  # what the task settles from its processor (a causal LM: where generation stops)
     if t.gradient_checkpointing:
@@ -301,14 +301,14 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
                         compute_loss=steps.loss, count_targets=steps.count_targets, penalty=setup.l2sp.penalty if setup.l2sp else None,
                         evaluate=steps.validation_headline, save_best=save_best,
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
-                        checkpoint_meta={"config_hash": config_hash(cfg), "data": data_fingerprint(cfg.data, cfg.task)}, train_mode=train_mode,
+                        checkpoint_meta={"config_hash": config_hash(cfg.model_dump(mode="json")), "data": data_fingerprint(cfg.data, cfg.task)}, train_mode=train_mode,
                         after_eval=lambda record: (write_generations(run_dir, record["step"], steps.latest_generations),
                                                    on_eval and on_eval(record)))
     if main:
         finish(setup, run_dir, accelerator, log, steps, result, t.metric, s.probe)
         from weitiao.evaluate.report import enabled, write_report
 
-        if enabled(cfg):
+        if enabled(cfg.output.report):
             try:
                 say(f"report: {write_report(run_dir)}")
             except Exception as e:  # noqa: BLE001  (the model and metrics are written; `weitiao report RUN` can try again)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import yaml
 
-from weitiao.config import RunConfig
 from weitiao.errors import UserError
 from weitiao.rundir import CONFIG
 
@@ -39,8 +38,9 @@ def _comparable(cfg_dict: dict) -> dict:
     return out
 
 
-def config_hash(cfg: RunConfig) -> str:
-    data = json.dumps(_comparable(cfg.model_dump(mode="json")), sort_keys=True)
+def config_hash(resolved: dict) -> str:
+    """The hash a checkpoint stores of the resolved config (`RunConfig.model_dump(mode="json")`)."""
+    data = json.dumps(_comparable(resolved), sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
@@ -87,18 +87,18 @@ def resolve_resume(arg: str, parent: str, name: str | None) -> Path:
     return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent
 
 
-def check_same_run(run_dir: Path, cfg: RunConfig, meta: dict, force: bool) -> None:
-    """Refuse to resume when the config or the data changed since the checkpoint (unless force)."""
+def check_same_run(run_dir: Path, resolved: dict, data_now: dict, meta: dict, force: bool) -> None:
+    """Refuse to resume when the config (`resolved`, as `config_hash` takes it) or the data (`data_now`,
+    a `data_fingerprint`) changed since the checkpoint, unless force."""
     if force:
         return
-    if meta.get("config_hash") != config_hash(cfg):
+    if meta.get("config_hash") != config_hash(resolved):
         saved = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
-        changed = _diff(_comparable(saved), _comparable(cfg.model_dump(mode="json")))
+        changed = _diff(_comparable(saved), _comparable(resolved))
         what = ", ".join(changed[:5]) or "the config"
         raise UserError("--resume", f"the config differs from the one '{run_dir}' was trained with ({what})",
                         "resume with the run's own config.yaml, or pass --force to continue anyway")
-    now = data_fingerprint(cfg.data, cfg.task)
-    changed = [k for k in set(now) | set(meta.get("data", {})) if now.get(k) != meta.get("data", {}).get(k)]
+    changed = [k for k in set(data_now) | set(meta.get("data", {})) if data_now.get(k) != meta.get("data", {}).get(k)]
     if changed:
         raise UserError("--resume", f"the data changed since the checkpoint (data.{', data.'.join(sorted(changed))})",
                         "resume with the same files, or pass --force to continue anyway")
