@@ -46,6 +46,15 @@ def add_to(table: dict, name: str, item, kind: str):
     return item
 
 
+def load_plugins(package: str, names: tuple[str, ...]) -> None:
+    """Import each plug-in module of a registry's package by name (importing one registers it): the
+    plug-ins import their registry, never the reverse, so the layers check counts no cycle."""
+    import importlib
+
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+
+
 def unknown(field: str, kind: str, name, known) -> UserError:
     """The error for a name not in a registry: a did-you-mean when one is close, else the list."""
     import difflib

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from weitiao.errors import UserError, add_to, unknown
+from weitiao.errors import UserError, add_to, load_plugins, unknown
 
 MANIFEST = "weitiao_export.json"
 
@@ -41,10 +41,7 @@ PLUGINS = ("adapter", "hf", "onnx", "pt2")
 
 
 def load_formats() -> dict[str, Format]:
-    import importlib
-
-    for name in PLUGINS:
-        importlib.import_module(f"{__name__}.{name}")
+    load_plugins(__name__, PLUGINS)
     return FORMATS
 
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from weitiao.errors import UserError, add_to, unknown
+from weitiao.errors import UserError, add_to, load_plugins, unknown
 
 STRATEGIES: dict[str, "Method"] = {}
 
@@ -65,10 +65,7 @@ PLUGINS = ("adapter", "freeze_bottom", "full", "gradual_unfreeze", "head_only", 
 
 
 def load_all() -> dict[str, Method]:
-    import importlib
-
-    for name in PLUGINS:
-        importlib.import_module(f"{__name__}.{name}")
+    load_plugins(__name__, PLUGINS)
     return STRATEGIES
 
 

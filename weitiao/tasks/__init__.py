@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from weitiao.errors import UserError, add_to, unknown
+from weitiao.errors import UserError, add_to, load_plugins, unknown
 
 if TYPE_CHECKING:
     import torch
@@ -104,10 +104,7 @@ PLUGINS = ("causal_lm", "classification", "image_classification", "seq2seq", "to
 
 
 def load_all() -> dict[str, Task]:
-    import importlib
-
-    for name in PLUGINS:
-        importlib.import_module(f"{__name__}.{name}")
+    load_plugins(__name__, PLUGINS)
     return TASKS
 
 
