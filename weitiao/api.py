@@ -86,6 +86,12 @@ def train(config: str | Path | dict, name: str | None = None, overrides: dict | 
     from weitiao.config import config_from
     from weitiao.train.recipe import train as run_training
 
+    if not isinstance(config, (str, Path, dict)):
+        raise UserError("config", f"{type(config).__name__} {config!r:.60} is not a config", "give a YAML path or a dict of sections")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise UserError("overrides", f"a {type(overrides).__name__}, not a dict", 'give {"training.lr": 3e-5}: dotted keys as --set takes them')
+    if name is not None and not isinstance(name, str):
+        raise UserError("name", f"{name!r} is not a run name", "give a string (the run folder's name)")
     cfg = config_from(config, overrides)
     stem = Path(config).stem if not isinstance(config, dict) else "run"
     name = name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -98,6 +104,8 @@ def load(run_dir: str | Path, trust_format: tuple[str, ...] = ()) -> Run:
 
     `trust_format`: code-carrying export formats (("pt2",)) to open anyway, as `--trust-format`;
     only for folders you made yourself."""
+    if not isinstance(run_dir, (str, Path)):
+        raise UserError("run_dir", f"{type(run_dir).__name__} {run_dir!r:.60} is not a folder path", "give the run folder's path, e.g. runs/demo")
     path = Path(run_dir)
     if not (path / CONFIG).is_file():
         raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`, e.g. runs/demo")

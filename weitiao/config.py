@@ -406,6 +406,11 @@ def describe_error(err: dict) -> tuple[str, str, str]:
     if expected:
         return field, f"expected {expected}, got {_shown(value)}", f"set {field} to {expected}"
     msg = err["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict):  # a section's own check: its message names the key and the value
+        key, _, rest = msg.partition(": ")
+        if rest and key.isidentifier():
+            return (f"{field}.{key}" if field and field != "config" else key), rest, "see docs/config.md for the allowed values"
+        return field, msg, "see docs/config.md for the allowed values"
     return field, f"{msg} (got {_shown(value)})", "see docs/config.md for the allowed values"
 
 

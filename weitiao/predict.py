@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from weitiao.errors import UserError
+from weitiao.rundir import owner
 from weitiao.rundir.opening import LoadedRun, open_run, read_labelled, read_rows, report_truncated, scored, validation_data
+from weitiao.runtime import note
 
 
 def check_output(output: str | None, suffixes: tuple[str, ...] | None = None) -> None:
@@ -27,6 +29,9 @@ def check_output(output: str | None, suffixes: tuple[str, ...] | None = None) ->
         raise UserError("--output", f"folder '{path.parent}' does not exist", f"create it first (mkdir -p {path.parent}) or write elsewhere")
     if path.is_dir():
         raise UserError("--output", f"'{output}' is a folder", "give a file name")
+    run = owner(path)
+    if run is not None:
+        raise UserError("--output", f"'{output}' is one of the files of the run '{run}'", "write the output beside it under another name, or elsewhere")
 
 
 def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None = None, batch_size: int | None = None, trust=()) -> dict:
@@ -59,7 +64,7 @@ def predict(run_dir: str | LoadedRun, texts: list[str] | None, file: str | None,
     check_output(output, (".jsonl", ".csv"))
     check_texts(texts, field)
     run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, trust=trust)
-    if texts is not None and (field == "--image") != run.task.takes_images:
+    if texts is not None and ((field == "--image") != run.task.takes_images or (field == "--prompt" and not run.task.generates)):
         wanted = "--image with image files" if run.task.takes_images else "--prompt" if run.task.generates else "--text"
         raise UserError(field, f"a {run.opts.type} run does not take {field} inputs", f"give {wanted}")
     rows = predict_rows(run, texts, file, batch_size, sampling)
@@ -130,6 +135,11 @@ def chat(run_dir: str, stdin=None, stdout=None, sampling=None, trust=()) -> None
             return
         text = line.strip()
         if not text:
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, read as lone surrogates: no tokenizer takes them
+            note("that line is not UTF-8 text: it was skipped; type it again")
             continue
         if text == "/reset":
             history = start

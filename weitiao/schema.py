@@ -2,15 +2,41 @@
 task modules, which declare their own `task:` section, can import them without importing the
 whole schema: a multi-task run's tasks each have a `data:` section)."""
 
+import typing
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def _kinds(annotation) -> set:
+    """The plain types an annotation admits (Optional, unions, Annotated, Literal and containers unwrapped one level)."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return {type(v) for v in typing.get_args(annotation)}
+    if origin is typing.Annotated:
+        return _kinds(typing.get_args(annotation)[0])
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return set().union(*(_kinds(a) for a in typing.get_args(annotation)))
+    return {origin or annotation}
 
 
 class Section(BaseModel):
     """Base for every section: unknown keys are refused, assignments are validated, floats are finite."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # no float field takes inf or NaN
+
+    @model_validator(mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, values):
+        """pydantic takes `true` as 1 and 1 as true: `batch_size: true` would train with batches of one."""
+        for name, value in values.items() if isinstance(values, dict) else ():
+            field = cls.model_fields.get(name)
+            kinds = _kinds(field.annotation) if field is not None else set()
+            if isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
+                raise ValueError(f"{name}: {str(value).lower()} is true/false, not a number")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and bool in kinds and not kinds & {int, float, str}:
+                raise ValueError(f"{name}: {value} is a number, not true or false")
+        return values
 
 
 class SplitConfig(Section):

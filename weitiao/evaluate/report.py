@@ -109,8 +109,14 @@ def _write_report(run_dir: Path, score: bool) -> Path:
     plots = run_dir / PLOTS
     plots.mkdir(exist_ok=True)
     records = read_records(run_dir)
-    cfg = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
-    final = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
+    try:
+        cfg = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
+        final = json.loads((run_dir / METRICS).read_text()) if (run_dir / METRICS).is_file() else {}
+        if not isinstance(cfg, dict) or not isinstance(final, dict):
+            raise ValueError("not a mapping")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise UserError("run_dir", f"the config.yaml or metrics.json of '{run_dir}' cannot be read ({type(e).__name__})",
+                        "the run folder is damaged: train it again (or restore those files)") from None
     figures: list[tuple[str, Path]] = []
     figures += curves(records, plots)
     tables: list[tuple[str, str]] = []

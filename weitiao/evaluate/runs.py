@@ -80,7 +80,8 @@ def runs_table(root: str = "runs", as_json: bool = False) -> list[RunRow]:
     """Print (and return) one row per run under `root`, newest first."""
     path = Path(root)
     if not path.is_dir():
-        raise UserError("DIR", f"folder '{root}' does not exist", "give the folder your runs are in (output.dir, default runs)")
+        raise UserError("DIR", f"'{root}' is a file, not a folder" if path.exists() else f"folder '{root}' does not exist",
+                        "give the folder your runs are in (output.dir, default runs)")
     rows = sorted((describe_run(f, path) for f in find_runs(path)), key=lambda r: r.date, reverse=True)
     if as_json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
@@ -109,18 +110,26 @@ def compare(runs: list[str], out: str = "compare.html") -> dict:
     from weitiao.config import flat_config
     from weitiao.evaluate.report import read_records
 
+    from weitiao.rundir import owner
+
     if len(runs) < 2:
         raise UserError("RUN", "compare needs two runs or more", "give two or more run folders")
+    if Path(out).is_dir():
+        raise UserError("--out", f"'{out}' is a folder", "give a file name, e.g. compare.html")
+    if owner(out) is not None:
+        raise UserError("--out", f"'{out}' is one of the files of the run '{owner(out)}'", "write the comparison under another name, or elsewhere")
     folders = [Path(r) for r in runs]
     for f in folders:
         if not (f / CONFIG).is_file():
             raise UserError("RUN", f"'{f}' is not a run folder (no config.yaml)", "give folders written by `weitiao train`")
-    try:
-        configs = [flat_config(yaml.safe_load((f / CONFIG).read_text(encoding="utf-8")) or {}) for f in folders]
-        finals = [json.loads((f / METRICS).read_text()) if (f / METRICS).is_file() else {} for f in folders]
-    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
-        raise UserError("RUN", f"a run's config.yaml or metrics.json cannot be read ({type(e).__name__})",
-                        "leave out the damaged run (weitiao runs marks it 'broken')") from None
+    configs, finals = [], []
+    for f in folders:
+        try:
+            configs.append(flat_config(yaml.safe_load((f / CONFIG).read_text(encoding="utf-8")) or {}))
+            finals.append(json.loads((f / METRICS).read_text()) if (f / METRICS).is_file() else {})
+        except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as e:
+            raise UserError("RUN", f"the config.yaml or metrics.json of '{f}' cannot be read ({type(e).__name__})",
+                            "leave out the damaged run (weitiao runs marks it 'broken')") from None
     keys = sorted({k for c in configs for k in c} - {"output.dir"})
     differ = {k: [c.get(k) for c in configs] for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1}
     metrics = []

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from weitiao.errors import UserError
 from weitiao.formats import MANIFEST, is_export, writable_format  # noqa: F401 (the export folder's marks, also named here)
+from weitiao.rundir import is_run
 
 
 def export(run_dir: str, fmt: str = "hf", out: str | None = None, task: str | None = None, overwrite: bool = False,
@@ -42,6 +43,10 @@ def export(run_dir: str, fmt: str = "hf", out: str | None = None, task: str | No
     target = Path(out) if out else Path(run_dir) / "export" / fmt
     if target.exists() and not overwrite:
         raise UserError("--out", f"'{target}' exists", "give a new folder, or pass --overwrite to replace it")
+    if is_run(target) and not is_export(target):
+        raise UserError("--out", f"'{target}' is a run folder; --overwrite replaces exports, never a run", "give a new folder for the export")
+    if is_export(run_dir):
+        raise UserError("run_dir", f"'{run_dir}' is an export, not a run folder", "export from the run folder it was written from")
     if out and not target.parent.is_dir():
         raise UserError("--out", f"folder '{target.parent}' does not exist", f"create it first (mkdir -p {target.parent})")
     if rows < 1:

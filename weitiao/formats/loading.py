@@ -22,6 +22,10 @@ class GraphModel:
         self._run, self.config, self.inputs = run, config, inputs
 
     def __call__(self, **batch):
+        missing = [k for k in self.inputs if k not in batch]
+        if missing:  # a manifest edited by hand: its input names are not what the task's batches hold
+            raise UserError("weitiao_export.json", f"names the input {missing[0]!r}, which this task's batches do not have ({', '.join(batch)})",
+                            "export the run again (weitiao export RUN --format FORMAT)")
         return SimpleNamespace(logits=self._run([batch[k] for k in self.inputs]))
 
     def eval(self):
@@ -70,7 +74,10 @@ def load_exported(folder, task, trust=()):
     from weitiao.formats import get_format
 
     manifest = read_manifest(folder)
-    form = get_format(manifest["format"])
+    try:
+        form = get_format(manifest["format"])
+    except UserError as e:  # the manifest's word, not the command line's
+        raise UserError("weitiao_export.json", f"'{folder}': {e.problem}", "export the run again (weitiao export RUN --format FORMAT)") from None
     if form.runs_code and form.name not in trust:
         raise UserError("--trust-format", f"'{folder}' is a {form.name} export, and {form.runs_code}",
                         f"open it only if you made it yourself: pass --trust-format {form.name}; an onnx or hf export carries no code")

@@ -99,7 +99,7 @@ def encoder_decoder_parts(model: nn.Module) -> Parts:
     out, inp = model.get_output_embeddings(), model.get_input_embeddings()
     tied = out is not None and inp is not None and out.weight is inp.weight
     output = module_of.get(id(inp if tied else out))
-    head = sorted({output} | {n.rsplit(".", 1)[0] + "." for n in outside if "final" in n or n.startswith("final_logits")} - {None})
+    head = sorted(({output} | {n.rsplit(".", 1)[0] + "." for n in outside if "final" in n or n.startswith("final_logits")}) - {None})
     embeddings = sorted({n.rsplit(".", 1)[0] + "." for n in outside if ("embed" in n or "shared" in n) and not n.startswith(tuple(head))})
     return Parts(prefixes, max(len(stacks[s][1]) for s in stacks), head, embeddings)
 

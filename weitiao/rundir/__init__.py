@@ -29,6 +29,10 @@ EXPORTS = "export"
 LOCK = ".lock"
 
 
+OWN_FILES = {CONFIG, ENV, METRICS_LOG, METRICS, REPORT, GENERATIONS, LOCK}
+OWN_FOLDERS = {MODEL, CHECKPOINTS, PLOTS, EXPORTS, "adapter", "tensorboard"}
+
+
 def is_run(folder) -> bool:
     """A folder `weitiao train` (or `weitiao export`) wrote: it has its config."""
     return (Path(folder) / CONFIG).is_file()
@@ -52,3 +56,18 @@ def status(run_dir: Path) -> str:
             except BlockingIOError:
                 return "training"
     return "stopped"
+
+
+def owner(path) -> Path | None:
+    """The run or export folder whose own files writing `path` would replace (its config.yaml,
+    metrics, anything under model/ or checkpoints/, any file of an export), else None: an output
+    file (predictions, a comparison) may sit beside a run's files, never over them."""
+    from weitiao.formats import is_export
+
+    p = Path(path).absolute()
+    if is_run(p.parent) and (p.name in OWN_FILES or p.name in OWN_FOLDERS or is_export(p.parent)):
+        return p.parent
+    for folder in p.parents:
+        if is_run(folder):
+            return folder if p.relative_to(folder).parts[0] in OWN_FOLDERS else None
+    return None

@@ -23,6 +23,10 @@ def check_run_dir(parent: str, name: str, overwrite: bool) -> Path:
         raise UserError("--name", f"'{name[:40]}...' is {len(name.encode())} bytes long", "use a name of at most 200 bytes")
     if Path(parent).exists() and not Path(parent).is_dir():
         raise UserError("output.dir", f"'{parent}' is a file, not a folder", "set output.dir to a folder (it is created if missing)")
+    existing = next(p for p in (Path(parent).absolute(), *Path(parent).absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError("output.dir", f"'{parent}' cannot be created: '{existing}' is {'a file' if not existing.is_dir() else 'not writable'}",
+                        "set output.dir to a folder you can write (it is created if missing)")
     path = Path(parent) / name
     from weitiao.files import left_by_dead
 
@@ -94,7 +98,10 @@ class NewRunFolder:
         from weitiao.files import left_by_dead
 
         self.path, self.aside, self.begun = path, None, False
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError("output.dir", f"'{path.parent}' cannot be created ({e.strerror})", "set output.dir to a folder you can write") from None
         for stale in left_by_dead(path, "new"):  # a run killed between these lines
             shutil.rmtree(stale, ignore_errors=True)
         fresh = path.with_name(f".{path.name}.new-{os.getpid()}")

@@ -85,11 +85,15 @@ def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
 @contextlib.contextmanager
 def _damaged(run_dir: str, model_dir: Path):
     """A model folder whose files do not load (not JSON, truncated weights, none at all) as one line."""
+    import pickle
+
     from safetensors import SafetensorError
 
     try:
         yield
-    except (OSError, ValueError, KeyError, SafetensorError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError) as e:  # RuntimeError: shapes that do not match the config
+        if type(e).__name__ == "OutOfMemoryError":  # torch's, a RuntimeError: not a damaged folder
+            raise
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError("run_dir", f"the model in '{model_dir}' cannot be loaded ({reason})",
                         f"the folder is damaged or incomplete: export or train '{run_dir}' again, or resume it from its last checkpoint") from None

@@ -54,10 +54,21 @@ def _load(run_dir: str, backend: str | None, scratch: Path, trust=()):
 
 
 def _check_port(host: str, port: int) -> None:
-    """Refuse a port that is taken before the model loads (uvicorn would fail after it)."""
+    """Refuse a port out of range, a host that is not this machine's, or a port that is taken, before
+    the model loads (uvicorn would fail after it)."""
+    import errno
+
+    if not 0 <= port <= 65535:
+        raise UserError("--port", f"{port} is not a port", "give a number from 1 to 65535")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
+        except (socket.gaierror, UnicodeError) as e:
+            raise UserError("--host", f"'{host}' is not an address this machine can listen on ({getattr(e, 'strerror', None) or e})",
+                            "give 127.0.0.1 (the default) or an address of this machine") from None
         except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise UserError("--host", f"'{host}' is not an address of this machine ({e.strerror})",
+                                "give 127.0.0.1 (the default) or an address of this machine") from None
             raise UserError("--port", f"cannot listen on {host}:{port} ({e.strerror})", "give a free --port, or stop what uses it") from None

@@ -111,7 +111,9 @@ def load_all() -> dict[str, Task]:
 def get_task(name: str) -> Task:
     """The registered task `name`, else a UserError with a did-you-mean."""
     load_all()
-    name = ALIASES.get(name, name) if isinstance(name, str) else name
+    if not isinstance(name, str):
+        raise UserError("task.type", f"{name!r} is not a task name", f"give one of {', '.join(sorted(TASKS))}")
+    name = ALIASES.get(name, name)
     if name not in TASKS:
         raise unknown("task.type", "task", name, TASKS)
     return TASKS[name]

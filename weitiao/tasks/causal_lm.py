@@ -139,7 +139,11 @@ class LMReader:
             conv.append((m["role"], m["content"].strip()))
         if not any(r == "assistant" and c for r, c in conv):
             return ()  # nothing to learn from: dropped and counted as empty
-        return self._system(tuple(conv))
+        conv = self._system(tuple(conv))
+        if conv[0][0] == "assistant":
+            raise UserError(field, f"{where}: the conversation starts with the assistant; nothing prompts its first answer",
+                            "begin each conversation with a user (or system) message")
+        return conv
 
     def check_labels(self, labels, field, path) -> None:
         return None

@@ -314,6 +314,9 @@ class ImageClassification(TaskDefaults):
         return ["image"] + header[1:], lambda r: cells({"text": r["image"], **r})
 
     def examples_from_texts(self, paths: list[str], processor, opts) -> Examples:
+        if opts.pixels:
+            raise UserError("--image", "this run reads rows of pixel values (task.pixels), not image files",
+                            "predict with --file, a table of pixel values laid out as the training data")
         missing = next((p for p in paths if not Path(p).is_file()), None)
         if missing is not None:
             raise UserError("--image", f"file '{missing}' does not exist", "give paths of image files")

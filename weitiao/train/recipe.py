@@ -54,7 +54,11 @@ def find_checkpoint(cfg: RunConfig, resume: str, name: str | None, force: bool) 
         say(f"checkpoint {bad} is incomplete or corrupt (checksum mismatch): using an earlier one")
     if folder is None:
         raise UserError("--resume", f"'{run_dir}' has no complete checkpoint", "start the run again (with --overwrite)")
-    check_same_run(run_dir, cfg.model_dump(mode="json"), data_fingerprint(cfg.data, cfg.task), json.loads((folder / "meta.json").read_text()), force)
+    meta = json.loads((folder / "meta.json").read_text())
+    check_same_run(run_dir, cfg.model_dump(mode="json"), data_fingerprint(cfg.data, cfg.task), meta, force)
+    if (meta.get("loop") or {}).get("best_step") is not None and not (run_dir / MODEL).is_dir():
+        raise UserError("--resume", f"'{run_dir / MODEL}' (the best model so far, from step {meta['loop']['best_step']}) is missing",
+                        "put it back, or start the run again with --overwrite")
     say(f"resuming {run_dir} from {folder.name}")
     return run_dir, folder
 
@@ -143,6 +147,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     selection = apply_strategy(model, s, task.peft_task_type)
     groups = build_param_groups(selection.model, selection.all_trainable_later or None, t.lr, t.weight_decay,
                                 s.layer_lr_decay, s.head_lr, s.lr_overrides)
+    if not any(g["params"] for g in groups):  # found before the run folder is touched (an --overwrite keeps the old run)
+        raise UserError("strategy.exclude" if s.exclude else "strategy", f"{s.method}{' with these include/exclude patterns' if s.include or s.exclude else ''} "
+                        "leaves no parameter to train", "loosen strategy.exclude (or widen strategy.include)")
     l2sp = l2sp_for(selection.model, new_names, s.l2sp, s.l2sp_beta, only={id(p) for g in groups for p in g["params"]})
     return Prepared(task, opts, data, tokenizer, encoded, selection, path, cuda, mixed_precision, new_names, probe, before,
                     pruned, groups, l2sp)

@@ -158,7 +158,8 @@ def ui(runs: str = "runs", host: str = "127.0.0.1", port: int = 7860) -> None:
 
     root = Path(runs)
     if not root.is_dir():
-        raise UserError("--runs", f"folder '{runs}' does not exist", "give the folder your runs are in (output.dir, default runs)")
+        raise UserError("--runs", f"'{runs}' is a file, not a folder" if root.exists() else f"folder '{runs}' does not exist",
+                        "give the folder your runs are in (output.dir, default runs)")
     _check_port(host, port)
     app = create_app(root, hosts=allowed_hosts(host), port=port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
