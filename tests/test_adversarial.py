@@ -74,6 +74,7 @@ def test_a_strategy_that_trains_nothing_is_refused_before_the_old_run_is_touched
 def test_resuming_a_run_whose_best_model_is_gone_is_refused(run, capsys):
     assert list((run / "checkpoints").iterdir()), "the tiny run keeps a checkpoint"
     shutil.rmtree(run / "model")
+    (run / "metrics.json").unlink()  # stopped before its end (a finished run is refused as such)
     config = run.parent / "c.yaml"
     config.write_text((run / "config.yaml").read_text())
     assert "(the best model so far" in refused(capsys, "train", str(config), "--resume", str(run))
@@ -181,3 +182,34 @@ def test_a_boolean_is_no_number_and_a_number_no_boolean(tmp_path, capsys, overri
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"version": 1, "data": {"train": str(data)}}))
     assert refused(capsys, "train", str(config), "--name", "x", "--set", override).startswith(f"error: {field}: ")
+
+
+def test_a_tokenizer_or_a_model_that_is_not_the_runs_is_refused(run, tiny_runs, capsys):
+    """Without tokenizer_config.json transformers rebuilt another tokenizer from vocab.txt (every word [UNK]);
+    a model/ holding another model got a random head: both predicted, wrongly, without a word."""
+    (run / "model" / "tokenizer_config.json").unlink()
+    assert "has no tokenizer_config.json" in refused(capsys, "predict", str(run), "--text", "a film")
+    other = run.parent / "swapped"
+    shutil.copytree(tiny_runs["classification"], other)
+    shutil.rmtree(other / "model")
+    shutil.copytree(tiny_runs["causal_lm"] / "model", other / "model")
+    assert "not the model this run trained" in refused(capsys, "predict", str(other), "--text", "a film")
+
+
+def test_misc_values_that_were_accepted(run, tmp_path, capsys):
+    config = run.parent / "c.yaml"
+    config.write_text((run / "config.yaml").read_text())
+    assert "has finished" in refused(capsys, "train", str(config), "--resume", str(run))
+    assert "is not a folder name" in refused(capsys, "train", str(config), "--name", "a\nb")
+    assert "is not a format that carries code" in refused(capsys, "predict", str(run), "--text", "a film", "--trust-format", "pt3")
+    assert "is out of range" in refused(capsys, "predict", str(run), "--text", "a film", "--temperature", "inf")
+    assert "output.dir: is empty" in refused(capsys, "train", str(config), "--name", "n", "--set", "output.dir=\"\"")
+    assert "less than or equal to 100000" in refused(capsys, "train", str(config), "--name", "n", "--set", "training.epochs=1e12")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"t{i}", "label": ["a", "b"][i % 2]}) + "\n" for i in range(8)) + '{"text": "x", "label": 1.5}\n')
+    assert "a fraction is not a label" in refused(capsys, "train", str(config), "--name", "n", "--set", f"data.train={data}", "--set", "data.validation=null")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # argparse's own mistakes: one line too, not a usage block
+        cli(["eval", str(run), "--batch-size", "x"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: weitiao eval: argument --batch-size") and len(err.splitlines()) == 1, err

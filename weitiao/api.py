@@ -107,6 +107,9 @@ def load(run_dir: str | Path, trust_format: tuple[str, ...] = ()) -> Run:
     if not isinstance(run_dir, (str, Path)):
         raise UserError("run_dir", f"{type(run_dir).__name__} {run_dir!r:.60} is not a folder path", "give the run folder's path, e.g. runs/demo")
     path = Path(run_dir)
+    from weitiao.formats import check_trusted
+
+    check_trusted(tuple(trust_format))
     if not (path / CONFIG).is_file():
         raise UserError("run_dir", f"'{run_dir}' is not a run folder (no config.yaml)", "give a folder written by `weitiao train`, e.g. runs/demo")
     from weitiao.formats import is_export

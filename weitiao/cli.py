@@ -13,9 +13,19 @@ import time
 from weitiao.errors import TrainingStopped, UserError
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's mistakes as weitiao's: one `error:` line with a fix, exit code 2 (not a usage block)."""
+
+    def error(self, message: str):
+        if self.prog == "weitiao" and "COMMAND" in message:  # `weitiao` alone: the list of commands is the answer
+            self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {self.prog}: {message}; fix: see `{self.prog} --help`\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="weitiao", description="Fine-tune pretrained models from one YAML file.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _OneLineParser(prog="weitiao", description="Fine-tune pretrained models from one YAML file.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_OneLineParser)
 
     tr = sub.add_parser("train", help="fine-tune as a config says and write a run folder")
     tr.add_argument("config", help="YAML config (see examples/)")
@@ -124,7 +134,7 @@ def _sampling(args):
                                 ("temperature", given.get("temperature", 0.0), lambda v: v >= 0, "0 (greedy) or more"),
                                 ("top_p", given.get("top_p", 1.0), lambda v: 0 < v <= 1, "a number above 0, at most 1"),
                                 ("num_beams", given.get("num_beams", 1), lambda v: v >= 1, "a whole number of 1 or more")):
-        if not ok(value):
+        if not ok(value) or value != value or value in (float("inf"), float("-inf")):
             raise UserError("--" + key.replace("_", "-"), f"{value} is out of range", f"give {fix}")
     return given
 
@@ -155,6 +165,10 @@ def leave(code: int) -> int:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "trust", None):
+            from weitiao.formats import check_trusted
+
+            check_trusted(args.trust)
         if args.command == "train":
             from weitiao.config import load_config
             from weitiao.train.recipe import train

@@ -88,7 +88,7 @@ class StrategyConfig(Section):
 
 
 class TrainingConfig(Section):
-    epochs: float = Field(1, gt=0)
+    epochs: float = Field(1, gt=0, le=100_000)
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)  # default: 128 on a GPU, 32 on CPU (faster there)

@@ -35,6 +35,9 @@ class Examples:
 def take_columns(table: Table, field: str, text_column: str, pair_column: str | None,
                  label_column: str | None) -> tuple[list[str], list[str] | None, list | None]:
     """Pick the configured columns, with an error that lists the columns that do exist."""
+    if label_column is not None and label_column in (text_column, pair_column):
+        raise UserError("data.label_column", f"'{label_column}' is also the text column: the model would read its answer",
+                        "name the column that holds the labels")
     for key, name in (("text_column", text_column), ("text_pair_column", pair_column), ("label_column", label_column)):
         if name is not None and name not in table.columns:
             first = ", ".join(repr(v) for v in table.rows[0].values()) if table.rows else ""
@@ -150,8 +153,9 @@ def _refuse_odd_cells(cells: list, separator: str | None, field: str, table: Tab
     (JSON `{"a": 1}` would otherwise become the class name "{'a': 1}")."""
     for i, cell in enumerate(cells):
         for p in split_cell(cell, separator):
-            if p is None or isinstance(p, (dict, list, tuple)) or (isinstance(p, float) and not math.isfinite(p)):
-                what = "null" if p is None else "NaN or infinity" if isinstance(p, float) else f"a JSON {'object' if isinstance(p, dict) else 'array'}"
+            if p is None or isinstance(p, (dict, list, tuple)) or (isinstance(p, float) and not (math.isfinite(p) and p.is_integer())):
+                what = ("null" if p is None else "a fraction" if isinstance(p, float) and math.isfinite(p) else "NaN or infinity" if isinstance(p, float)
+                        else f"a JSON {'object' if isinstance(p, dict) else 'array'}")
                 raise UserError(field, f"'{table.path}' line {table.lines[i]} has the label {cell!r}: {what} is not a label",
                                 "give each label as a name or an integer id (a list of them for multi-label)")
 

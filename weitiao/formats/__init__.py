@@ -61,3 +61,12 @@ def writable_format(name: str) -> Format:
 
 def is_export(folder) -> bool:
     return (Path(folder) / MANIFEST).is_file()
+
+
+def check_trusted(names) -> None:
+    """Refuse a --trust-format name that is no code-carrying format (a typo would trust nothing, silently)."""
+    load_formats()
+    wrong = [n for n in names if n not in FORMATS or not FORMATS[n].runs_code]
+    if wrong:
+        raise UserError("--trust-format", f"{wrong[0]!r} is not a format that carries code",
+                        f"name one of {', '.join(sorted(n for n, f in FORMATS.items() if f.runs_code))}")

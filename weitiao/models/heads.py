@@ -92,7 +92,11 @@ def load_saved(auto_class, model_dir):
         if missing or result.unexpected_keys:
             raise RuntimeError(f"'{model_dir}' does not match its config: missing {sorted(missing)[:3]}, unexpected {result.unexpected_keys[:3]}")
         return model
-    return auto_class.from_pretrained(str(model_dir))
+    model, info = auto_class.from_pretrained(str(model_dir), output_loading_info=True)
+    missing = set(info.get("missing_keys", ())) - tied_names(model)
+    if missing:  # another model in the folder: its head would be made up, and every prediction with it
+        raise RuntimeError(f"its weights lack {len(missing)} of the model's own ({sorted(missing)[0]}, ...): not the model this run trained")
+    return model
 
 
 def tied_names(model) -> set[str]:

@@ -17,10 +17,12 @@ from weitiao.rundir import ENV, LOCK
 
 def check_run_dir(parent: str, name: str, overwrite: bool) -> Path:
     """The run folder path; refuses an existing one unless `overwrite`. Creates nothing."""
-    if not name or "/" in name or "\0" in name or name in (".", ".."):
+    if not name or "/" in name or name in (".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise UserError("--name", f"'{name}' is not a folder name", "use letters, digits, '-' or '_'")
     if len(name.encode()) > 200:  # the file system allows 255 bytes; the folder set aside on --overwrite adds a prefix and a suffix
         raise UserError("--name", f"'{name[:40]}...' is {len(name.encode())} bytes long", "use a name of at most 200 bytes")
+    if not str(parent).strip():
+        raise UserError("output.dir", "is empty", "give the folder runs are written to (default: runs)")
     if Path(parent).exists() and not Path(parent).is_dir():
         raise UserError("output.dir", f"'{parent}' is a file, not a folder", "set output.dir to a folder (it is created if missing)")
     existing = next(p for p in (Path(parent).absolute(), *Path(parent).absolute().parents) if p.exists())

@@ -59,6 +59,9 @@ def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
     quiet_hf()
     cfg = load_config(root / CONFIG)
     task = get_task(cfg.task.type)
+    if not task.takes_images and not (model_dir / "tokenizer_config.json").is_file():  # transformers would rebuild another tokenizer silently
+        raise UserError("run_dir", f"'{model_dir}' has no tokenizer_config.json: its tokenizer cannot be rebuilt as it was trained",
+                        f"the folder is damaged or incomplete: export or train '{run_dir}' again")
     with _damaged(run_dir, model_dir):
         if exported:
             from weitiao.formats.loading import load_exported, read_manifest

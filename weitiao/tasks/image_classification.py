@@ -125,6 +125,11 @@ class ImageReader:
             except (TypeError, ValueError):
                 bad = next(c for c, v in zip(columns, values) if not _is_number(v))
                 raise UserError(field, f"'{path}' line {line} column {bad!r} is {row[bad]!r}, not a pixel value", "give numbers in every pixel column") from None
+            top = self.opts.pixels.max_value
+            outside = next((c for c, v in zip(columns, floats) if math.isfinite(v) and not 0 <= v <= top), None)
+            if outside is not None:
+                raise UserError(field, f"'{path}' line {line} column {outside!r} is {row[outside]!r}, outside 0 to {top:g} (task.pixels.max_value)",
+                                "set task.pixels.max_value to the value of white in these rows (digits: 16), or rescale them")
             if not all(math.isfinite(v) for v in floats):
                 bad = next(c for c, v in zip(columns, floats) if not math.isfinite(v))
                 raise UserError(field, f"'{path}' line {line} column {bad!r} is {row[bad]!r}, not a finite pixel value",

@@ -49,6 +49,9 @@ def find_checkpoint(cfg: RunConfig, resume: str, name: str | None, force: bool) 
     from weitiao.train.resume import check_same_run, data_fingerprint, resolve_resume
 
     run_dir = resolve_resume(resume, cfg.output.dir, name)
+    if (run_dir / METRICS).is_file():  # resuming would only rewrite its final scores, with the time of no training
+        raise UserError("--resume", f"'{run_dir}' has finished (its metrics.json is written): nothing is left to resume",
+                        "train a new run (another --name), or start this one again with --overwrite")
     folder, torn = latest_valid(run_dir / CHECKPOINTS)
     for bad in torn:
         say(f"checkpoint {bad} is incomplete or corrupt (checksum mismatch): using an earlier one")
