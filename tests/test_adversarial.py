@@ -201,7 +201,7 @@ def test_misc_values_that_were_accepted(run, tmp_path, capsys):
     config.write_text((run / "config.yaml").read_text())
     assert "has finished" in refused(capsys, "train", str(config), "--resume", str(run))
     assert "is not a folder name" in refused(capsys, "train", str(config), "--name", "a\nb")
-    assert "is not a format that carries code" in refused(capsys, "predict", str(run), "--text", "a film", "--trust-format", "pt3")
+    assert "is not an export format" in refused(capsys, "predict", str(run), "--text", "a film", "--trust-format", "pt3")
     assert "is out of range" in refused(capsys, "predict", str(run), "--text", "a film", "--temperature", "inf")
     assert "output.dir: is empty" in refused(capsys, "train", str(config), "--name", "n", "--set", "output.dir=\"\"")
     assert "less than or equal to 100000" in refused(capsys, "train", str(config), "--name", "n", "--set", "training.epochs=1e12")

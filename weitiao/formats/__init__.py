@@ -64,9 +64,9 @@ def is_export(folder) -> bool:
 
 
 def check_trusted(names) -> None:
-    """Refuse a --trust-format name that is no code-carrying format (a typo would trust nothing, silently)."""
+    """Refuse a --trust-format name that is no export format (a typo would trust nothing, silently)."""
     load_formats()
-    wrong = [n for n in names if n not in FORMATS or not FORMATS[n].runs_code]
+    wrong = [n for n in names if n not in FORMATS]
     if wrong:
-        raise UserError("--trust-format", f"{wrong[0]!r} is not a format that carries code",
-                        f"name one of {', '.join(sorted(n for n, f in FORMATS.items() if f.runs_code))}")
+        raise UserError("--trust-format", f"{wrong[0]!r} is not an export format",
+                        f"name the format of the export to open: {', '.join(sorted(n for n, f in FORMATS.items() if f.runs_code))} carry code")
