@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 from helpers import ROOT
 
 
+@pytest.mark.slow  # 38 s: a MiniLM run again, as the README's Python example writes it (make test-all)
 def test_the_readme_python_example_runs(tmp_path, capsys):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Python API", 1)[1]

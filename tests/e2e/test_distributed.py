@@ -15,6 +15,7 @@ ACCELERATE = shutil.which("accelerate", path=os.path.dirname(sys.executable))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow  # 44 s: two training processes over gloo (make test-all)
 @pytest.mark.skipif(ACCELERATE is None, reason="the accelerate CLI is not installed beside this python")
 def test_two_processes_match_one(tmp_path):
     train, dev = sst2_slice(tmp_path, 480, 151)  # an odd count: the last example belongs to one process only

@@ -120,6 +120,7 @@ def test_eval_and_predict_on_the_trained_run(minilm_run, tmp_path, capsys):
     assert lines[0] == "text,label,p_negative,p_positive" and len(lines) == 873
 
 
+@pytest.mark.slow  # 47 s; export parity stays in make test on tiny models and on the real EfficientNet (make test-all)
 def test_the_real_minilm_exports_with_parity(minilm_run, tmp_path, capsys):
     """ONNX fp32 and torch.export (pt2) reproduce the fine-tuned MiniLM on the 872 dev sentences; int8 keeps nearly every prediction."""
     run, dev = minilm_run
