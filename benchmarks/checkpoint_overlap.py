@@ -26,7 +26,7 @@ def main() -> None:
 
         checkpoint.PendingCheckpoint.__init__ = write_first
     seconds = {"eval": 0.0}
-    evaluate, train_loop = recipe.ClassifierSteps.evaluate, loop.train_loop
+    evaluate, train_loop = recipe.TaskSteps.evaluate, loop.train_loop
 
     def timed_eval(*args, **kwargs):
         start = time.perf_counter()
@@ -42,7 +42,7 @@ def main() -> None:
         finally:
             seconds["loop"] = time.perf_counter() - start
 
-    recipe.ClassifierSteps.evaluate, loop.train_loop = timed_eval, timed_loop
+    recipe.TaskSteps.evaluate, loop.train_loop = timed_eval, timed_loop
     from weitiao.cli import run
 
     run(argv)

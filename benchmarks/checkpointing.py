@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_trainer import HERE, SST2, collect_weitiao, prepare_data, run_child, weitiao_command, weitiao_config  # noqa: E402
 
 

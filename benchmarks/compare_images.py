@@ -133,7 +133,6 @@ def plain_side(args) -> None:
     from torch import nn
     from torch.utils.data import DataLoader, Dataset
 
-    sys.path.insert(0, str(ROOT))
     from weitiao.models.image import EfficientNetForImageClassification, ImageProcessor, bundled_efficientnet
 
     launched = time.perf_counter()
@@ -271,8 +270,6 @@ def ceiling_side(args) -> None:
     from torch import nn
     from torch.utils.flop_counter import FlopCounterMode
 
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(HERE))
     from weitiao.models.image import EfficientNetForImageClassification, ImageProcessor, bundled_efficientnet
 
     torch.set_num_threads(args.threads)
@@ -280,7 +277,7 @@ def ceiling_side(args) -> None:
     if args.peak_gflops:
         peak = args.peak_gflops
     else:
-        from compare_trainer import peak_gflops
+        from harness import peak_gflops
 
         peak = peak_gflops(args.threads)
     folder = bundled_efficientnet()
@@ -631,16 +628,9 @@ def markdown(report: dict) -> str:
 
 
 def machine_info() -> dict:
-    import importlib.metadata as md
+    from harness import machine_info as machine
 
-    sys.path.insert(0, str(HERE))
-    from provenance import commit
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "loadavg_start": os.getloadavg(),
-            "python": sys.version.split()[0], "torch": md.version("torch"), "pillow": md.version("pillow"),
-            "weitiao_commit": commit("compare_images")}
+    return machine("compare_images", None, ("torch", "pillow"))
 
 
 def main() -> None:

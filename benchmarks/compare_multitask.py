@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -45,13 +42,11 @@ def member(name: str, rows: int, max_length: int) -> dict:
 
 
 def train(cfg: dict, work: Path, name: str) -> tuple[dict, float]:
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "weitiao", "train", str(path), "--name", name, "--overwrite"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    return json.loads((work / "runs" / name / "metrics.json").read_text())["validation"], seconds
+    """The run's validation metrics and its wall time (the shared harness's runner, 2 threads)."""
+    from harness import train_run
+
+    metrics, timing = train_run(cfg, name, work, 2)
+    return metrics["validation"], timing["wall_s"]
 
 
 def main() -> None:
@@ -63,7 +58,6 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/multitask"))
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from provenance import commit
 
     stamp = commit("compare_multitask")

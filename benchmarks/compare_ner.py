@@ -42,8 +42,7 @@ def trainer_side(args) -> None:
     from datasets import Dataset
     from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments, set_seed
 
-    sys.path.insert(0, str(ROOT))
-    from weitiao.tasks.tag_reader import read_conll
+    from weitiao.tasks.token_classification.reader import read_conll
     from weitiao.tasks.token_classification import entity_metrics
 
     torch.set_num_threads(args.threads)
@@ -120,12 +119,10 @@ def weitiao_config(args, work: Path) -> Path:
 
 def run_child(cmd: list[str], log: Path, threads: int) -> dict:
     """One side in its own process (compare_trainer's runner: wall time and the child's own peak RSS)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from compare_trainer import run_child as run
+    from harness import checked
+    from harness import run_child as run
 
-    result = run(cmd, log, threads)
-    if result["rc"] != 0:
-        sys.exit(f"{cmd[2:4]} failed (exit {result['rc']}); see {log}")
+    result = checked(run(cmd, log, threads), " ".join(cmd[2:4]))
     return {"wall_s": round(result["wall_s"], 1), "peak_rss_mb": round(result["peak_rss_mb"])}
 
 

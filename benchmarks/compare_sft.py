@@ -79,8 +79,7 @@ def split_data(work: Path, held_out: int) -> tuple[Path, Path]:
 
 def prompt_completion(records: list[dict]) -> list[dict]:
     """alpaca records as TRL's conversational prompt-completion rows (the same turns weitiao renders)."""
-    sys.path.insert(0, str(ROOT))
-    from weitiao.tasks.lm_text import alpaca_conversation
+    from weitiao.tasks.causal_lm.lm_text import alpaca_conversation
 
     rows = []
     for r in records:
@@ -99,7 +98,6 @@ def trl_side(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    sys.path.insert(0, str(ROOT))
     from weitiao.models.lm import bundled_smollm2
 
     launched = time.perf_counter()
@@ -247,10 +245,9 @@ def main() -> None:
     args = parse_args()
     if args.child:
         return trl_side(args)
-    sys.path.insert(0, str(HERE))
     import importlib.metadata as md
 
-    from compare_images import machine_info
+    from harness import machine_info
 
     work = ROOT / "benchmarks" / "results" / "work" / ("compare_sft-quick" if args.quick else "compare_sft")
     logs, runs = work / "logs", work / "runs"
@@ -260,7 +257,7 @@ def main() -> None:
     weitiao_config(config, args, train, val, runs)
     weitiao_config(config_gc, args, train, val, runs, checkpointing=True)
     sides = [s for s in args.sides.split(",") if s]
-    report = {"command": "python " + " ".join(sys.argv), "args": vars(args), "machine": machine_info(),
+    report = {"command": "python " + " ".join(sys.argv), "args": vars(args), "machine": machine_info("compare_sft", None, ("torch",)),
               "n_train": len(json.loads(train.read_text())), "n_held_out": args.held_out,
               "versions": {p: md.version(p) for p in ("trl", "transformers", "peft", "torch")}, "repeats": []}
     for r in range(args.repeats):

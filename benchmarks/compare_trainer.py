@@ -25,14 +25,11 @@ import os
 import random
 import shlex
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_report import derive, markdown  # noqa: E402
-from provenance import commit  # noqa: E402
+from harness import machine_info, peak_gflops, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -138,60 +135,6 @@ def prepare_data(args, work: Path) -> dict:
 
 # --- machine ------------------------------------------------------------------------------
 
-def peak_gflops(threads: int, size: int = 2048, repeats: int = 7, device: str = "cpu") -> float:
-    """Best GFLOP/s of a size x size matmul: fp32 on `threads` CPU threads, or bf16 on the GPU. The MFU denominator."""
-    import torch
-
-    if device == "cuda":
-        a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-        for _ in range(3):
-            a @ b
-        best = 0.0
-        for _ in range(repeats):
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(10):
-                a @ b
-            torch.cuda.synchronize()
-            best = max(best, 10 * 2 * 8192**3 / (time.perf_counter() - start) / 1e9)
-        return best
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
-    return best
-
-
-def machine_info(threads: int) -> dict:
-    import importlib.metadata as md
-
-    import accelerate
-    import peft
-    import torch
-    import transformers
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "torch_threads": threads,
-            "loadavg_start": os.getloadavg(), "python": sys.version.split()[0], "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__,
-            "datasets": _version(md, "datasets"), "weitiao_commit": commit("compare_trainer"),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def _version(md, name: str) -> str | None:
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
-
-
-
-
 def count_params(model_path: str) -> tuple[int, int]:
     """Parameters of the classifier: all of them, and those outside the embeddings."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -295,21 +238,6 @@ def trainer_command(v: dict, args, model: str, data: dict, out_dir: Path, result
     return cmd
 
 
-def run_child(cmd: list[str], log_path: Path, threads: int) -> dict:
-    """Run one variant; its wall time and peak RSS (os.wait4: this child's own rusage)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with open(log_path, "w") as log:
-        log.write("$ " + shlex.join(cmd) + "\n\n")
-        log.flush()
-        start = time.perf_counter()
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return {"rc": child.returncode, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "log": str(log_path)}
-
-
 def collect_weitiao(run_dir: Path, timings: Path) -> dict:
     """Numbers of one weitiao run: its metrics.json, its data report and the launcher's timings."""
     t = json.loads(timings.read_text()) if timings.exists() else {}
@@ -382,7 +310,7 @@ def main() -> None:
     for f in Path(model).glob("*.safetensors"):
         f.read_bytes()  # page cache: the first variant should not pay for a cold disk
     data = prepare_data(args, work)
-    info = machine_info(args.threads)
+    info = machine_info("compare_trainer", args.threads, ("torch", "transformers", "peft", "accelerate", "datasets"))
     print(f"command: {command}", flush=True)
     print("measuring peak fp32 matmul GFLOP/s ...", flush=True)
     peak = peak_gflops(args.threads, device=args.device)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import commit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -67,10 +67,6 @@ def main() -> None:
             step(m, opt, batch)
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["sdpa"])
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from provenance import commit
 
     print(f"\n<!-- .venv/bin/python benchmarks/kernels.py --steps {args.steps} (weitiao {commit('kernels')}, 2 CPU threads) -->")

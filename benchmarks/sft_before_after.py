@@ -13,12 +13,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from weitiao.data.examples import Examples
 from weitiao.models import resolve_model
 from weitiao.tasks.causal_lm import TASK
-from weitiao.tasks.generation import Sampling, generate, stop_ids
-from weitiao.tasks.lm_text import alpaca_conversation, prompt_text
-from weitiao.tasks.scoring import score
+from weitiao.tasks.common.generation import Sampling, generate, stop_ids
+from weitiao.tasks.causal_lm.lm_text import alpaca_conversation, prompt_text
+from weitiao.tasks.common.scoring import score
 
 torch.set_num_threads(2)
-sys.path.insert(0, __import__('os').path.dirname(__file__))
 from provenance import commit
 
 out = {"commit": commit("sft_before_after"), "command": " ".join(["benchmarks/sft_before_after.py", *sys.argv[1:]])}

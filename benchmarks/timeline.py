@@ -44,7 +44,7 @@ def main() -> int:
     mark("imports of the timer (torch included)")
     timed(recipe, "prepare", "prepare: data, tokenizer, model, strategy")
     timed(loop, "train_loop", "training loop")
-    timed(recipe.ClassifierSteps, "evaluate", "evaluation")
+    timed(recipe.TaskSteps, "evaluate", "evaluation")
     timed(recipe, "save_model", "saving the best model")
     timed(loop.PendingCheckpoint, "finish", "checkpoint: waiting for its write, meta, manifest")
     timed(memory, "release_host_memory", "handing freed memory back")

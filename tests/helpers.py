@@ -39,7 +39,7 @@ def tiny_llama(folder: Path, texts: list[str], layers: int = 6, hidden: int = 32
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from weitiao.tasks.lm_text import TEMPLATES
+    from weitiao.tasks.causal_lm.lm_text import TEMPLATES
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE())

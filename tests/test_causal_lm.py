@@ -12,7 +12,7 @@ import torch
 from helpers import tiny_llama, write_config
 
 from weitiao.tasks.causal_lm import TASK
-from weitiao.tasks.lm_text import collate, encode_conversations, encode_documents, pack, render
+from weitiao.tasks.causal_lm.lm_text import collate, encode_conversations, encode_documents, pack, render
 
 FILLER = ["the", "a", "we", "saw", "today", "and", "then", "went", "home", "it", "was", "in", "on"]
 
@@ -78,7 +78,7 @@ def test_the_template_bos_is_not_doubled(lm, tmp_path):
     t = AutoTokenizer.from_pretrained(lm)
     t.bos_token = "<|endoftext|>"
     t.add_bos_token = True
-    from weitiao.tasks.lm_text import set_template
+    from weitiao.tasks.causal_lm.lm_text import set_template
 
     set_template(t, "alpaca", "tiny")
     enc = encode_conversations(t, [CONV[:2]], 256, "responses", 0)
@@ -91,7 +91,7 @@ def test_a_model_without_a_template_needs_one_named(tmp_path):
     from transformers import AutoTokenizer
 
     from weitiao.errors import UserError
-    from weitiao.tasks.lm_text import set_template
+    from weitiao.tasks.causal_lm.lm_text import set_template
 
     folder = tiny_llama(tmp_path / "m", ["hello world"] * 10, template=False)
     t = AutoTokenizer.from_pretrained(folder)
@@ -140,7 +140,7 @@ def test_a_packed_example_does_not_see_its_neighbours(lm, tok, attention):
     a2 = (("user", "we saw the awful dull home and then it was bad today"), ("assistant", "negative"))
     b = (("user", "we went home"), ("assistant", "negative"))
 
-    from weitiao.tasks.lm_text import Encoded
+    from weitiao.tasks.causal_lm.lm_text import Encoded
 
     def logits_of_b(first):
         one = encode_conversations(tok, [first, b], 256, "responses", 0)
@@ -232,8 +232,8 @@ def test_only_target_positions_reach_the_output_layer_and_the_loss_is_the_plain_
 def test_batched_generation_pads_left_and_answers_as_one_by_one(lm, tok):
     from transformers import AutoModelForCausalLM
 
-    from weitiao.tasks.generation import Sampling, generate_ids
-    from weitiao.tasks.lm_text import prompt_text
+    from weitiao.tasks.common.generation import Sampling, generate_ids
+    from weitiao.tasks.causal_lm.lm_text import prompt_text
 
     model = AutoModelForCausalLM.from_pretrained(lm)
     prompts = [tok(prompt_text(tok, ((("user", u),))), add_special_tokens=False)["input_ids"]
@@ -253,7 +253,7 @@ def test_documents_are_one_stream_cut_into_rows(tok):
 
 
 def test_rouge_l_by_hand():
-    from weitiao.tasks.generation import rouge_l
+    from weitiao.tasks.common.generation import rouge_l
 
     # LCS("a b c d", "a c d e") = 3: precision 3/4, recall 3/4
     assert rouge_l(["a b c d"], ["a c d e"]) == pytest.approx(0.75)

@@ -100,7 +100,7 @@ def _first_step_by_hand(run) -> dict:
     from weitiao.data.batching import length_grouped_batches
     from weitiao.rundir.opening import open_run
     from weitiao.tasks import get_task
-    from weitiao.tasks.scoring import pad_id
+    from weitiao.tasks.common.scoring import pad_id
     from weitiao.train.recipe import prepare
 
     cfg = load_config(run / "config.yaml")

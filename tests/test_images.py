@@ -91,7 +91,7 @@ def test_augmentation_changes_training_batches_only_and_keeps_their_range():
 
     from weitiao.config import validate
     from weitiao.models.image import ImageProcessor
-    from weitiao.tasks.image_augment import Augmenter
+    from weitiao.tasks.image_classification.augment import Augmenter
 
     opts = validate({"data": {"train": "x"}, "task": {"type": "image_classification",
                                                         "augment": ["random_resized_crop", "horizontal_flip", "trivial_augment"]}}).task

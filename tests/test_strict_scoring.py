@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from weitiao.tasks import tags as T
+from weitiao.tasks.token_classification import tags as T
 from weitiao.tasks.token_classification import entity_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ from helpers import minilm_path, write_config
 from weitiao.config import DataConfig
 from weitiao.data import load_data
 from weitiao.errors import UserError
-from weitiao.tasks import tags as T
-from weitiao.tasks.tag_reader import TagReader
+from weitiao.tasks.token_classification import tags as T
+from weitiao.tasks.token_classification.reader import TagReader
 from weitiao.tasks.token_classification import encode, windows
 
 

@@ -190,8 +190,8 @@ def test_top_p_reaches_generation(tmp_path, chat_data):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import weitiao
-    from weitiao.tasks.generation import Sampling, generate, stop_ids
-    from weitiao.tasks.lm_text import prompt_text
+    from weitiao.tasks.common.generation import Sampling, generate, stop_ids
+    from weitiao.tasks.causal_lm.lm_text import prompt_text
 
     users = [r["messages"][0]["content"] for r in chat_data["dev"][:4]]
     tok = AutoTokenizer.from_pretrained(chat_data["model"])
@@ -379,7 +379,7 @@ def test_augmentation_changes_what_the_model_sees_in_training_only(tmp_path, mon
     training it never sees one of them unchanged, and the augmenter runs once per training batch."""
     import numpy as np
 
-    from weitiao.tasks.image_augment import Augmenter
+    from weitiao.tasks.image_classification.augment import Augmenter
     from weitiao.tasks.image_classification import ImageClassification
 
     noise = np.random.default_rng(0)

@@ -37,7 +37,7 @@ def check_output(output: str | None, suffixes: tuple[str, ...] | None = None) ->
 def evaluate_file(run_dir: str, data_path: str | None = None, output: str | None = None, batch_size: int | None = None, trust=()) -> dict:
     """Metrics of the run's model on a labelled file (None: the run's own validation data); prints and returns them."""
     from weitiao.runtime import inference_device
-    from weitiao.tasks.scoring import task_metrics
+    from weitiao.tasks.common.scoring import task_metrics
 
     check_output(output)
     run = open_run(run_dir, trust=trust)
@@ -104,7 +104,7 @@ def predict_rows(run: LoadedRun, texts: list[str] | None, file: str | None = Non
 
 def default_sampling(opts, given: dict | None = None):
     """The generation settings of a run's task.generate section, with those `given` (command-line options) over them."""
-    from weitiao.tasks.generation import Sampling
+    from weitiao.tasks.common.generation import Sampling
 
     g = opts.generate
     own = {"max_new_tokens": g.max_new_tokens, "temperature": g.temperature, "top_p": g.top_p, "num_beams": getattr(g, "num_beams", 1)}

@@ -47,7 +47,7 @@ class ForgettingProbe:
     @torch.no_grad()
     def score(self, encoder_state: dict, device) -> dict:
         """The probe run's headline metrics on its data, over the given encoder weights."""
-        from weitiao.tasks.scoring import pad_id, score, task_metrics
+        from weitiao.tasks.common.scoring import pad_id, score, task_metrics
 
         encoder = getattr(self.model, self.model.base_model_prefix)
         mine = encoder.state_dict()
@@ -80,7 +80,7 @@ class TextProbe:
         texts = [t if isinstance(t, str) else "\n".join(c for _, c in t) for t in ex.text if t]
         if not texts:
             raise UserError("strategy.probe", f"'{path}' has no text", "give a file of reference text")
-        from weitiao.tasks.lm_text import encode_documents
+        from weitiao.tasks.causal_lm.lm_text import encode_documents
 
         self.data = encode_documents(tokenizer, texts, data.max_length, 0)
 
@@ -89,7 +89,7 @@ class TextProbe:
 
     @torch.no_grad()
     def score(self, model, device) -> dict:
-        from weitiao.tasks.scoring import pad_id, score
+        from weitiao.tasks.common.scoring import pad_id, score
 
         scored = score(model.to(device), self.task, self.data, pad_id(self.tokenizer), 0, self.opts, self.batch_size, device)
         metrics = self.task.metrics(scored.outputs, self.data, [], self.opts)

@@ -291,7 +291,7 @@ def entity_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list
     Returns:
         (the types, then "(none)"; the [types + 1, types + 1] count matrix).
     """
-    from weitiao.tasks import tags as T
+    from weitiao.tasks.token_classification import tags as T
 
     pairs = []
     for g, p in zip(gold, pred):

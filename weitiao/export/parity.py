@@ -56,7 +56,7 @@ def logits_of(out) -> torch.Tensor:
 def compare(reference, exported, task, enc, names: list[str], opts, pad: int, batch_size: int) -> dict:
     """Run both models over `enc`: max |delta logit|, prediction agreement, and each one's metrics."""
     from weitiao.data.batching import sorted_batches
-    from weitiao.tasks.scoring import task_forward
+    from weitiao.tasks.common.scoring import task_forward
 
     reference.eval()
     diff = Diff(bool(getattr(opts, "multi_label", False)), float(getattr(opts, "threshold", 0.5) or 0.5))
@@ -77,7 +77,7 @@ def compare(reference, exported, task, enc, names: list[str], opts, pad: int, ba
 def check(source, form, folder: Path, batch_size: int | None) -> dict:
     """Load the export in `folder`, compare it with the run's model, write parity.json; raise when it fails."""
     from weitiao.formats.loading import load_exported
-    from weitiao.tasks.scoring import pad_id
+    from weitiao.tasks.common.scoring import pad_id
 
     run = source.run
     exported = load_exported(folder, run.task, trust=(form.name,))  # the file this export just wrote

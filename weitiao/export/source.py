@@ -52,7 +52,7 @@ def open_source(run_dir: str, task: str | None, form, scratch: Path, rows: int) 
 
 
 def _example_batch(run, enc) -> dict:
-    from weitiao.tasks.scoring import pad_id
+    from weitiao.tasks.common.scoring import pad_id
 
     lengths = enc.lengths[:64]
     order = sorted(range(len(lengths)), key=lengths.__getitem__)

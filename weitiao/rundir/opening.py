@@ -162,7 +162,7 @@ def scored(run: LoadedRun, enc, batch_size: int | None):
 
     from weitiao.errors import TrainingStopped
     from weitiao.runtime import eval_batch_size, inference_device
-    from weitiao.tasks.scoring import pad_id, score
+    from weitiao.tasks.common.scoring import pad_id, score
 
     device = inference_device()
     batch_size = eval_batch_size(batch_size or run.eval_batch_size, device.type == "cuda")

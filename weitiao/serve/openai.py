@@ -102,7 +102,7 @@ async def _stream(run, batcher, conv, sampling, ident: str, created: int, name: 
 
 def _token_counts(run, conv, answer: str) -> tuple[int, int]:
     """(prompt tokens, answer tokens) as the run's tokenizer counts them."""
-    from weitiao.tasks.lm_text import prompt_text
+    from weitiao.tasks.causal_lm.lm_text import prompt_text
 
     tok = run.tokenizer
     prompt = len(tok(prompt_text(tok, conv), add_special_tokens=False)["input_ids"]) if getattr(tok, "chat_template", None) else 0

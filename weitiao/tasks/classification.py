@@ -15,13 +15,13 @@ from pydantic import Field
 from weitiao.data.examples import Examples
 from weitiao.models.heads import DROPOUT_KEYS, load_saved, with_head  # noqa: F401 (part of this module's API)
 from weitiao.schema import Section
-from weitiao.tasks import TaskDefaults, metrics_line, pick_metrics, register_task
-from weitiao.tasks.rows import TokenRows
-from weitiao.tasks.text import ensure_pad_token, load_tokenizer, pad_rows  # noqa: F401 (part of this module's API)
+from weitiao.tasks import TaskDefaults, register_task
+from weitiao.tasks.common.labels import Labelled, label_tensor, loss_fn, probabilities  # noqa: F401 (part of this module's API)
+from weitiao.tasks.common.rows import TokenRows
+from weitiao.tasks.common.text import ensure_pad_token, load_tokenizer, pad_rows  # noqa: F401 (part of this module's API)
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
 
 @dataclass
@@ -86,43 +86,12 @@ def collate(data: Encoded, index: list[int], pad_id: int, num_labels: int, multi
     return batch
 
 
-def label_tensor(labels: list, num_labels: int, multi_label: bool) -> "torch.Tensor":
-    import torch
-
-    if not multi_label:
-        return torch.tensor(labels, dtype=torch.long)
-    target = torch.zeros((len(labels), num_labels))
-    for row, ids in enumerate(labels):
-        target[row, ids] = 1.0
-    return target
-
-
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool, label_smoothing: float = 0.0,
-            reduction: str = "mean") -> torch.Tensor:
-    """logits: [batch, num_labels]; the loss per example (multi-label: averaged over the labels),
-    then its mean or ("sum") its sum over the batch."""
-    import torch.nn.functional as F
-
-    if multi_label:
-        if label_smoothing:
-            labels = labels * (1 - label_smoothing) + 0.5 * label_smoothing
-        per_example = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(dim=1)
-        return per_example.sum() if reduction == "sum" else per_example.mean()
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction=reduction)
-
-
-def probabilities(logits: "torch.Tensor", multi_label: bool) -> "torch.Tensor":
-    import torch
-
-    return torch.sigmoid(logits.float()) if multi_label else torch.softmax(logits.float(), dim=-1)
-
-
 def predict_probs(model, data: Encoded, pad_id: int, num_labels: int, multi_label: bool,
                   batch_size: int, device, forward=None) -> tuple["np.ndarray", float | None]:
     """Probabilities for every example, in input order ([n, num_labels]), and the mean loss when labels exist."""
     import numpy as np
 
-    from weitiao.tasks.scoring import score
+    from weitiao.tasks.common.scoring import score
 
     scored = score(model, TASK, data, pad_id, num_labels, Options(multi_label=multi_label), batch_size, device, forward)
     probs = np.stack(scored.outputs) if scored.outputs else np.zeros((0, num_labels), dtype=np.float32)
@@ -144,7 +113,7 @@ class Options(Section):
     threshold: float = Field(0.5, gt=0, lt=1)  # multi-label decision threshold on sigmoid
 
 
-class Classification(TaskDefaults):
+class Classification(Labelled, TaskDefaults):
     """One label (softmax) or several (sigmoid) per text or text pair."""
 
     name = "classification"
@@ -160,23 +129,6 @@ class Classification(TaskDefaults):
 
     def describe(self, opts) -> str:
         return "multi-label classification" if opts.multi_label else "classification"
-
-    def metric_names(self, opts) -> tuple[str, ...]:
-        from weitiao.tasks.classification_metrics import MULTI_LABEL, SINGLE_LABEL
-
-        return MULTI_LABEL if opts.multi_label else SINGLE_LABEL
-
-    def default_metric(self, opts) -> str:
-        """Single-label: accuracy. Multi-label: micro-F1 (exact-set accuracy is too strict to pick by)."""
-        return "f1_micro" if opts.multi_label else "accuracy"
-
-    def headline(self, metrics: dict) -> dict:
-        keys = ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc", "loss")
-        return pick_metrics(metrics, keys)
-
-    def summary(self, metrics: dict) -> str:
-        keys = ("accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc")
-        return metrics_line(metrics, keys)
 
     too_long = "cut to data.max_length ({n} tokens)"
     too_long_note = "{k} of {n} texts were longer than data.max_length ({m} tokens) and were cut to it"
@@ -198,45 +150,6 @@ class Classification(TaskDefaults):
 
     def collate(self, encoded: Encoded, index: list[int], pad_id: int, num_labels: int, opts, multiple: int = 1) -> dict:
         return collate(encoded, index, pad_id, num_labels, opts.multi_label, multiple)
-
-    def loss(self, logits, labels, opts, label_smoothing: float = 0.0):
-        """(sum over the batch's examples, number of examples)."""
-        return loss_fn(logits, labels, opts.multi_label, label_smoothing, reduction="sum"), len(labels)
-
-    def count_targets(self, batch: dict) -> int:
-        return len(batch["labels"])
-
-    def outputs(self, logits, encoded, index, opts) -> list:
-        return list(probabilities(logits, opts.multi_label).cpu().numpy())
-
-    def metrics(self, outputs: list, encoded: Encoded, label_names: list[str], opts) -> dict:
-        import numpy as np
-
-        from weitiao.tasks.classification_metrics import classification_metrics
-
-        probs = np.stack(outputs) if outputs else np.zeros((0, len(label_names)), dtype=np.float32)
-        return classification_metrics(probs, encoded.labels, label_names, opts.multi_label, opts.threshold)
-
-    def decode(self, outputs: list, encoded, examples: Examples, label_names: list[str], opts) -> list[dict]:
-        rows = []
-        for text, p in zip(examples.text, outputs):
-            if opts.multi_label:  # every label over the threshold, and its probability
-                chosen = [i for i in range(len(label_names)) if p[i] >= opts.threshold]
-                label, score = [label_names[i] for i in chosen], [round(float(p[i]), 6) for i in chosen]
-            else:
-                label, score = label_names[int(p.argmax())], round(float(p.max()), 6)
-            rows.append({"text": text, "label": label, "score": score, "probabilities": {n: round(float(x), 6) for n, x in zip(label_names, p)}})
-        return rows
-
-    def csv_columns(self, rows: list[dict]) -> tuple[list[str], object]:
-        """The header of `predict --output x.csv` and a function from one decoded row to its cells."""
-        names = list(rows[0]["probabilities"]) if rows else []
-
-        def cells(r: dict) -> list:
-            label = ",".join(r["label"]) if isinstance(r["label"], list) else r["label"]
-            return [r["text"], label] + [r["probabilities"][n] for n in names]
-
-        return ["text", "label"] + [f"p_{n}" for n in names], cells
 
     def examples_from_texts(self, texts: list[str], tokenizer, opts) -> Examples:
         return Examples([t.strip() for t in texts], None, None, list(range(1, len(texts) + 1)), "--text")

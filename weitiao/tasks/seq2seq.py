@@ -21,8 +21,8 @@ from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
 from weitiao.tasks import TaskDefaults, metrics_line, pick_metrics, register_task
-from weitiao.tasks.causal_lm import GenerateOptions as LMGenerateOptions
-from weitiao.tasks.rows import TokenRows
+from weitiao.tasks.common.generation import GenerateOptions as LMGenerateOptions
+from weitiao.tasks.common.rows import TokenRows
 
 
 class GenerateOptions(LMGenerateOptions):
@@ -131,7 +131,7 @@ class Seq2Seq(TaskDefaults):
         return PairReader(data)
 
     def processor(self, model_path: str, model_name: str | None = None, max_length: int | None = None):
-        from weitiao.tasks.text import load_tokenizer
+        from weitiao.tasks.common.text import load_tokenizer
 
         return load_tokenizer(model_path, model_name, max_length)
 
@@ -166,7 +166,7 @@ class Seq2Seq(TaskDefaults):
         return AutoModelForSeq2SeqLM.from_pretrained(model_path, config=config, **kwargs), set()
 
     def collate(self, encoded: Encoded, index: list[int], pad_id: int, num_labels: int, opts, multiple: int = 1) -> dict:
-        from weitiao.tasks.text import pad_rows
+        from weitiao.tasks.common.text import pad_rows
 
         ids, mask = pad_rows(encoded.input_ids, index, pad_id, multiple)
         batch = {"input_ids": ids, "attention_mask": mask}
@@ -193,7 +193,7 @@ class Seq2Seq(TaskDefaults):
         import torch
         import torch.nn.functional as F
 
-        from weitiao.tasks.text import pad_rows
+        from weitiao.tasks.common.text import pad_rows
 
         labels = pad_rows(encoded.labels, index, -100)[0].to(logits.device)[:, :logits.shape[1]]
         nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
@@ -203,14 +203,14 @@ class Seq2Seq(TaskDefaults):
         return list(rows.cpu().numpy())
 
     def metrics(self, outputs: list, encoded: Encoded, label_names, opts) -> dict:
-        from weitiao.tasks.causal_lm import TASK as LM
+        from weitiao.tasks.common.generation import token_metrics
 
-        return LM.metrics(outputs, encoded, label_names, opts)
+        return token_metrics(outputs, encoded.examples)
 
     def generations(self, model, encoded: Encoded, tokenizer, opts, device) -> tuple[dict, list[dict]]:
         """The sources translated (the first generate.eval_rows), scored against their targets; the first
         generate.samples as records for generations.jsonl."""
-        from weitiao.tasks.generation import text_scores
+        from weitiao.tasks.common.generation import text_scores
 
         g = opts.generate
         if encoded.references is None or not len(encoded):
@@ -224,7 +224,7 @@ class Seq2Seq(TaskDefaults):
     def _generate(self, model, tokenizer, inputs: list[list[int]], g, device, temperature: float | None = None,
                   max_new_tokens: int | None = None, top_p: float | None = None, num_beams: int | None = None, batch_size: int = 16) -> list[str]:
         """Each input's generated target: task.generate's settings, those given overriding them."""
-        from weitiao.tasks.generation import Sampling, generate, stop_ids
+        from weitiao.tasks.common.generation import Sampling, generate, stop_ids
 
         sampling = Sampling(max_new_tokens or g.max_new_tokens, g.temperature if temperature is None else temperature, top_p or g.top_p,
                             num_beams or g.num_beams)

@@ -6,7 +6,6 @@ half-written folder under a final name. Each checkpoint has a manifest with chec
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from weitiao.errors import TrainingStopped
+from weitiao.files import full_disk
 
 PREFIX = "step-"
 # Tests set WEITIAO_CRASH_AT=checkpoint:N to SIGKILL the process halfway through writing
@@ -86,7 +86,7 @@ class PendingCheckpoint:
             self.abandon()
             previous = list_checkpoints(self.root)
             kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-            what = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"{type(e).__name__}: {e}"
+            what = "the disk is full" if full_disk(e) else f"{type(e).__name__}: {e}"
             raise TrainingStopped(f"could not write checkpoint step {self.step} ({what}); {kept}; free space and rerun with --resume") from None
         except BaseException:  # Ctrl-C: leave no half-written folder behind
             self.abandon()

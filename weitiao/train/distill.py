@@ -11,7 +11,6 @@ from weitiao.errors import UserError
 from weitiao.rundir import MODEL
 
 
-
 def student_model(student, distill, model: str, model_given: bool) -> str | None:
     """With `student.layers`: a folder holding the teacher's model cut to that many layers (made once, cached).
 
@@ -132,7 +131,7 @@ def teacher_logits(teacher, rows):
     import torch
 
     from weitiao.data.batching import sorted_batches
-    from weitiao.tasks.scoring import pad_id, task_forward
+    from weitiao.tasks.common.scoring import pad_id, task_forward
 
     model = teacher.model.eval()
     out: list = [None] * len(rows)

@@ -9,17 +9,17 @@ task by name: it asks the task the config names (weitiao/tasks/) for everything 
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from weitiao.config import RunConfig, dump_config, flat_config
-from weitiao.errors import Diverged, UserError
-from weitiao.rundir import CHECKPOINTS, CONFIG, GENERATIONS, METRICS, METRICS_LOG, MODEL
+from weitiao.errors import UserError
+from weitiao.rundir import CHECKPOINTS, CONFIG, METRICS, METRICS_LOG, MODEL
 from weitiao.runtime import eval_batch_size, pick_device, quiet_hf, say  # noqa: F401 (pick_device, quiet_hf: part of this module's API)
 from weitiao.train.saving import load_best, merge_adapter, save_adapter, save_model  # noqa: F401
+from weitiao.train.speedups import auto_batch, build_body_cache, build_feature_cache, enable_checkpointing
+from weitiao.train.steps import TaskSteps, write_generations
 
 
 def train(cfg: RunConfig, name: str, overwrite: bool = False, resume: str | None = None, force: bool = False,
@@ -237,7 +237,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     from weitiao.data.batching import length_grouped_batches, padding_fraction
     from weitiao.strategies.lr_groups import lr_table
     from weitiao.strategies.report import parameter_table
-    from weitiao.tasks.scoring import pad_id
+    from weitiao.tasks.common.scoring import pad_id
     from weitiao.train.feature_cache import frozen_body, frozen_bottom, frozen_modules
     from weitiao.train.loop import train_loop
     from weitiao.train.resume import config_hash, data_fingerprint
@@ -326,99 +326,6 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
     return run_dir
 
 
-class TaskSteps:
-    """What the loop asks of a run: batches from indices, the loss of a batch, metrics of a split,
-    each answered by the task. With a feature cache, the frozen bottom's output is replayed."""
-
-    def __init__(self, task, opts, encoded: dict, names: list[str], pad_id: int, accelerator, eval_batch: int,
-                 label_smoothing: float = 0.0, multiple: int = 1):
-        self.task, self.opts, self.encoded, self.names, self.pad_id = task, opts, encoded, names, pad_id
-        self.accelerator, self.eval_batch, self.label_smoothing, self.multiple = accelerator, eval_batch, label_smoothing, multiple
-        self.cache = None
-        self.latest_validation = self.best_validation = None  # full metrics of the last evaluation, and of the saved best model
-        self.processor = None  # the tokenizer (generative tasks generate at evaluation)
-        self.latest_generations: list[dict] = []  # a generative task's answers to held-out prompts at the last evaluation
-
-    def collate(self, split: str, index: list[int], multiple: int = 1) -> dict:
-        return self.task.collate(self.encoded[split], index, self.pad_id, len(self.names), self.opts, multiple)
-
-    def make_batch(self, index: list[int]) -> dict:
-        batch = self.collate("train", index, self.multiple)
-        if self.cache:
-            batch["cache_index"] = list(index)  # stays on the host (the loop moves only tensors)
-        return batch
-
-    def logits(self, m, batch: dict, split: str = "train", index: list[int] | None = None, labels=None):
-        if self.cache is None:
-            from weitiao.tasks.scoring import task_forward
-
-            return task_forward(self.task, m, batch, labels)
-        index = batch.pop("cache_index") if index is None else index
-        longest = batch["input_ids"].shape[1] if "input_ids" in batch else 1
-        with self.cache.replaying(self.cache.batch(split, index, longest)):
-            return m(**batch).logits
-
-    def loss(self, m, batch: dict):
-        """The loss summed over the batch's targets (the loop normalizes over the accumulation window)."""
-        labels = batch.pop("labels")
-        augment = self.task.augment  # optional: a task that transforms training batches on their device
-        if augment is not None:
-            batch = augment(batch, self.encoded["train"], self.opts)
-        return self.task.loss(self.logits(m, batch, labels=labels), labels, self.opts, self.label_smoothing)[0]
-
-    def count_targets(self, batch: dict) -> int:
-        return self.task.count_targets(batch)
-
-    def validation_headline(self, m) -> dict:
-        self.latest_validation = self.evaluate(m, "validation")
-        return self.task.headline(self.latest_validation)
-
-    def evaluate(self, m, split: str, shard: bool = True) -> dict:
-        """Every process scores every world-th row; the pieces are gathered (each once).
-
-        With shard=False (the final scores, main process only) this process scores them all.
-        """
-        from accelerate.utils import gather_object
-
-        from weitiao.tasks.scoring import score, task_metrics
-        from weitiao.train.memory import release_host_memory
-
-        release_host_memory()  # what the training steps freed, before evaluation allocates its own
-        acc, enc = self.accelerator, self.encoded[split]
-        world = acc.num_processes
-        shard = shard and world > 1
-        mine = list(range(acc.process_index, len(enc), world)) if shard else list(range(len(enc)))
-        cached = self.cache is not None and split in self.cache.splits
-        forward = (lambda model_, batch, idx: self.logits(model_, batch, split, [mine[j] for j in idx])) if cached else None
-        scored = score(acc.unwrap_model(m), self.task, enc.subset(mine) if shard else enc, self.pad_id, len(self.names), self.opts,
-                       self.eval_batch, acc.device, forward)
-        pieces = gather_object([(mine, scored)]) if shard else [(mine, scored)]
-        outputs: list = [None] * len(enc)
-        for index, part in pieces:
-            for i, out in zip(index, part.outputs):
-                outputs[i] = out
-        loss_sum = sum(part.loss_sum for _, part in pieces)
-        if not math.isfinite(loss_sum):  # NaN logits would reach the metrics (ROC-AUC refuses them with a traceback)
-            raise Diverged(f"the model's {split} loss is not finite: the weights diverged")
-        metrics, records = task_metrics(self.task, acc.unwrap_model(m), enc, outputs, self.names, self.opts, self.processor, acc.device)
-        count = sum(part.count for _, part in pieces)
-        metrics["loss"] = loss_sum / max(count, 1)
-        if split == "validation":
-            self.latest_generations = records  # a generative task's answers to held-out prompts (generations.jsonl)
-        release_host_memory()  # evaluation batches are larger than training ones: give their buffers back
-        return metrics
-
-
-def write_generations(run_dir: Path, step: int, records: list[dict]) -> None:
-    """A generative task's answers to its held-out prompts at one evaluation, beside their references
-    (generations.jsonl in the run folder, one line per prompt, each with the step)."""
-    if not records:  # a task that does not generate writes no file
-        return
-    with open(run_dir / GENERATIONS, "a", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps({"step": step, **r}, ensure_ascii=False) + "\n")
-
-
 def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, result, metric: str, probe_run: str | None) -> None:
     """Main process, after training: the best model into model/, its final scores, metrics.json."""
     from weitiao.train.memory import release_host_memory
@@ -448,14 +355,6 @@ def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, r
     summarize(task, final, run_dir, {split: len(getattr(setup.data, split)) for split in steps.encoded})
 
 
-def enable_checkpointing(model) -> None:
-    """Activation checkpointing per layer (non-reentrant: correct when the layer inputs need no grad)."""
-    if not model.supports_gradient_checkpointing:
-        raise UserError("training.gradient_checkpointing", f"{type(model).__name__} does not support it",
-                        "set training.gradient_checkpointing: false")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
 def train_report(result, metric: str, cache, trainable: int, pruned_last_layer: bool) -> dict:
     """The `train` section of metrics.json."""
     return {"steps": result.steps, "epochs": round(result.epochs_run, 3), "seconds": round(result.seconds, 2),
@@ -464,86 +363,6 @@ def train_report(result, metric: str, cache, trainable: int, pruned_last_layer: 
             "best_step": result.best_step, "best_" + metric: result.best_metric, "stopped_early": result.stopped_early,
             "skipped_steps": result.skipped_steps, "feature_cache": cache.report if cache else None,
             "trainable_params": trainable, "pruned_last_layer": pruned_last_layer}
-
-
-def build_feature_cache(model, k: int, steps: TaskSteps, one_position: bool, t, device, run_dir: Path, log, say):
-    """Compute the frozen bottom's output for the training and validation examples, once."""
-    from weitiao.train.feature_cache import FeatureCache
-    from weitiao.train.memory import release_host_memory
-
-    cache = FeatureCache(model.to(device), k, one_position)
-    seconds = _fill_cache(cache, steps, t.batch_size, device, run_dir, int(t.feature_cache_memory_gb * 2**30))
-    layers = len(cache.stack)
-    # Without the cache every epoch after the first runs the same frozen forward pass again (about what
-    # building the training split took), and so does every evaluation of the validation split.
-    n_train = len(steps.encoded["train"])
-    epochs = t.max_steps * t.batch_size * t.grad_accum / max(n_train, 1) if t.max_steps else t.epochs
-    evals = (epochs * n_train / (t.batch_size * t.grad_accum) / t.eval_every) if t.eval_every else epochs
-    saved = max(0.0, epochs - 1) * seconds["train"] + max(0.0, evals - 1) * seconds["validation"]
-    cache.report = {"frozen_layers": k, "of_layers": layers, "megabytes": round(cache.bytes / 2**20, 1), "first_token_only": cache.first_token_only,
-                    "memory_mapped": cache.bytes > t.feature_cache_memory_gb * 2**30,
-                    "build_seconds": round(sum(seconds.values()), 2), "build_seconds_train": seconds["train"],
-                    "saved_seconds_estimate": round(saved, 1)}
-    log.write({"feature_cache": cache.report})
-    release_host_memory()
-    say(f"feature cache: embeddings and layers 0-{k - 1} of {layers} run once ({cache.report['megabytes']} MB, "
-        f"{cache.report['build_seconds']} s{'; the head reads only the first token, so only it is kept' if cache.first_token_only else ''}); "
-        f"each step now runs {layers - k} of {layers} layers; saves about {saved:.0f} s of frozen forward passes over this run")
-    return cache
-
-
-def _fill_cache(cache, steps: TaskSteps, batch_size: int, device, folder: Path | None, max_bytes: int) -> dict[str, float]:
-    """Run the frozen part over the training and validation splits into `cache`; seconds per split.
-
-    Training-size batches: the pass keeps no activations, so it never needs more memory than a training step."""
-    from weitiao.data.batching import sorted_batches
-
-    seconds = {}
-    for split in ("train", "validation"):
-        start = time.perf_counter()
-        enc = steps.encoded[split]
-        cache.build(split, sorted_batches(enc.lengths, batch_size), lambda idx, split=split: steps.collate(split, idx), enc.lengths,
-                    device, folder, max_bytes)
-        seconds[split] = round(time.perf_counter() - start, 2)
-    return seconds
-
-
-def build_body_cache(model, body: str, steps: TaskSteps, t, device, log, say):
-    """Compute the frozen body's output (the head's input) for the training and validation examples, once."""
-    from weitiao.train.feature_cache import BodyCache
-
-    cache = BodyCache(model.to(device), body)
-    seconds = round(sum(_fill_cache(cache, steps, t.batch_size, device, None, 0).values()), 2)
-    cache.report = {"frozen_body": body, "megabytes": round(cache.bytes / 2**20, 1), "build_seconds": seconds, "first_token_only": True}
-    log.write({"feature_cache": cache.report})
-    say(f"feature cache: the frozen body ({body}) ran once over the training and validation data ({cache.report['megabytes']} MB, "
-        f"{seconds} s); each step now runs only the head")
-    return cache
-
-
-def auto_batch(model, steps: TaskSteps, lengths: list[int], t, accelerator, say):
-    """training.auto_batch_size: on a GPU, the largest batch of the longest inputs that fits."""
-    import torch
-
-    from weitiao.train.memory import fit_batch_size
-
-    if accelerator.device.type != "cuda":
-        say("auto_batch_size: not on a GPU, keeping training.batch_size")
-        return t
-    longest = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    model.to(accelerator.device)
-
-    def try_batch(size: int) -> None:
-        batch = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in steps.collate("train", longest[:size]).items()}
-        with accelerator.autocast():
-            steps.loss(model, batch).backward()
-        model.zero_grad(set_to_none=True)
-
-    size, accum = fit_batch_size(try_batch, t.batch_size, t.grad_accum)
-    torch.cuda.empty_cache()
-    if size != t.batch_size:
-        say(f"auto_batch_size: batch {t.batch_size} does not fit; using {size} x {accum} accumulation steps")
-    return t.model_copy(update={"batch_size": size, "grad_accum": accum})
 
 
 def strategy_line(s) -> str:

@@ -21,10 +21,10 @@ from weitiao.data.examples import Examples
 from weitiao.models.heads import load_saved, with_head
 from weitiao.schema import Section
 from weitiao.tasks import TaskDefaults, metrics_line, pick_metrics, register_task
-from weitiao.tasks import tags as T
-from weitiao.tasks.rows import TokenRows
-from weitiao.tasks.tag_reader import TagReader, label_scheme
-from weitiao.tasks.text import load_tokenizer, pad_rows
+from weitiao.tasks.common.rows import TokenRows
+from weitiao.tasks.common.text import load_tokenizer, pad_rows
+from weitiao.tasks.token_classification import tags as T
+from weitiao.tasks.token_classification.reader import TagReader, label_scheme
 
 if TYPE_CHECKING:
     import torch

@@ -23,8 +23,8 @@ from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
 from weitiao.tasks import TaskDefaults, register_task
-from weitiao.tasks import classification as cls
-from weitiao.tasks.image_augment import AugmentConfig
+from weitiao.tasks.common.labels import Labelled, label_tensor
+from weitiao.tasks.image_classification.augment import AugmentConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +36,7 @@ class Options(Section):
     type: Literal["image_classification"] = "image_classification"
     multi_label: bool = False
     threshold: float = Field(0.5, gt=0, lt=1)
-    augment: AugmentConfig | None = None  # training images only, on the training device (tasks/image_augment.py)
+    augment: AugmentConfig | None = None  # training images only, on the training device (tasks/image_classification/augment.py)
     image_size: int | None = Field(None, ge=8, le=1024)  # the model's input side; default: its preprocessor's
     pixels: "PixelsConfig | None" = None  # rows of pixel values instead of image files
 
@@ -222,7 +222,7 @@ def _pixel_image(text: str, pixels: PixelsConfig):
     return Image.fromarray(values, "L" if values.ndim == 2 else "RGB" if values.shape[2] == 3 else "RGBA")
 
 
-class ImageClassification(TaskDefaults):
+class ImageClassification(Labelled, TaskDefaults):
     """A label (or several) per image."""
 
     name = "image_classification"
@@ -242,12 +242,6 @@ class ImageClassification(TaskDefaults):
 
     def describe(self, opts) -> str:
         return "multi-label image classification" if opts.multi_label else "image classification"
-
-    # What depends only on the labels is the text classifier's.
-    metric_names = cls.Classification.metric_names
-    default_metric = cls.Classification.default_metric
-    headline = cls.Classification.headline
-    summary = cls.Classification.summary
 
     def reader(self, data, opts) -> ImageReader:
         return ImageReader(data, opts)
@@ -287,7 +281,7 @@ class ImageClassification(TaskDefaults):
 
         batch = {"pixel_values": encoded.processor.normalize(torch.from_numpy(encoded.images[index]))}
         if encoded.labels is not None:
-            batch["labels"] = cls.label_tensor([encoded.labels[i] for i in index], num_labels, opts.multi_label)
+            batch["labels"] = label_tensor([encoded.labels[i] for i in index], num_labels, opts.multi_label)
         return batch
 
     def augment(self, batch: dict, encoded: Encoded, opts) -> dict:
@@ -295,27 +289,23 @@ class ImageClassification(TaskDefaults):
         if not opts.augment or not opts.augment.active():
             return batch
         if getattr(encoded, "augmenter", None) is None:
-            from weitiao.tasks.image_augment import Augmenter
+            from weitiao.tasks.image_classification.augment import Augmenter
 
             encoded.augmenter = Augmenter(opts.augment, encoded.processor)
         return {**batch, "pixel_values": encoded.augmenter(batch["pixel_values"])}
 
-    loss = cls.Classification.loss  # one label (or label set) per example, as for texts
-    count_targets = cls.Classification.count_targets
-    outputs = cls.Classification.outputs
-
     def metrics(self, outputs: list, encoded: Encoded, label_names: list[str], opts) -> dict:
-        metrics = cls.TASK.metrics(outputs, encoded, label_names, opts)
+        metrics = super().metrics(outputs, encoded, label_names, opts)
         metrics["unreadable_images"] = len(encoded.skipped)
         return metrics
 
     def decode(self, outputs: list, encoded: Encoded, examples: Examples, label_names: list[str], opts) -> list[dict]:
         kept = Examples([examples.text[i] for i in encoded.kept], None, None, [], examples.source)
-        rows = cls.TASK.decode(outputs, encoded, kept, label_names, opts)
+        rows = super().decode(outputs, encoded, kept, label_names, opts)
         return [{"image": r.pop("text"), **r} for r in rows]
 
     def csv_columns(self, rows: list[dict]):
-        header, cells = cls.TASK.csv_columns([{"text": r["image"], **r} for r in rows[:1]])
+        header, cells = super().csv_columns([{"text": r["image"], **r} for r in rows[:1]])
         return ["image"] + header[1:], lambda r: cells({"text": r["image"], **r})
 
     def examples_from_texts(self, paths: list[str], processor, opts) -> Examples:

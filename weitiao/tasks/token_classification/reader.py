@@ -10,7 +10,7 @@ from pathlib import Path
 
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
-from weitiao.tasks import tags as T
+from weitiao.tasks.token_classification import tags as T
 
 
 @dataclass

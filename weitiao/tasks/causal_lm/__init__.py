@@ -14,34 +14,22 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-
-from pydantic import Field
 
 from weitiao.data.examples import Examples, LabelSet
 from weitiao.errors import UserError
 from weitiao.schema import Section
 from weitiao.tasks import TaskDefaults, metrics_line, pick_metrics, register_task
-from weitiao.tasks.lm_text import END_OF_TURN, Encoded, alpaca_conversation
+from weitiao.tasks.causal_lm.lm_text import END_OF_TURN, Encoded, alpaca_conversation
+from weitiao.tasks.common.generation import GenerateOptions, token_metrics
 
 if TYPE_CHECKING:
     import torch
 
 RECORD_FORMATS = ("alpaca", "chat", "text")
 ROLES = ("system", "user", "assistant", "tool")
-
-
-class GenerateOptions(Section):
-    """Generations of held-out prompts at every evaluation (and `predict`'s defaults)."""
-
-    samples: int = Field(8, ge=0)  # held-out prompts answered at every evaluation (0: none)
-    max_new_tokens: int = Field(64, ge=1)
-    temperature: float = Field(0.0, ge=0)  # 0: greedy
-    top_p: float = Field(1.0, gt=0, le=1)
-    metrics: list[Literal["rouge_l", "bleu", "chrf"]] = []  # scores of the generations against their references
 
 
 class Options(Section):
@@ -264,12 +252,12 @@ class CausalLM(TaskDefaults):
         return LMReader(data, opts)
 
     def processor(self, model_path: str, model_name: str | None = None, max_length: int | None = None):
-        from weitiao.tasks.text import load_tokenizer
+        from weitiao.tasks.common.text import load_tokenizer
 
         return load_tokenizer(model_path, model_name, max_length)
 
     def encode(self, tokenizer, examples: Examples, max_length: int, opts, names: list[str]) -> Encoded:
-        from weitiao.tasks.lm_text import encode_conversations, encode_documents, pack, set_template
+        from weitiao.tasks.causal_lm.lm_text import encode_conversations, encode_documents, pack, set_template
 
         samples = opts.generate.samples
         if examples.text and isinstance(examples.text[0], tuple):
@@ -302,14 +290,14 @@ class CausalLM(TaskDefaults):
     def configure_model(self, model, tokenizer, opts, train: Encoded) -> None:
         """The saved model stops where an answer ends (its generation config names EOS and the end-of-turn
         token), and its config says whether prompts are conversations (through the chat template) or text to continue."""
-        from weitiao.tasks.generation import stop_ids
+        from weitiao.tasks.common.generation import stop_ids
 
         model.generation_config.eos_token_id = stop_ids(tokenizer, model, self.end_of_turn(opts, tokenizer))
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.config.weitiao_prompts = "chat" if train.chat else "text"
 
     def collate(self, encoded: Encoded, index: list[int], pad_id: int, num_labels: int, opts, multiple: int = 1) -> dict:
-        from weitiao.tasks.lm_text import collate
+        from weitiao.tasks.causal_lm.lm_text import collate
 
         return collate(encoded, index, pad_id, multiple)
 
@@ -339,17 +327,12 @@ class CausalLM(TaskDefaults):
         return list(per_row.cpu().numpy())
 
     def metrics(self, outputs: list, encoded: Encoded, label_names, opts) -> dict:
-        nll = sum(float(o[0]) for o in outputs)
-        count = sum(float(o[1]) for o in outputs)
-        correct = sum(float(o[2]) for o in outputs)
-        loss = nll / count if count else None
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)) if loss is not None else None,
-                "token_accuracy": correct / count if count else None, "tokens": int(count), "n": encoded.examples}
+        return token_metrics(outputs, encoded.examples)
 
     def generations(self, model, encoded: Encoded, tokenizer, opts, device) -> tuple[dict, list[dict]]:
         """Answers to the held-out prompts (greedy unless task.generate says otherwise), their scores
         against the references, and the records written to the run folder."""
-        from weitiao.tasks.generation import Sampling, generate, stop_ids, text_scores
+        from weitiao.tasks.common.generation import Sampling, generate, stop_ids, text_scores
 
         g = opts.generate
         if not encoded.prompts:
@@ -373,8 +356,8 @@ class CausalLM(TaskDefaults):
         chat template; for a model trained on plain text, the text continued). `streamer`: a transformers
         streamer fed the answer's tokens as they are generated (one prompt)."""
         from weitiao.runtime import inference_device
-        from weitiao.tasks.generation import generate, stop_ids
-        from weitiao.tasks.lm_text import prompt_text
+        from weitiao.tasks.causal_lm.lm_text import prompt_text
+        from weitiao.tasks.common.generation import generate, stop_ids
 
         tok, model, device = run.tokenizer, run.model, inference_device()
         chat = getattr(model.config, "weitiao_prompts", "chat") == "chat" and getattr(tok, "chat_template", None)

@@ -7,7 +7,33 @@ template's end-of-turn token.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+
+from weitiao.schema import Section
+
+
+class GenerateOptions(Section):
+    """Generations of held-out prompts at every evaluation (and `predict`'s defaults)."""
+
+    samples: int = Field(8, ge=0)  # held-out prompts answered at every evaluation (0: none)
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0)  # 0: greedy
+    top_p: float = Field(1.0, gt=0, le=1)
+    metrics: list[Literal["rouge_l", "bleu", "chrf"]] = []  # scores of the generations against their references
+
+
+def token_metrics(outputs: list, examples: int) -> dict:
+    """A language model's validation metrics from per-row (summed NLL, target tokens, correct tokens)."""
+    nll = sum(float(o[0]) for o in outputs)
+    count = sum(float(o[1]) for o in outputs)
+    correct = sum(float(o[2]) for o in outputs)
+    loss = nll / count if count else None
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)) if loss is not None else None,
+            "token_accuracy": correct / count if count else None, "tokens": int(count), "n": examples}
 
 
 @dataclass

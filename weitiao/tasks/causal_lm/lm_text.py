@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from weitiao.errors import UserError
-from weitiao.tasks.rows import TokenRows
+from weitiao.tasks.common.rows import TokenRows
 
 # Named chat templates for models without one (task.template). Jinja, as transformers reads them.
 TEMPLATES = {
