@@ -120,3 +120,16 @@ def _current_names(model, state: dict) -> dict:
         return state
     renamings = [t for t in get_model_conversion_mapping(model) if isinstance(t, WeightRenaming)]
     return {rename_source_key(key, renamings, [])[0]: value for key, value in state.items()} if renamings else state
+
+
+def output_layer(model, num_labels: int):
+    """The layer that writes the logits: the last linear layer with one output per label (a BERT
+    classifier's `classifier`, EfficientNet's), or None."""
+    import torch.nn as nn
+
+    found = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.out_features == num_labels:
+            found = module
+    return found
+

@@ -81,7 +81,8 @@ def open_run(run_dir: str, prune: bool = True, trust=()) -> LoadedRun:
         model.config.pad_token_id = pad  # runs saved before the pad token was settled
     names = [] if task.generates else label_names(model)  # a generative task has no label set
     backend = "torch" if backend in ("hf", "adapter") else backend
-    return LoadedRun(task, cfg.task, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg.training.seed,
+    opts = task.calibrated(cfg.task, model_config(model))  # what training settled and saved with the model
+    return LoadedRun(task, opts, cfg.data, cfg.training.eval_batch_size, model, tokenizer, names, cfg.training.seed,
                      cfg.model_dump(mode="json"), root, backend)
 
 
@@ -100,6 +101,12 @@ def _damaged(run_dir: str, model_dir: Path):
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError("run_dir", f"the model in '{model_dir}' cannot be loaded ({reason})",
                         f"the folder is damaged or incomplete: export or train '{run_dir}' again, or resume it from its last checkpoint") from None
+
+
+def model_config(model) -> dict:
+    """A loaded model's config as plain data (exports keep the trained model's config.json)."""
+    config = getattr(model, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else dict(vars(config)) if config is not None else {}
 
 
 def label_names(model) -> list[str]:

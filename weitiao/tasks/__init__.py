@@ -87,6 +87,19 @@ class TaskDefaults:
     def configure_model(self, model, tokenizer, opts, train) -> None:
         """What the task settles on a model it built, from its processor (a causal LM: where generation stops)."""
 
+    def head_lr_scale(self, opts) -> float:
+        """The new head's LR as a multiple of training.lr when strategy.head_lr is unset and the body learns too."""
+        return 1.0
+
+    def calibrate(self, opts, validation: dict) -> dict:
+        """What the best model's validation scores settle for its later use (a multi-label decision
+        threshold tuned there), as entries stored in the saved model's config.json; most tasks: none."""
+        return {}
+
+    def calibrated(self, opts, model_config: dict):
+        """The task options a trained model is used with: `opts` with what `calibrate` stored in its config."""
+        return opts
+
 
 DEFAULT = "classification"  # the task when the config names none
 TASKS: dict[str, Task] = {}

@@ -8,7 +8,7 @@ is imported by the config schema.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
@@ -110,7 +110,8 @@ class Options(Section):
 
     type: Literal["classification"] = "classification"
     multi_label: bool = False
-    threshold: float = Field(0.5, gt=0, lt=1)  # multi-label decision threshold on sigmoid
+    threshold: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] = "auto"  # multi-label decision threshold on sigmoid; auto: the best validation micro-F1's, saved with the model
+    bias_init: Literal["prior", "zero"] = "prior"  # multi-label: the new head's biases start at each label's log-odds in the training data (zero: the library's init)
 
 
 class Classification(Labelled, TaskDefaults):

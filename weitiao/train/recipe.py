@@ -17,7 +17,7 @@ from weitiao.config import RunConfig, dump_config, flat_config
 from weitiao.errors import UserError
 from weitiao.rundir import CHECKPOINTS, CONFIG, METRICS, METRICS_LOG, MODEL
 from weitiao.runtime import eval_batch_size, pick_device, quiet_hf, say  # noqa: F401 (pick_device, quiet_hf: part of this module's API)
-from weitiao.train.saving import load_best, merge_adapter, save_adapter, save_model  # noqa: F401
+from weitiao.train.saving import load_best, merge_adapter, save_adapter, save_model, store_in_config  # noqa: F401
 from weitiao.train.speedups import auto_batch, build_body_cache, build_feature_cache, enable_checkpointing
 from weitiao.train.steps import TaskSteps, write_generations
 
@@ -150,6 +150,11 @@ def prepare(cfg: RunConfig) -> Prepared:
     selection = apply_strategy(model, s, task.peft_task_type)
     groups = build_param_groups(selection.model, selection.all_trainable_later or None, t.lr, t.weight_decay,
                                 s.layer_lr_decay, s.head_lr, s.lr_overrides)
+    scale = task.head_lr_scale(opts)
+    if s.head_lr is None and scale != 1 and any(g["name"] == "head" for g in groups) and any(g["name"] != "head" for g in groups):
+        groups = build_param_groups(selection.model, selection.all_trainable_later or None, t.lr, t.weight_decay,
+                                    s.layer_lr_decay, t.lr * scale, s.lr_overrides)
+        say(f"head LR: {scale:g}x training.lr, this task's default when the body learns too (strategy.head_lr sets it)")
     if not any(g["params"] for g in groups):  # found before the run folder is touched (an --overwrite keeps the old run)
         raise UserError("strategy.exclude" if s.exclude else "strategy", f"{s.method}{' with these include/exclude patterns' if s.include or s.exclude else ''} "
                         "leaves no parameter to train", "loosen strategy.exclude (or widen strategy.include)")
@@ -339,8 +344,13 @@ def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, r
     best.eval()
     # The saved best model of a full or partial run was scored on the validation split when it was picked
     # (the same weights); a merged adapter differs from what trained by float error, so it is scored again.
-    final = {split: steps.best_validation if split == "validation" and steps.best_validation is not None else steps.evaluate(best, split, shard=False)
-             for split in ("validation", "test") if split in steps.encoded}
+    final = {"validation": steps.best_validation if steps.best_validation is not None else steps.evaluate(best, "validation", shard=False)}
+    settled = task.calibrate(steps.opts, final["validation"])  # e.g. the multi-label threshold validation chose
+    if settled:
+        store_in_config(best, run_dir / MODEL, settled)
+        steps.opts = task.calibrated(steps.opts, settled)
+    if "test" in steps.encoded:  # scored as the saved model will be used
+        final["test"] = steps.evaluate(best, "test", shard=False)
     final["train"] = train_report(result, metric, steps.cache, trainable, setup.pruned_last_layer)
     probe = setup.probe
     if probe:

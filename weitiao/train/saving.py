@@ -76,3 +76,17 @@ def load_best(model, model_dir: Path, load):
 def save_model(model, tokenizer, target: Path) -> None:
     """Write a Hugging Face model folder atomically (temp folder, then rename)."""
     atomic_folder(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+
+
+def store_in_config(model, model_dir: Path, entries: dict) -> None:
+    """Entries a task settled after training (`Task.calibrate`) into the saved model's config.json,
+    written whole, and onto the model in memory; any tool reading the folder sees them."""
+    import json
+
+    from weitiao.files import write_text
+
+    path = Path(model_dir) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    write_text(path, json.dumps({**config, **entries}, indent=2, sort_keys=True) + "\n")
+    for key, value in entries.items():
+        setattr(model.config, key, value)

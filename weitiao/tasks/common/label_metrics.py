@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def classification_metrics(probs: np.ndarray, labels: list, names: list[str], multi_label: bool, threshold: float = 0.5) -> dict:
+def classification_metrics(probs: np.ndarray, labels: list, names: list[str], multi_label: bool, threshold: float | str = 0.5) -> dict:
     """Metrics for one evaluation.
 
     Args:
@@ -52,12 +52,33 @@ def _roc_auc(probs: np.ndarray, y: np.ndarray, ids: list[int]) -> float | None:
     return float(np.mean(scores))
 
 
-def _multi_label(probs: np.ndarray, labels: list, names: list[str], threshold: float) -> dict:
+# The thresholds `threshold: auto` chooses among: 0.05, 0.10, ..., 0.95.
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def best_threshold(probs: np.ndarray, y: np.ndarray) -> float:
+    """The one decision threshold, for every label, with the highest micro-F1 on these rows (the
+    lowest such when several tie)."""
+    true = y.astype(bool)
+    best, chosen = -1.0, 0.5
+    for t in THRESHOLDS:
+        pred = probs >= t
+        tp = int((pred & true).sum())
+        f1 = 2 * tp / (int(pred.sum()) + int(true.sum())) if tp else 0.0
+        if f1 > best:
+            best, chosen = f1, float(t)
+    return chosen
+
+
+def _multi_label(probs: np.ndarray, labels: list, names: list[str], threshold: float | str) -> dict:
+    """`threshold: "auto"` scores at the threshold best for these rows (validation) and reports it."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
 
     y = np.zeros_like(probs, dtype=int)
     for row, ids in enumerate(labels):
         y[row, ids] = 1
+    if threshold == "auto":
+        threshold = best_threshold(probs, y)
     pred = (probs >= threshold).astype(int)
     p, r, f, s = precision_recall_fscore_support(y, pred, zero_division=0)
     present = [c for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
@@ -67,6 +88,7 @@ def _multi_label(probs: np.ndarray, labels: list, names: list[str], threshold: f
         "f1_macro": float(f1_score(y, pred, average="macro", zero_division=0)),
         "subset_accuracy": float(accuracy_score(y, pred)),
         "roc_auc": auc,
+        "threshold": float(threshold),
         "n": int(len(y)),
         "per_class": {names[i]: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])} for i in range(len(names))},
     }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -35,7 +35,8 @@ class Options(Section):
 
     type: Literal["image_classification"] = "image_classification"
     multi_label: bool = False
-    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] = "auto"  # multi-label decision threshold on sigmoid; auto: the best validation micro-F1's, saved with the model
+    bias_init: Literal["prior", "zero"] = "prior"  # multi-label: the new head's biases start at each label's log-odds in the training data (zero: the library's init)
     augment: AugmentConfig | None = None  # training images only, on the training device (tasks/image_classification/augment.py)
     image_size: int | None = Field(None, ge=8, le=1024)  # the model's input side; default: its preprocessor's
     pixels: "PixelsConfig | None" = None  # rows of pixel values instead of image files
