@@ -95,7 +95,7 @@ def test_jsonl_with_lists_of_words_and_tags(tmp_path):
 
 
 @pytest.mark.parametrize("case, lines, message", [
-    ("tag outside the scheme", "John\tB-PER\nSmith\tX-PER\n", "line 2: tag 'X-PER' is not O or B-/I-/E-/S-TYPE"),
+    ("tag outside the scheme", "John\tB-PER\nSmith\tX-PER\n", "line 2: tag 'X-PER' is not O or B-/I-/M-/E-/S-TYPE"),
     ("one column", "John\tB-PER\nSmith\n", "line 2 has one column ('Smith')"),
     ("no entities", "John\tO\nSmith\tO\n", "has no entities at all"),
     ("broken BIOES", "John\tB-PER\nSmith\tO\n\nAnn\tS-PER\n", "line 2: tag 'O' breaks BIOES"),

@@ -34,7 +34,7 @@ class Options(Section):
     """The `task:` section of a token classifier."""
 
     type: Literal["token_classification"] = "token_classification"
-    scheme: Literal["auto", "IOB1", "IOB2", "BIOES"] = "auto"  # auto: BIOES when E-/S- tags occur, else IOB (IOB1 converted)
+    scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "BMES"] = "auto"  # auto: BMES when M- tags occur, BIOES when E-/S- do, else IOB (IOB1 converted)
     label_all_subwords: bool = False  # label every sub-word (B- -> I- on continuations), not only the first
     stride: int | None = Field(None, ge=1)  # tokens shared by the windows of a long sentence; default data.max_length // 4
 
@@ -203,7 +203,7 @@ def predicted_tags(probs, names: list[str]) -> tuple[list[str], list[float]]:
 
 def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict:
     """Strict entity-level precision/recall/F1 (seqeval's strict mode), micro and per type, and word accuracy."""
-    scores = T.strict_scores(gold, pred, "BIOES" if scheme == "BIOES" else "IOB2")
+    scores = T.strict_scores(gold, pred, "BIOES" if T.ends(scheme) else "IOB2")
     micro = scores["micro"]
     words = sum(len(s) for s in gold)
     right = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
@@ -221,7 +221,8 @@ def words_of(text: str, tokenizer) -> tuple[tuple[str, ...], list[tuple[int, int
     model's tokenizer splits it before sub-words (whitespace and punctuation for BERT, so that
     transformers' pipeline sees the same words), then without the leading space that byte-level
     and SentencePiece pre-tokenizers keep, and with punctuation split off as CoNLL data has it
-    (BERT's rule: ASCII symbols and Unicode punctuation; a no-op on BERT's own words)."""
+    (BERT's rule: ASCII symbols and Unicode punctuation; a no-op on BERT's own words), and every CJK
+    character a word of its own, as Chinese corpora (one character a line) and BERT have it."""
     pre = tokenizer.backend_tokenizer.pre_tokenizer
     found = [span for _, span in pre.pre_tokenize_str(text)] if pre is not None else [(0, len(text))]
     spans = []
@@ -229,7 +230,7 @@ def words_of(text: str, tokenizer) -> tuple[tuple[str, ...], list[tuple[int, int
         start = None
         for i in range(a, b + 1):
             ch = text[i] if i < b else " "
-            if ch.isspace() or _is_punctuation(ch):
+            if ch.isspace() or _is_punctuation(ch) or _is_cjk(ch):
                 if start is not None:
                     spans.append((start, i))
                 start = None
@@ -238,6 +239,13 @@ def words_of(text: str, tokenizer) -> tuple[tuple[str, ...], list[tuple[int, int
             elif start is None:
                 start = i
     return tuple(text[a:b] for a, b in spans), spans
+
+
+def _is_cjk(ch: str) -> bool:
+    """A CJK ideograph: a word of its own (BERT's rule, and the one-character-a-token Chinese corpora's)."""
+    cp = ord(ch)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
+            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
 
 
 def _is_punctuation(ch: str) -> bool:

@@ -129,7 +129,7 @@ class TagReader:
 
     @property
     def trained_scheme(self) -> str:
-        return "BIOES" if self.found == "BIOES" else "IOB2"
+        return self.found if T.ends(self.found or "") else "IOB2"
 
     def _named_ids(self, sentences: list[Sentence], path: str, field: str, stored: list[str] | None) -> list[Sentence]:
         """Tags stored as ids become names: data.labels, else the dataset's own ClassLabel names."""
@@ -169,10 +169,12 @@ class TagReader:
         return labels
 
     def _detect(self, sentences: list[Sentence], path: str, field: str) -> str:
-        """The scheme of the training data: as configured, else BIOES when E-/S- occur, IOB1 when an
-        entity starts with I-, else IOB2."""
+        """The scheme of the training data: as configured, else BMES when M- occurs, BIOES when E-/S-
+        occur, IOB1 when an entity starts with I-, else IOB2."""
         if self.scheme != "auto":
             return self.scheme
+        if any(t.startswith("M-") for s in sentences for t in s.tags):
+            return "BMES"
         if any(T.split_tag(t)[0] in ("E", "S") for s in sentences for t in s.tags):
             return "BIOES"
         return "IOB1" if any(T.starts_without_begin(s.tags) is not None for s in sentences) else "IOB2"
@@ -182,14 +184,14 @@ class TagReader:
         for i, tag in enumerate(tags):
             prefix = T.split_tag(tag)[0]
             if not prefix:
-                raise UserError(field, f"'{path}' line {_line(s, i)}: tag {tag!r} is not O or B-/I-/E-/S-TYPE", "fix the tag (e.g. B-person)")
-            if prefix in ("E", "S") and scheme != "BIOES":
+                raise UserError(field, f"'{path}' line {_line(s, i)}: tag {tag!r} is not O or B-/I-/M-/E-/S-TYPE", "fix the tag (e.g. B-person)")
+            if prefix in ("E", "S") and not T.ends(scheme):
                 raise UserError(field, f"'{path}' line {_line(s, i)}: tag {tag!r} is outside the {scheme} scheme of data.train (mixed schemes?)",
                                 "use one scheme in every file, or set task.scheme")
-        if scheme == "BIOES":
+        if T.ends(scheme):
             bad = T.bioes_error(tags)
             if bad is not None:
-                raise UserError(field, f"'{path}' line {_line(s, bad)}: tag {tags[bad]!r} breaks BIOES (after {tags[bad - 1] if bad else 'the start'!r}; mixed schemes?)",
+                raise UserError(field, f"'{path}' line {_line(s, bad)}: tag {tags[bad]!r} breaks {scheme} (after {tags[bad - 1] if bad else 'the start'!r}; mixed schemes?)",
                                 "fix the tags there, or set task.scheme to the file's scheme")
         else:
             start = T.starts_without_begin(tags)
@@ -233,4 +235,7 @@ def _line(s: Sentence, i: int) -> int:
 
 
 def label_scheme(names: list[str]) -> str:
+    """The scheme a label set is in: BMES (M- tags), BIOES (E-/S- tags) or IOB2."""
+    if any(n.startswith("M-") for n in names):
+        return "BMES"
     return "BIOES" if any(T.split_tag(n)[0] in ("E", "S") for n in names) else "IOB2"

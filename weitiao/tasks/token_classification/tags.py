@@ -1,24 +1,37 @@
-"""Tag schemes for token classification: IOB1, IOB2 and BIOES; reading, checking, converting
+"""Tag schemes for token classification: IOB1, IOB2, BIOES and BMES; reading, checking, converting
 and repairing tag sequences. Pure Python (no torch): the data reader and the metrics use it.
 
-A tag is "O" or PREFIX-TYPE with PREFIX one of B, I (IOB1/IOB2) or B, I, E, S (BIOES).
+A tag is "O" or PREFIX-TYPE with PREFIX one of B, I (IOB1/IOB2), B, I, E, S (BIOES) or B, M, E, S
+(BMES, the Chinese corpora's scheme, one character a token: M- where BIOES writes I-). BMES is
+BIOES under other names: `split_tag` reads M- as I-, so checking, repair and strict scoring are
+BIOES's; the tags a BMES run writes (label names, repaired predictions) keep M-.
 weitiao trains on IOB2 or BIOES; IOB1 (an entity starts with I- unless it follows one of the
 same type) is converted to IOB2 when read, so strict entity scoring applies.
 """
 
 from __future__ import annotations
 
-SCHEMES = ("IOB1", "IOB2", "BIOES")
-PREFIXES = {"IOB1": "BI", "IOB2": "BI", "BIOES": "BIES"}
+SCHEMES = ("IOB1", "IOB2", "BIOES", "BMES")
+PREFIXES = {"IOB1": "BI", "IOB2": "BI", "BIOES": "BIES", "BMES": "BMES"}
+
+
+def ends(scheme: str) -> bool:
+    """Whether the scheme marks an entity's end and single-token entities (E-, S-): BIOES and BMES."""
+    return scheme in ("BIOES", "BMES")
+
+
+def inner(scheme: str) -> str:
+    """The prefix of a token inside an entity: I, or M in BMES."""
+    return "M" if scheme == "BMES" else "I"
 
 
 def split_tag(tag: str) -> tuple[str, str | None]:
-    """'B-person' -> ('B', 'person'); 'O' -> ('O', None); anything else -> ('', None)."""
+    """'B-person' -> ('B', 'person'); 'M-LOC' (BMES) -> ('I', 'LOC'); 'O' -> ('O', None); anything else -> ('', None)."""
     if tag == "O":
         return "O", None
     prefix, dash, kind = tag.partition("-")
-    if dash and prefix in ("B", "I", "E", "S") and kind:
-        return prefix, kind
+    if dash and prefix in ("B", "I", "E", "S", "M") and kind:
+        return ("I" if prefix == "M" else prefix), kind
     return "", None
 
 
@@ -82,19 +95,19 @@ def entity_spans(tags: list[str]) -> list[tuple[int, int, str]]:
 def tags_from_spans(spans: list[tuple[int, int, str]], n: int, scheme: str) -> list[str]:
     tags = ["O"] * n
     for start, end, kind in spans:
-        if scheme == "BIOES" and end - start == 1:
+        if ends(scheme) and end - start == 1:
             tags[start] = f"S-{kind}"
             continue
         tags[start] = f"B-{kind}"
         for i in range(start + 1, end):
-            tags[i] = f"I-{kind}"
-        if scheme == "BIOES":
+            tags[i] = f"{inner(scheme)}-{kind}"
+        if ends(scheme):
             tags[end - 1] = f"E-{kind}"
     return tags
 
 
 def repair(tags: list[str], scheme: str) -> list[str]:
-    """A predicted sequence made valid in `scheme` (IOB2 or BIOES) by the rule of `entity_spans`."""
+    """A predicted sequence made valid in `scheme` (IOB2, BIOES or BMES) by the rule of `entity_spans`."""
     return tags_from_spans(entity_spans(tags), len(tags), scheme)
 
 
@@ -109,10 +122,10 @@ def subword_tags(tag: str, pieces: int, scheme: str) -> list[str]:
     prefix, kind = split_tag(tag)
     if pieces == 1 or prefix == "O":
         return [tag] * pieces
-    inner = [f"I-{kind}"] * (pieces - 2)
-    first = {"B": f"B-{kind}", "S": f"B-{kind}"}.get(prefix, f"I-{kind}")
-    last = {"E": f"E-{kind}", "S": f"E-{kind}"}.get(prefix, f"I-{kind}") if scheme == "BIOES" else f"I-{kind}"
-    return [first, *inner, last]
+    mid = f"{inner(scheme)}-{kind}"
+    first = {"B": f"B-{kind}", "S": f"B-{kind}"}.get(prefix, mid)
+    last = {"E": f"E-{kind}", "S": f"E-{kind}"}.get(prefix, mid) if ends(scheme) else mid
+    return [first, *[mid] * (pieces - 2), last]
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,7 +139,8 @@ def strict_entities(tags: list[str], scheme: str) -> list[tuple[int, int, str]]:
     seqeval's strict mode reads it: in IOB2 an entity is B-X followed by any run of I-X (a stray
     I- is no entity); in BIOES it is S-X, or B-X, I-X..., E-X (a B- that does not reach its E-
     is none). Raises ValueError on a prefix the scheme does not have."""
-    allowed = PREFIXES["BIOES" if scheme == "BIOES" else "IOB2"] + "O"
+    bioes = ends(scheme)  # BMES reads as BIOES (split_tag turns M- into I-)
+    allowed = PREFIXES["BIOES" if bioes else "IOB2"] + "O"
     spans, i, n = [], 0, len(tags)
     parsed = [split_tag(t) for t in tags]
     for t, (prefix, _) in zip(tags, parsed):
@@ -134,16 +148,16 @@ def strict_entities(tags: list[str], scheme: str) -> list[tuple[int, int, str]]:
             raise ValueError(f"tag {t!r} is not valid in {scheme}")
     while i < n:
         prefix, kind = parsed[i]
-        if prefix not in ("B", "S") if scheme == "BIOES" else prefix != "B":
+        if prefix not in ("B", "S") if bioes else prefix != "B":
             i += 1
             continue
         end, last = i + 1, prefix
         if prefix == "B":
-            inside = ("I", "E") if scheme == "BIOES" else ("I",)
+            inside = ("I", "E") if bioes else ("I",)
             while end < n and last in ("B", "I") and parsed[end][0] in inside and parsed[end][1] == kind:
                 last = parsed[end][0]
                 end += 1
-        if scheme != "BIOES" or last in ("E", "S"):
+        if not bioes or last in ("E", "S"):
             spans.append((i, end, kind))
         i = end
     return spans
