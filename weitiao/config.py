@@ -64,6 +64,7 @@ class StrategyConfig(Section):
     # gradient controller
     layer_lr_decay: float | None = Field(None, gt=0, le=1)
     head_lr: float | None = Field(None, gt=0)
+    head_fit: Literal["solver", "gradient"] = "solver"  # a frozen, cached body's linear head: first fitted by L-BFGS (C chosen on validation), or by gradient alone
     lr_overrides: dict[str, float] = {}  # regex -> learning rate
     # regularizer
     l2sp: float = Field(0.0, ge=0)  # alpha: pull pretrained weights toward their start

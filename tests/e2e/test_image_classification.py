@@ -31,7 +31,9 @@ def image_run(tmp_path_factory):
     cfg = {"version": 1, "model": "efficientnet_lite0", "task": "image_classification",
            "data": {"train": str(tmp / "train"), "validation": str(tmp / "val")}, "strategy": "head_only",
            "training": {"epochs": 3, "batch_size": 16, "lr": 3e-3, "progress": False}, "output": {"dir": str(tmp / "runs")}}
-    assert main(["train", str(write_config(tmp / "c.yaml", cfg)), "--name", "img"]) == 0
+    assert main(["train", str(write_config(tmp / "c.yaml", cfg)), "--name", "img"]) == 0  # the head fitted by the solver first
+    cfg["strategy"] = {"method": "head_only", "head_fit": "gradient"}
+    assert main(["train", str(write_config(tmp / "gradient.yaml", cfg)), "--name", "gradient"]) == 0
     cfg["training"]["feature_cache"] = False
     assert main(["train", str(write_config(tmp / "plain.yaml", cfg)), "--name", "plain"]) == 0
     return tmp / "runs" / "img", tmp
@@ -75,11 +77,24 @@ def test_head_only_computes_the_frozen_backbone_once_and_learns_the_same(image_r
     """The cache replays the frozen body's output (EfficientNet's pooled features); without it the body
     runs every step in eval mode: the same function, so the same scores."""
     run, tmp = image_run
-    cached, plain = (json.loads((tmp / "runs" / name / "metrics.json").read_text()) for name in ("img", "plain"))
+    cached, plain = (json.loads((tmp / "runs" / name / "metrics.json").read_text()) for name in ("gradient", "plain"))
     assert cached["train"]["feature_cache"]["frozen_body"] == "efficientnet" and plain["train"]["feature_cache"] is None
     assert cached["validation"]["accuracy"] == plain["validation"]["accuracy"]
     assert cached["validation"]["loss"] == pytest.approx(plain["validation"]["loss"], rel=1e-4)
     assert cached["train"]["feature_cache"]["megabytes"] == round((80 + 60) * 1280 * 4 / 2**20, 1)  # one 1280-float vector per readable photo, training and validation
+
+
+def test_head_only_starts_from_the_solvers_head_and_keeps_the_better(image_run):
+    """The cached features make the head a logistic regression: L-BFGS fits it for each C of the grid, the
+    validation accuracy picks C, and training goes on from there; the saved model is the better on validation."""
+    run, tmp = image_run
+    solver, gradient = (json.loads((tmp / "runs" / name / "metrics.json").read_text()) for name in ("img", "gradient"))
+    fit = solver["train"]["head_fit"]
+    assert fit["method"].startswith("L-BFGS") and len(fit["tried"]) == 7 and fit["validation_accuracy"] == max(fit["tried"].values())
+    assert str(fit["C"]) in fit["tried"] and fit["tried"][str(fit["C"])] == fit["validation_accuracy"]
+    assert solver["validation"]["accuracy"] >= fit["validation_accuracy"]  # the solver's head, or a better one from training
+    assert solver["validation"]["accuracy"] >= gradient["validation"]["accuracy"]  # never below the gradient-only head
+    assert "head_fit" not in gradient["train"]
 
 
 def test_digits_from_pixel_rows_train_far_above_chance(tmp_path):

@@ -20,7 +20,7 @@ from weitiao.errors import UserError, add_to, load_plugins, unknown
 STRATEGIES: dict[str, "Method"] = {}
 
 # Options every method accepts: the gradient controller, the regularizer, name patterns.
-COMMON = {"method", "include", "exclude", "freeze_embeddings", "layer_lr_decay", "head_lr", "lr_overrides",
+COMMON = {"method", "include", "exclude", "freeze_embeddings", "layer_lr_decay", "head_lr", "head_fit", "lr_overrides",
           "l2sp", "l2sp_beta", "dropout", "label_smoothing", "probe"}
 
 

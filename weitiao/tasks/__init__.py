@@ -87,6 +87,11 @@ class TaskDefaults:
     def configure_model(self, model, tokenizer, opts, train) -> None:
         """What the task settles on a model it built, from its processor (a causal LM: where generation stops)."""
 
+    def head_targets(self, encoded, num_labels: int, opts):
+        """The training targets as a linear head's solver wants them: ("single", ids [n]) or ("multi",
+        0/1 [n, num_labels]); None for a task whose head is not a logistic regression."""
+        return None
+
     def head_lr_scale(self, opts) -> float:
         """The new head's LR as a multiple of training.lr when strategy.head_lr is unset and the body learns too."""
         return 1.0

@@ -71,7 +71,7 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
                count_targets: Callable[[dict], int] | None = None, penalty: Callable[[], torch.Tensor] | None = None,
                on_progress: Callable[[int, int], bool] | None = None, resume: Path | None = None,
                checkpoint_meta: dict | None = None, train_mode: Callable[[object], None] | None = None,
-               after_eval: Callable[[dict], None] | None = None) -> LoopResult:
+               after_eval: Callable[[dict], None] | None = None, eval_at_start: bool = False) -> LoopResult:
     """Train `model` as `opts` (the training section) says.
 
     Args:
@@ -96,6 +96,8 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
             fingerprint) for the resume checks.
         train_mode: puts the model in training mode (default `model.train()`); a frozen
             bottom stays in eval mode.
+        eval_at_start: evaluate (and keep as the best so far) the model as it starts, before the
+            first step: a head a solver fitted is then kept unless training beats it.
 
     Raises:
         TrainingStopped: non-finite losses `opts.max_bad_steps` times in a row, out of memory.
@@ -163,6 +165,8 @@ def train_loop(model, accelerator, *, param_groups: list[dict], epoch_batches: C
             st.last_checkpoint = str(pending.finish(meta, opts.keep_checkpoints))
         accelerator.wait_for_everyone()
 
+    if eval_at_start and resume is None:  # a model that starts somewhere worth keeping (a head fitted by a solver)
+        run_eval(0.0)
     set_train(model)
     learning = [p for p in model.parameters() if p.requires_grad]  # walked every step: only these can hold gradients
     count = count_targets or (lambda b: len(next(iter(b.values()))))

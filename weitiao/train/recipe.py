@@ -290,6 +290,8 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
              "the frozen backbone runs on each augmented batch")
     elif body and t.feature_cache:  # a model adapter's whole body is frozen (head_only): cache the head's input
         steps.cache = build_body_cache(model, body, steps, t, accelerator.device, log, tell)
+        if s.head_fit == "solver" and checkpoint is None:
+            steps.head_fit = solver_head(model, steps, task, opts, len(names), t.metric, log, tell)
     elif k and t.feature_cache and task.feature_cache:
         steps.cache = build_feature_cache(model, k, steps, task.reads_one_position, t, accelerator.device, run_dir, log, tell)
     # A frozen bottom (or body) is a feature extractor: eval mode (no dropout in it), cached or not.
@@ -318,7 +320,7 @@ def _fit(cfg: RunConfig, setup: Prepared, run_dir: Path, accelerator, log, check
                         run_dir=run_dir, log=log, opts=t, on_progress=selection.on_progress, resume=checkpoint,
                         checkpoint_meta={"config_hash": config_hash(cfg.model_dump(mode="json")), "data": data_fingerprint(cfg.data, cfg.task)}, train_mode=train_mode,
                         after_eval=lambda record: (write_generations(run_dir, record["step"], steps.latest_generations),
-                                                   on_eval and on_eval(record)))
+                                                   on_eval and on_eval(record)), eval_at_start=bool(steps.head_fit))
     if main:
         finish(setup, run_dir, accelerator, log, steps, result, t.metric, s.probe)
         from weitiao.evaluate.report import enabled, write_report
@@ -352,6 +354,9 @@ def finish(setup: Prepared, run_dir: Path, accelerator, log, steps: TaskSteps, r
     if "test" in steps.encoded:  # scored as the saved model will be used
         final["test"] = steps.evaluate(best, "test", shard=False)
     final["train"] = train_report(result, metric, steps.cache, trainable, setup.pruned_last_layer)
+    if steps.head_fit:
+        final["train"]["head_fit"] = {**steps.head_fit, "kept": "solver" if result.best_step == 0 else "gradient"}
+        say(f"head: {'the solver' if result.best_step == 0 else 'gradient training'}'s was better on validation and is the saved model")
     probe = setup.probe
     if probe:
         before, after = setup.probe_before, probe.score(probe.encoder_state(best), accelerator.device)
@@ -392,3 +397,23 @@ def summarize(task, final: dict, run_dir: Path, sizes: dict[str, int]) -> None:
         say(f"{task.too_long.format(n=cut['max_length'])}: " + ", ".join(f"{cut[s]} of {n} {s} inputs" for s, n in sizes.items())
             + f" ({task.too_long_fix})")
     say(f"run folder: {run_dir}  (model in {run_dir / 'model'})")
+
+
+def solver_head(model, steps: TaskSteps, task, opts, num_labels: int, metric: str, log, say) -> dict | None:
+    """head_only on a cached body: the head fitted by L-BFGS (train/head_fit.py) before the loop, when
+    it is one linear layer and the task's targets suit a logistic regression; None otherwise."""
+    from weitiao.train.head_fit import fit_head, linear_head
+    from weitiao.train.loop import higher_is_better
+
+    head, targets = linear_head(model), task.head_targets(steps.encoded["train"], num_labels, opts)
+    if head is None or targets is None or "train" not in steps.cache.splits:
+        return None
+    report = fit_head(head, steps.cache.splits["train"][0], targets, lambda: steps.evaluate(model, "validation", shard=False),
+                      metric, higher_is_better(metric))
+    if report:
+        log.write({"head_fit": report})
+        say(f"head: fitted by L-BFGS logistic regression on the cached features, C={report['C']} chosen on validation "
+            f"({metric} {report[f'validation_{metric}']:.4f}); gradient training goes on from it and the better on validation is kept "
+            "(strategy.head_fit: gradient skips the solver)")
+    return report or None
+

@@ -22,7 +22,8 @@ COSMETIC = {("training", "progress"), ("training", "log_every"), ("output", "dir
 # the default, so that a checkpoint from before they existed still resumes.
 ADDED = {("data", "tokens_column"): "tokens", ("data", "tags_column"): "tags", ("data", "image_column"): "image",
          ("task", "augment"): None, ("task", "image_size"): None, ("task", "pixels"): None,
-         ("data", "source_column"): "source", ("data", "target_column"): "target"}
+         ("data", "source_column"): "source", ("data", "target_column"): "target",
+         ("task", "bias_init"): "prior", ("strategy", "head_fit"): "solver"}
 
 
 def _comparable(cfg_dict: dict) -> dict:

@@ -22,6 +22,7 @@ class TaskSteps:
         self.cache = None
         self.latest_validation = self.best_validation = None  # full metrics of the last evaluation, and of the saved best model
         self.processor = None  # the tokenizer (generative tasks generate at evaluation)
+        self.head_fit: dict | None = None  # how a solver fitted the head before training (metrics.json train.head_fit)
         self.latest_generations: list[dict] = []  # a generative task's answers to held-out prompts at the last evaluation
 
     def collate(self, split: str, index: list[int], multiple: int = 1) -> dict:

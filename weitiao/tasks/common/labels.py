@@ -134,6 +134,16 @@ class Labelled:
         if opts.multi_label and opts.bias_init == "prior" and train.labels:
             set_prior_bias(model, train.labels)
 
+    def head_targets(self, encoded, num_labels: int, opts):
+        import numpy as np
+
+        if not opts.multi_label:
+            return "single", np.asarray(encoded.labels, dtype=np.int64)
+        y = np.zeros((len(encoded.labels), num_labels), dtype=np.int64)
+        for row, ids in enumerate(encoded.labels):
+            y[row, list(ids)] = 1
+        return "multi", y
+
     def head_lr_scale(self, opts) -> float:
         """Multi-label: a new head learns at 10x the body's LR unless strategy.head_lr says otherwise (on
         GoEmotions, 4,000 rows, 1 epoch: micro-F1 0.41 -> 0.48, ROC-AUC 0.73 -> 0.81)."""
@@ -145,9 +155,10 @@ class Labelled:
         return {}
 
     def calibrated(self, opts, model_config: dict):
-        if opts.threshold != "auto" or model_config.get(THRESHOLD_KEY) is None:
+        if opts.threshold != "auto":
             return opts
-        return opts.model_copy(update={"threshold": float(model_config[THRESHOLD_KEY])})
+        stored = model_config.get(THRESHOLD_KEY)  # none: single-label, or a run saved before thresholds were tuned
+        return opts.model_copy(update={"threshold": float(stored) if stored is not None else 0.5})
 
     def csv_columns(self, rows: list[dict]) -> tuple[list[str], object]:
         """The header of `predict --output x.csv` and a function from one decoded row to its cells."""
