@@ -24,6 +24,9 @@ ADDED = {("data", "tokens_column"): "tokens", ("data", "tags_column"): "tags", (
          ("task", "augment"): None, ("task", "image_size"): None, ("task", "pixels"): None,
          ("data", "source_column"): "source", ("data", "target_column"): "target",
          ("task", "bias_init"): "prior", ("strategy", "head_fit"): "solver"}
+# Defaults that changed: the new default hashes as the old one did, so a checkpoint of a config that
+# left the key out still resumes (multi-label threshold: 0.5, tuned on validation since).
+CHANGED = {("task", "threshold"): ("auto", 0.5)}
 
 
 def _comparable(cfg_dict: dict) -> dict:
@@ -33,6 +36,9 @@ def _comparable(cfg_dict: dict) -> dict:
     for (section, key), default in ADDED.items():
         if key in out.get(section, {}) and out[section][key] == default:
             out[section].pop(key)
+    for (section, key), (new, old) in CHANGED.items():
+        if out.get(section, {}).get(key) == new:
+            out[section][key] = old
     for section in ("student", "distill"):  # sections added later: a run without them hashes as before they existed
         if out.get(section) is None:
             out.pop(section, None)
