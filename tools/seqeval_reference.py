@@ -1,6 +1,6 @@
 """Write tests/data/seqeval_strict_reference.json: seqeval's own strict-mode scores on WNUT 2017's
 dev and test files against seeded corruptions of their tags, for IOB2 and for the same files
-converted to BIOES. tests/test_strict_scoring.py holds weitiao's scorer (tasks/tags.py) equal
+converted to BIOES. tests/test_strict_scoring.py holds weitiao's scorer (tasks/token_classification/tags.py) equal
 to these numbers; seqeval itself is not in the lock (it comes only as source, last released 2020).
 
     python3 -m venv /tmp/seqeval && /tmp/seqeval/bin/pip install seqeval==1.2.2
