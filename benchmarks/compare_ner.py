@@ -14,6 +14,8 @@ final dev predictions are scored with seqeval in strict mode (IOB2).
     .venv/bin/python benchmarks/compare_ner.py --quick         # tiny: tests the script
     .venv/bin/python benchmarks/compare_ner.py --repeats 2     # sides alternated each repeat
     .venv/bin/python benchmarks/compare_ner.py --strategy train_top --lr 2e-4   # bottom 4 layers frozen
+    .venv/bin/python benchmarks/compare_ner.py --seeds 42,1,2 --repeats 3 --warmup-ratio 0 --weight-decay 0
+        # run_ner's own defaults (no warmup, no weight decay), three seeds a side: compare_ner-seeds.*
 
 Writes benchmarks/results/compare_ner.{md,json} (compare_ner-train_top.* for --strategy train_top).
 With train_top the Trainer side sets requires_grad=False on the embeddings and layers 0-3
@@ -86,8 +88,8 @@ def trainer_side(args) -> None:
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith(tuple(top) + ("classifier.",))
     targs = TrainingArguments(output_dir=args.work, per_device_train_batch_size=32, per_device_eval_batch_size=32, learning_rate=args.lr,
-                              num_train_epochs=args.epochs, warmup_steps=0.06,  # transformers 5: a float below 1 is a ratio
-                              weight_decay=0.01, lr_scheduler_type="linear",
+                              num_train_epochs=args.epochs, warmup_steps=args.warmup_ratio or 0,  # transformers 5: a float below 1 is a ratio
+                              weight_decay=args.weight_decay, lr_scheduler_type="linear",
                               eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1",
                               save_total_limit=1, train_sampling_strategy="group_by_length", logging_steps=10, report_to=[],
                               seed=args.seed, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
@@ -101,7 +103,7 @@ def trainer_side(args) -> None:
                                              "train_seconds": seconds}))
 
 
-def weitiao_config(args, work: Path) -> Path:
+def weitiao_config(args, work: Path, seed: int) -> Path:
     import yaml
 
     data = {"train": args.train, "validation": args.dev, "format": "conll", "max_length": args.max_length, "drop_duplicates": False}
@@ -109,10 +111,10 @@ def weitiao_config(args, work: Path) -> Path:
         data["train_limit"] = 64
     strategy = "full" if args.strategy == "full" else {"method": "train_top", "layers": TOP}
     cfg = {"version": 1, "model": args.model, "task": "token_classification", "data": data, "strategy": strategy,
-           "training": {"epochs": args.epochs, "batch_size": 32, "lr": args.lr, "seed": args.seed, "num_threads": args.threads,
-                        "progress": False, "attention": "eager"},
+           "training": {"epochs": args.epochs, "batch_size": 32, "lr": args.lr, "seed": seed, "num_threads": args.threads,
+                        "warmup_ratio": args.warmup_ratio, "weight_decay": args.weight_decay, "progress": False, "attention": "eager"},
            "output": {"dir": str(work / "runs")}}
-    path = work / "wnut17.yaml"
+    path = work / f"wnut17-seed{seed}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -136,6 +138,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--seeds", default=None, help="comma-separated: repeat r runs both sides with the r-th seed (default: --seed every time)")
+    ap.add_argument("--warmup-ratio", type=float, default=0.06, help="both sides (run_ner's own default: 0)")
+    ap.add_argument("--weight-decay", type=float, default=0.01, help="both sides (run_ner's own default: 0)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="run both sides this many times, the order reversed every other repeat")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -156,9 +161,11 @@ def main() -> None:
     out = Path(args.out)
     work = out / "work-ner" / args.strategy
     work.mkdir(parents=True, exist_ok=True)
-    config = weitiao_config(args, work)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     rows = []
     for r in range(args.repeats):
+        seed = seeds[r % len(seeds)]
+        config = weitiao_config(args, work, seed)
         order = ["weitiao", "trainer"] if r % 2 == 0 else ["trainer", "weitiao"]
         result = {}
         for side in order:
@@ -171,27 +178,34 @@ def main() -> None:
                 res = work / f"trainer-r{r}.json"
                 cmd = [sys.executable, __file__, "--trainer-child", "--work", str(work / "trainer"), "--result", str(res), "--model", args.model,
                        "--train", args.train, "--dev", args.dev, "--epochs", str(args.epochs), "--max-length", str(args.max_length),
-                       "--seed", str(args.seed), "--threads", str(args.threads), "--strategy", args.strategy, "--lr", str(args.lr)] \
+                       "--seed", str(seed), "--threads", str(args.threads), "--strategy", args.strategy, "--lr", str(args.lr),
+                       "--warmup-ratio", str(args.warmup_ratio), "--weight-decay", str(args.weight_decay)] \
                     + (["--quick"] if args.quick else [])
                 result[side] = run_child(cmd, work / f"trainer-r{r}.log", args.threads)
                 child = json.loads(res.read_text())
                 result[side] |= {"f1": child["f1"], "train_s": round(child["train_seconds"], 1)}
             print(side, result[side], flush=True)
-        result["order"] = order
+        result["order"], result["seed"] = order, seed
         result["speedup_wall"] = round(result["trainer"]["wall_s"] / result["weitiao"]["wall_s"], 2)
         result["speedup_train"] = round(result["trainer"]["train_s"] / result["weitiao"]["train_s"], 2)
         rows.append(result)
-    stem = "compare_ner" + ("" if args.strategy == "full" else f"-{args.strategy}") + ("-quick" if args.quick else "")
+    stem = "compare_ner" + ("" if args.strategy == "full" else f"-{args.strategy}") + ("-seeds" if args.seeds else "") + ("-quick" if args.quick else "")
     (out / f"{stem}.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if not k.startswith(("trainer", "work", "result"))},
                                                   "commit": stamp, "runs": rows}, indent=2))
     lines = [f"# NER on WNUT 2017 (MiniLM, {args.strategy}, {args.epochs:g} epochs, batch 32, lr {args.lr:g}): weitiao vs Trainer (run_ner recipe)", "",
              f"`{shlex.join(['benchmarks/compare_ner.py', *sys.argv[1:]])}`, {args.threads} threads, weitiao {stamp}", "",
-             "| repeat | order | weitiao wall s | Trainer wall s | wall ratio | train ratio | weitiao RSS MB | Trainer RSS MB | weitiao dev F1 | Trainer dev F1 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| repeat | seed | order | weitiao wall s | Trainer wall s | wall ratio | train ratio | weitiao RSS MB | Trainer RSS MB | weitiao dev F1 | Trainer dev F1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, x in enumerate(rows):
         w, t = x["weitiao"], x["trainer"]
-        lines.append(f"| {r} | {' then '.join(x['order'])} | {w['wall_s']} | {t['wall_s']} | {x['speedup_wall']}x | {x['speedup_train']}x | "
+        lines.append(f"| {r} | {x['seed']} | {' then '.join(x['order'])} | {w['wall_s']} | {t['wall_s']} | {x['speedup_wall']}x | {x['speedup_train']}x | "
                      f"{w['peak_rss_mb']} | {t['peak_rss_mb']} | {w['f1']:.4f} | {t['f1']:.4f} |")
+    if len(rows) > 1:
+        import statistics
+
+        for side in ("weitiao", "trainer"):
+            f1 = [x[side]["f1"] for x in rows]
+            lines.append(f"\n{side}: dev F1 mean {statistics.mean(f1):.4f}, spread (max - min) {max(f1) - min(f1):.4f}, sd {statistics.stdev(f1):.4f} over {len(f1)} runs")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
