@@ -117,10 +117,10 @@ def train_run(config: dict | Path, name: str, work: Path, threads: int, *extra: 
 
 def write_result(stem: str, report: dict, markdown: str) -> tuple[Path, Path]:
     """benchmarks/results/STEM.json and STEM.md, both written whole."""
+    from weitiao.files import write_text
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path, md_path = RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"
-    for path, text in ((json_path, json.dumps(report, indent=2) + "\n"), (md_path, markdown)):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    write_text(json_path, json.dumps(report, indent=2) + "\n")
+    write_text(md_path, markdown)
     return json_path, md_path

@@ -33,14 +33,15 @@ def solve(x: np.ndarray, targets: tuple[str, np.ndarray], num_labels: int, c: fl
     A class never seen in training gets zero weights and a bias far below the others."""
     from sklearn.linear_model import LogisticRegression
 
+    from weitiao.tasks.common.label_metrics import prior_log_odds
+
     kind, y = targets
     w, b = np.zeros((num_labels, x.shape[1]), dtype=np.float32), np.zeros(num_labels, dtype=np.float32)
     if kind == "multi":
         for j in range(num_labels):
             column = y[:, j]
             if column.min() == column.max():  # always or never: the prior alone
-                p = (column.sum() + 0.5) / (len(column) + 1)
-                b[j] = np.log(p / (1 - p))
+                b[j] = prior_log_odds(column.sum(), len(column))
                 continue
             clf = LogisticRegression(C=c, max_iter=300).fit(x, column)
             w[j], b[j] = clf.coef_[0], clf.intercept_[0]

@@ -52,6 +52,20 @@ def _roc_auc(probs: np.ndarray, y: np.ndarray, ids: list[int]) -> float | None:
     return float(np.mean(scores))
 
 
+def multi_hot(labels: list, num_labels: int) -> np.ndarray:
+    """[n, num_labels] 0/1 (int64) from n lists of label ids."""
+    y = np.zeros((len(labels), num_labels), dtype=np.int64)
+    for row, ids in enumerate(labels):
+        y[row, list(ids)] = 1
+    return y
+
+
+def prior_log_odds(counts, n: int):
+    """log(p / (1 - p)) of each label's frequency, p = (count + 0.5) / (n + 1): never 0 or 1."""
+    p = (np.asarray(counts, dtype=np.float64) + 0.5) / (n + 1)
+    return np.log(p / (1 - p))
+
+
 # The thresholds `threshold: auto` chooses among: 0.05, 0.10, ..., 0.95.
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
@@ -74,9 +88,7 @@ def _multi_label(probs: np.ndarray, labels: list, names: list[str], threshold: f
     """`threshold: "auto"` scores at the threshold best for these rows (validation) and reports it."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
 
-    y = np.zeros_like(probs, dtype=int)
-    for row, ids in enumerate(labels):
-        y[row, ids] = 1
+    y = multi_hot(labels, probs.shape[1])
     if threshold == "auto":
         threshold = best_threshold(probs, y)
     pred = (probs >= threshold).astype(int)

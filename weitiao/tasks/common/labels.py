@@ -36,8 +36,7 @@ def loss_fn(logits: "torch.Tensor", labels: "torch.Tensor", multi_label: bool, l
     if multi_label:
         if label_smoothing:
             labels = labels * (1 - label_smoothing) + 0.5 * label_smoothing
-        per_label = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
-        per_example = per_label.mean(dim=1)
+        per_example = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(dim=1)
         return per_example.sum() if reduction == "sum" else per_example.mean()
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction=reduction)
 
@@ -51,21 +50,20 @@ def probabilities(logits: "torch.Tensor", multi_label: bool) -> "torch.Tensor":
 def set_prior_bias(model, labels: list[list[int]]) -> None:
     """The output layer's biases set to each label's log-odds among `labels` (label-id lists; a label
     never or always seen is clipped to one example's worth of doubt)."""
+    import numpy as np
     import torch
 
     from weitiao.models.heads import output_layer
+    from weitiao.tasks.common.label_metrics import multi_hot, prior_log_odds
 
     num_labels = model.config.num_labels
     layer = output_layer(model, num_labels)
     if layer is None or layer.bias is None:
         return
-    counts = torch.zeros(num_labels, dtype=torch.float64)
-    for ids in labels:
-        counts[list(ids)] += 1
-    n = len(labels)
-    p = ((counts + 0.5) / (n + 1)).clamp(1e-4, 1 - 1e-4)
+    bound = np.log((1 - 1e-4) / 1e-4)  # a probability kept within [1e-4, 1 - 1e-4]
+    bias = prior_log_odds(multi_hot(labels, num_labels).sum(axis=0), len(labels)).clip(-bound, bound)
     with torch.no_grad():
-        layer.bias.copy_(torch.log(p / (1 - p)).to(layer.bias.dtype))
+        layer.bias.copy_(torch.from_numpy(bias).to(layer.bias.dtype))
 
 
 THRESHOLD_KEY = "weitiao_threshold"  # the tuned multi-label threshold, in the saved model's config.json
@@ -117,10 +115,10 @@ class Labelled:
         return classification_metrics(probs, encoded.labels, label_names, opts.multi_label, opts.threshold)
 
     def decode(self, outputs: list, encoded, examples: "Examples", label_names: list[str], opts) -> list[dict]:
-        rows = []
+        rows, threshold = [], decision_threshold(opts)
         for text, p in zip(examples.text, outputs):
             if opts.multi_label:  # every label over the threshold, and its probability
-                chosen = [i for i in range(len(label_names)) if p[i] >= decision_threshold(opts)]
+                chosen = [i for i in range(len(label_names)) if p[i] >= threshold]
                 label, score = [label_names[i] for i in chosen], [round(float(p[i]), 6) for i in chosen]
             else:
                 label, score = label_names[int(p.argmax())], round(float(p.max()), 6)
@@ -137,12 +135,11 @@ class Labelled:
     def head_targets(self, encoded, num_labels: int, opts):
         import numpy as np
 
+        from weitiao.tasks.common.label_metrics import multi_hot
+
         if not opts.multi_label:
             return "single", np.asarray(encoded.labels, dtype=np.int64)
-        y = np.zeros((len(encoded.labels), num_labels), dtype=np.int64)
-        for row, ids in enumerate(encoded.labels):
-            y[row, list(ids)] = 1
-        return "multi", y
+        return "multi", multi_hot(encoded.labels, num_labels)
 
     def head_lr_scale(self, opts) -> float:
         """Multi-label: a new head learns at 10x the body's LR unless strategy.head_lr says otherwise (on
